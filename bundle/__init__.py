@@ -1,0 +1,6 @@
+"""Saliency trust bundle: everything the configs instantiate."""
+
+from bundle import data, handlers, networks, saliency, study, tracking, trust
+
+__version__ = "0.1.0"
+__all__ = ["data", "handlers", "networks", "saliency", "study", "tracking", "trust"]

@@ -1,0 +1,54 @@
+"""MONAI transforms specific to this bundle; the rest of each pipeline is stock MONAI in the configs."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.data import MetaTensor, PILReader
+from monai.transforms import LoadImage, MapTransform, Resize
+
+from bundle.data.masks import boxes_to_mask
+
+
+class GroundTruthMaskd(MapTransform):
+    """Add a (1, *spatial) ground-truth mask at the (resized) image grid under ``mask_key``.
+
+    ``source="mask"`` reads the segmentation file at ``data[mask_key]`` and resizes
+    it nearest-neighbour; ``source="boxes"`` rasterises ``data[boxes_key]`` (pixels
+    of the original image) with inclusive ends, as TRUST_METRICS.md section 1 says.
+    When a record has no mask file, boxes are used. The boxes entry is removed
+    afterwards because ragged lists do not collate into a batch.
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        mask_key: str = "mask",
+        boxes_key: str = "boxes",
+        source: str = "mask",
+    ) -> None:
+        super().__init__(keys=[image_key])
+        if source not in ("mask", "boxes"):
+            raise ValueError(f"source must be 'mask' or 'boxes', got {source!r}")
+        self.image_key, self.mask_key, self.boxes_key, self.source = image_key, mask_key, boxes_key, source
+        self.loader = LoadImage(reader=PILReader(reverse_indexing=False), image_only=True, ensure_channel_first=True)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        image = d[self.image_key]
+        spatial = tuple(image.shape[1:])
+        original = tuple(int(s) for s in image.meta["spatial_shape"]) if isinstance(image, MetaTensor) else spatial
+        mask_file = d.get(self.mask_key)
+        if self.source == "mask" and isinstance(mask_file, str):
+            mask = self.loader(mask_file)
+            mask = Resize(spatial, mode="nearest")(mask) if tuple(mask.shape[1:]) != spatial else mask
+            mask = torch.as_tensor(np.asarray(mask) > 0, dtype=torch.float32)
+        else:
+            boxes = d.get(self.boxes_key, [])
+            mask = torch.from_numpy(boxes_to_mask(boxes, original, spatial)[None].astype(np.float32))
+        d[self.mask_key] = mask
+        d.pop(self.boxes_key, None)
+        return d
+

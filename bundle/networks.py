@@ -1,0 +1,100 @@
+"""Classifier factories, and per architecture what the trust tests need to know about it.
+
+Each architecture records its Grad-CAM target layer and its cascading
+randomisation order (TRUST_METRICS.md section 2, output to input), so no other
+module hard-codes layer names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from monai.networks.nets import DenseNet121
+from torch import nn
+from torchvision.models import Inception3
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How to build a network and where its trust-relevant layers are."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    cam_layer: str
+    # (block name, module paths reset together), from the output back to the input
+    randomisation_blocks: tuple[tuple[str, tuple[str, ...]], ...]
+    min_input_size: int = 32
+
+
+def _densenet121(in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2) -> nn.Module:
+    return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes)
+
+
+def _inception_v3(in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2) -> nn.Module:
+    """torchvision InceptionV3 trained from scratch; the stem conv takes ``in_channels`` (grayscale)."""
+    if spatial_dims != 2:
+        raise ValueError("inception_v3 is 2-D only")
+    net = Inception3(num_classes=num_classes, aux_logits=False, transform_input=False, init_weights=True)
+    stem = net.Conv2d_1a_3x3.conv
+    net.Conv2d_1a_3x3.conv = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride, bias=False)
+    nn.init.trunc_normal_(net.Conv2d_1a_3x3.conv.weight, std=0.1, a=-2, b=2)
+    return net
+
+
+_DENSENET_BLOCKS = (
+    ("class_layers", ("class_layers",)),
+    ("denseblock4", ("features.norm5", "features.denseblock4")),
+    ("transition3", ("features.transition3",)),
+    ("denseblock3", ("features.denseblock3",)),
+    ("transition2", ("features.transition2",)),
+    ("denseblock2", ("features.denseblock2",)),
+    ("transition1", ("features.transition1",)),
+    ("denseblock1", ("features.denseblock1",)),
+    ("conv0", ("features.norm0", "features.conv0")),
+)
+_INCEPTION_ORDER = (
+    "fc", "Mixed_7c", "Mixed_7b", "Mixed_7a", "Mixed_6e", "Mixed_6d", "Mixed_6c", "Mixed_6b", "Mixed_6a",
+    "Mixed_5d", "Mixed_5c", "Mixed_5b", "Conv2d_4a_3x3", "Conv2d_3b_1x1", "Conv2d_2b_3x3", "Conv2d_2a_3x3",
+    "Conv2d_1a_3x3",
+)
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "densenet121": Architecture("densenet121", _densenet121, "class_layers.relu", _DENSENET_BLOCKS),
+    "inception_v3": Architecture(
+        "inception_v3", _inception_v3, "Mixed_7c", tuple((n, (n,)) for n in _INCEPTION_ORDER), min_input_size=75
+    ),
+}
+
+
+def get_architecture(name: str) -> Architecture:
+    """Look up an architecture by its config name, with a clear error for unknown names."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown network {name!r}; choose one of {sorted(ARCHITECTURES)}") from None
+
+
+def build_network(name: str = "densenet121", in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2) -> nn.Module:
+    """Build an untrained classifier by architecture name (the configs' ``network_def``)."""
+    net = get_architecture(name).factory(in_channels=in_channels, num_classes=num_classes, spatial_dims=spatial_dims)
+    net.architecture = name  # lets saliency methods find the CAM layer from the model alone
+    return net
+
+
+def cam_layer_of(model: nn.Module) -> str:
+    """The Grad-CAM target layer of a network built by :func:`build_network`."""
+    name = getattr(model, "architecture", None)
+    if name is None:
+        raise ValueError("model was not built by bundle.networks.build_network; pass the CAM layer explicitly")
+    return get_architecture(name).cam_layer
+
+
+def load_checkpoint(model: nn.Module, path: str, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load a state dict saved by the training config's CheckpointSaver into ``model``."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    model.load_state_dict(state)
+    return model

@@ -1,0 +1,48 @@
+"""Saliency map normalisation conventions (TRUST_METRICS.md section 0).
+
+Every metric normalises maps first. A map that cannot be normalised (constant,
+or with nothing to normalise) becomes all zeros and is flagged, so metrics that
+need variation return NaN for it instead of a silent score.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NORMALIZATIONS = ("pair", "minmax", "sum_to_one")
+
+
+def _flat(maps: torch.Tensor) -> torch.Tensor:
+    return maps.reshape(maps.shape[0], -1).to(torch.float64)
+
+
+def normalize_maps(maps: torch.Tensor, method: str = "pair") -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalise a batch of maps (B, *spatial); return (normalised maps, degenerate flags (B,)).
+
+    - ``pair`` (default; PAIR saliency's VisualizeImageGrayscale): absolute value,
+      (m - min) / (p99 - min) clipped to [0, 1].
+    - ``minmax`` (cheXlocalize): (m - min) / (max - min).
+    - ``sum_to_one`` (Zhang PSC): negative values clipped to 0, divided by the sum.
+    """
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}")
+    flat = _flat(maps)
+    nonfinite = ~torch.isfinite(flat).all(dim=1)
+    flat = torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0)
+    if method == "sum_to_one":
+        flat = flat.clamp_min(0.0)
+        low, scale = torch.zeros_like(flat[:, :1]), flat.sum(dim=1, keepdim=True)
+    else:
+        if method == "pair":
+            flat = flat.abs()
+            high = torch.quantile(flat, 0.99, dim=1, keepdim=True)
+        else:
+            high = flat.amax(dim=1, keepdim=True)
+        low = flat.amin(dim=1, keepdim=True)
+        scale = high - low
+    degenerate = (scale[:, 0] <= 0) | nonfinite
+    out = ((flat - low) / torch.where(scale > 0, scale, torch.ones_like(scale))).clamp(0.0, None)
+    if method == "pair":
+        out = out.clamp(max=1.0)
+    out[degenerate] = 0.0
+    return out.reshape(maps.shape).to(maps.dtype if maps.is_floating_point() else torch.float32), degenerate

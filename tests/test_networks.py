@@ -1,0 +1,38 @@
+"""Architectures: build, forward, and the layer names the trust tests depend on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bundle.networks import ARCHITECTURES, build_network, cam_layer_of, get_architecture
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_grayscale_forward_and_layer_names(name):
+    net = build_network(name).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 128, 128))
+    assert out.shape == (2, 2)
+    assert net.get_submodule(cam_layer_of(net)) is not None
+    arch = get_architecture(name)
+    covered = set()
+    for _, paths in arch.randomisation_blocks:
+        for path in paths:
+            module = net.get_submodule(path)
+            covered |= {id(p) for p in module.parameters()}
+    # cascading randomisation must be able to reach every weight of the network
+    assert covered == {id(p) for p in net.parameters()}
+
+
+def test_randomisation_orders_follow_the_published_lists():
+    inception = [b for b, _ in get_architecture("inception_v3").randomisation_blocks]
+    assert inception[:3] == ["fc", "Mixed_7c", "Mixed_7b"] and inception[-1] == "Conv2d_1a_3x3" and len(inception) == 17
+    densenet = [b for b, _ in get_architecture("densenet121").randomisation_blocks]
+    assert densenet == ["class_layers", "denseblock4", "transition3", "denseblock3", "transition2",
+                        "denseblock2", "transition1", "denseblock1", "conv0"]
+
+
+def test_unknown_network_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown network 'resnet9'"):
+        build_network("resnet9")

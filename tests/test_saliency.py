@@ -1,0 +1,107 @@
+"""Saliency methods: the interface, and values against autograd, captum and hand-computed Grad-CAM."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients as CaptumIG
+from torch import nn
+
+from bundle.networks import build_network
+from bundle.saliency import SaliencyInferer, get_method
+
+
+class TinyNet(nn.Module):
+    """conv -> relu -> conv (the CAM layer) -> relu -> global average pool -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 3, 3, stride=2, padding=1)
+        self.fc = nn.Linear(3, 2)
+
+    def features(self, x):
+        return torch.relu(self.conv2(torch.relu(self.conv1(x))))
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def images():
+    return torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(5))
+
+
+def test_grad_equals_autograd(images):
+    net = TinyNet()
+    x = images.clone().requires_grad_(True)
+    net(x)[:, 1].sum().backward()
+    maps = get_method("grad")(net, images, 1)
+    assert maps.shape == (3, 12, 12)
+    torch.testing.assert_close(maps, x.grad[:, 0])
+
+
+def test_ig_equals_captum_and_is_complete(images):
+    net = TinyNet().eval()
+    ours = get_method("ig", n_steps=64)(net, images, 1)
+    reference = CaptumIG(net).attribute(images, baselines=0.0, target=1, n_steps=64)[:, 0]
+    torch.testing.assert_close(ours, reference)
+    with torch.no_grad():
+        gap = net(images)[:, 1] - net(torch.zeros_like(images))[:, 1]
+    torch.testing.assert_close(ours.sum(dim=(1, 2)), gap, atol=2e-3, rtol=2e-2)
+
+
+def test_gradcam_equals_hand_computation(images):
+    net = TinyNet()
+    ours = get_method("gradcam", layer="conv2")(net, images, 1)
+    activations = torch.relu(net.conv2(torch.relu(net.conv1(images))))
+    # d logit_1 / d A_k(i,j) through relu(A) and the mean pool
+    pre = net.conv2(torch.relu(net.conv1(images)))
+    grad = (pre > 0).float() * net.fc.weight[1][None, :, None, None] / (pre.shape[2] * pre.shape[3])
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * pre).sum(dim=1, keepdim=True))
+    expected = nn.functional.interpolate(cam, size=(12, 12), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(ours, expected.detach(), atol=1e-6, rtol=1e-5)
+    assert activations.shape[2:] == (6, 6)
+
+
+@pytest.mark.parametrize("name", ["grad", "ig", "gradcam"])
+def test_batched_equals_per_image_and_model_state_is_restored(name, images):
+    net = build_network("densenet121")
+    net.train()
+    frozen = next(net.parameters())
+    frozen.requires_grad_(False)
+    method = get_method(name, n_steps=4) if name == "ig" else get_method(name)
+    batch = method(net, torch.nn.functional.interpolate(images, size=32), 1)
+    single = torch.cat([method(net, torch.nn.functional.interpolate(images[i : i + 1], size=32), 1) for i in range(3)])
+    torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-4)
+    assert net.training, "train/eval mode must be restored"
+    assert not frozen.requires_grad and all(p.requires_grad for p in list(net.parameters())[1:])
+    assert all(p.grad is None for p in net.parameters()), "no weight gradients may be accumulated"
+
+
+def test_per_image_targets_and_inferer(images):
+    net = TinyNet()
+    method = get_method("grad")
+    mixed = method(net, images, torch.tensor([0, 1, 0]))
+    torch.testing.assert_close(mixed[1], method(net, images[1:2], 1)[0])
+    torch.testing.assert_close(mixed[0], method(net, images[:1], 0)[0])
+    with torch.no_grad():  # MONAI evaluators call the inferer under no_grad
+        maps = SaliencyInferer(method, target=1)(images, net)
+    torch.testing.assert_close(maps, method(net, images, 1))
+
+
+def test_unknown_method_and_bad_target_give_clear_errors(images):
+    with pytest.raises(ValueError, match="unknown saliency method 'lime'"):
+        get_method("lime")
+    with pytest.raises(ValueError, match="target has 2 entries for a batch of 3"):
+        get_method("grad")(TinyNet(), images, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="no layer 'nope'"):
+        get_method("gradcam", layer="nope")(TinyNet(), images, 1)
+
+
+def test_repr_lists_parameters():
+    assert repr(get_method("ig", n_steps=8)) == (
+        "ig(baseline=0.0, integration='gausslegendre', internal_batch_size=64, n_steps=8, output='logit')"
+    )
