@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from bundle.handlers import LocalizationScore, PerImageRecords
 from bundle.networks import load_checkpoint
 from bundle.saliency import SaliencyInferer
+from bundle.saliency.cache import MapCache, file_digest
 from bundle.tracking import ensure_experiment
 from bundle.trust.baselines import mean_mask
 from bundle.trust.stats import bootstrap_summary
@@ -34,15 +35,15 @@ logger = logging.getLogger(__name__)
 
 
 class MaskAsLabel(PrepareBatch):
-    """Batch preparation for saliency evaluation: (image, ground-truth mask) instead of (image, class label)."""
+    """Batch preparation for saliency evaluation: (image, ground-truth mask, image ids for the map cache)."""
 
-    def __init__(self, image_key: str = "image", mask_key: str = "mask") -> None:
-        self.image_key, self.mask_key = image_key, mask_key
+    def __init__(self, image_key: str = "image", mask_key: str = "mask", id_key: str = "patient_id") -> None:
+        self.image_key, self.mask_key, self.id_key = image_key, mask_key, id_key
 
     def __call__(self, batchdata, device=None, non_blocking=False, **kwargs):
         image = batchdata[self.image_key].to(device=device, non_blocking=non_blocking)
         mask = batchdata[self.mask_key].to(device=device, non_blocking=non_blocking)
-        return image, mask
+        return image, mask, (), {"image_ids": [str(i) for i in batchdata[self.id_key]]}
 
 
 def location_prior(dataloader: DataLoader, mask_key: str = "mask") -> torch.Tensor:
@@ -108,6 +109,7 @@ class SaliencyStudy:
         params: Mapping | None = None,
         n_resamples: int = 1000,
         seed: int = 0,
+        cache_dir: str | None = None,
     ) -> None:
         if not methods:
             raise ValueError("the study needs at least one saliency method")
@@ -117,6 +119,8 @@ class SaliencyStudy:
         self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
         self.device, self.scores, self.normalization, self.target = torch.device(device), scores, normalization, target
         self.params, self.n_resamples, self.seed = dict(params or {}), n_resamples, seed
+        self.cache = MapCache(cache_dir) if cache_dir else None
+        self.model_digest = ""
 
     def _evaluate_method(self, name: str, method) -> list[dict]:
         metrics = {
@@ -129,7 +133,10 @@ class SaliencyStudy:
             val_data_loader=self.dataloader,
             network=self.network,
             prepare_batch=MaskAsLabel(),
-            inferer=SaliencyInferer(method, self.target),
+            inferer=SaliencyInferer(
+                method, self.target, self.cache,
+                self.cache.key(self.model_digest, method, self.target) if self.cache else None,
+            ),
             key_val_metric={key: metrics[key]},
             additional_metrics={k: v for k, v in metrics.items() if k != key},
             decollate=False,
@@ -143,6 +150,7 @@ class SaliencyStudy:
     def run(self) -> pd.DataFrame:
         """Compute every method's and baseline's maps, score them, print and log the summary; return it."""
         load_checkpoint(self.network, self.checkpoint, map_location=self.device)
+        self.model_digest = file_digest(self.checkpoint)
         self.network.to(self.device).eval()
         records = []
         for name, method in {**self.methods, **self.baselines}.items():

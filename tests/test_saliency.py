@@ -105,3 +105,35 @@ def test_repr_lists_parameters():
     assert repr(get_method("ig", n_steps=8)) == (
         "ig(baseline=0.0, integration='gausslegendre', internal_batch_size=64, n_steps=8, output='logit')"
     )
+
+
+class CountingGradient(type(get_method("grad"))):
+    """The gradient method, counting how many images it was asked to explain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images_seen = 0
+
+    def attribute(self, model, images, target):
+        self.images_seen += images.shape[0]
+        return super().attribute(model, images, target)
+
+
+def test_map_cache_reuses_maps_across_restarts(tmp_path, images):
+    from bundle.saliency.cache import MapCache
+
+    net = TinyNet()
+    method = CountingGradient()
+    cache = MapCache(tmp_path)
+    key = cache.key("digest-a", method, 1)
+    first = SaliencyInferer(method, 1, cache, key)(images, net, image_ids=["a", "b", "c"])
+    assert method.images_seen == 3
+    # a new cache object on the same folder (a restarted study) computes only the unseen image
+    again = SaliencyInferer(method, 1, MapCache(tmp_path), key)(images[[2, 1, 0]], net, image_ids=["c", "x", "a"])
+    assert method.images_seen == 4
+    torch.testing.assert_close(again[0], first[2])
+    torch.testing.assert_close(again[2], first[0])
+    torch.testing.assert_close(again[1], method(net, images[1:2], 1)[0])
+    # another model, method parameter or target is another key
+    assert len({key, cache.key("digest-b", method, 1), cache.key("digest-a", method, 0),
+                cache.key("digest-a", get_method("ig", n_steps=4), 1)}) == 4

@@ -34,7 +34,7 @@ class SyntheticConfig:
 
     size: int = 128
     variant: str = CHEST
-    lesion_contrast: tuple[float, float] = (0.10, 0.22)
+    lesion_contrast: tuple[float, float] = (0.5, 1.0)
     # RSNA pneumonia box priors (fractions of the image side), DATASETS.md.
     lesion_width: tuple[float, float, float] = (0.12, 0.21, 0.31)
     lesion_height: tuple[float, float, float] = (0.12, 0.29, 0.61)
@@ -192,11 +192,11 @@ def _msk_lesion(rng, cfg: SyntheticConfig, region: np.ndarray, contrast: float) 
         r = _lognormal_in(rng, 0.06, 0.1, 0.16)
         core = _ellipsoid(x, y, cx, cy, r, 1.4 * r)
         rim = _ellipsoid(x, y, cx, cy, 1.25 * r, 1.25 * 1.4 * r) - core
-        return (-2.0 * contrast * core + 1.2 * contrast * np.clip(rim, 0, None)) * region, ["lytic"]
+        return (-0.8 * contrast * core + 0.5 * contrast * np.clip(rim, 0, None)) * region, ["lytic"]
     angle = rng.uniform(-0.5, 0.5)
     dist = (y - cy) * np.cos(angle) - (x - cx) * np.sin(angle)
     line = _smoothstep(0.025, 0.008, np.abs(dist))
-    return -3.0 * contrast * line * region, ["fracture"]
+    return -1.2 * contrast * line * region, ["fracture"]
 
 
 def _shortcut_marker(size: int) -> np.ndarray:

@@ -43,7 +43,7 @@ def _split_names(n_images: int, fractions: tuple[float, float, float], rng: np.r
 
 def write_synthetic_dataset(
     out_dir: str | Path,
-    n_images: int = 1600,
+    n_images: int = 1400,
     seed: int = 0,
     positive_fraction: float = 0.5,
     split_fractions: tuple[float, float, float] = (0.75, 0.125, 0.125),
@@ -101,7 +101,7 @@ def _manifest(n_images: int, seed: int, positive_fraction: float, split_fraction
 
 def ensure_synthetic_dataset(
     out_dir: str | Path,
-    n_images: int = 1600,
+    n_images: int = 1400,
     seed: int = 0,
     positive_fraction: float = 0.5,
     split_fractions: tuple[float, float, float] = (0.75, 0.125, 0.125),

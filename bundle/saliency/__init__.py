@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from bundle.saliency.base import SaliencyMethod
-from bundle.saliency.cam import GradCAM
-from bundle.saliency.gradient import Gradient, IntegratedGradients
+from bundle.saliency.cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, ScoreCAM
+from bundle.saliency.gradient import (
+    Gradient,
+    GuidedBackprop,
+    IntegratedGradients,
+    SmoothGrad,
+    SmoothIntegratedGradients,
+)
 from bundle.saliency.inferer import SaliencyInferer
+from bundle.saliency.perturbation import KernelShap, Occlusion
+from bundle.saliency.xrai import XRAI
 
-METHODS: dict[str, type[SaliencyMethod]] = {cls.name: cls for cls in (Gradient, IntegratedGradients, GradCAM)}
+METHODS: dict[str, type[SaliencyMethod]] = {
+    cls.name: cls
+    for cls in (
+        Gradient, SmoothGrad, IntegratedGradients, SmoothIntegratedGradients, GradCAM, GradCAMPlusPlus, ScoreCAM,
+        GuidedBackprop, GuidedGradCAM, XRAI, Occlusion, KernelShap,
+    )
+}
 
 
 def get_method(name: str, **params) -> SaliencyMethod:

@@ -9,7 +9,7 @@ is what gets logged as MLflow parameters.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -47,13 +47,17 @@ def target_tensor(target: int | torch.Tensor, batch: int, device: torch.device) 
     return t.contiguous()
 
 
-def scoring_function(model: nn.Module, output: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The class scores a map explains: raw logits (default) or softmax probabilities."""
+def scoring_function(model: nn.Module, output: str) -> nn.Module:
+    """The class scores a map explains: raw logits (default) or softmax probabilities.
+
+    Always a module (not a lambda), so hook-based attributions such as guided
+    backpropagation see the model's ReLU modules.
+    """
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     if output == "logit":
         return model
-    return lambda x: torch.softmax(model(x), dim=1)
+    return nn.Sequential(model, nn.Softmax(dim=1))
 
 
 class SaliencyMethod:

@@ -1,8 +1,14 @@
-"""Class activation maps on captum's layer attribution, upsampled to the input grid."""
+"""Class activation maps: Grad-CAM and Guided Grad-CAM on captum; Grad-CAM++ and batched Score-CAM here.
+
+CAM target layers come from ``bundle.networks`` for the model's architecture
+unless ``layer`` names one; maps are upsampled to the input grid (bilinear in
+2-D, trilinear in 3-D).
+"""
 
 from __future__ import annotations
 
 import torch
+from captum.attr import GuidedGradCam as CaptumGuidedGradCam
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
@@ -18,22 +24,117 @@ def get_submodule(model: nn.Module, path: str) -> nn.Module:
         raise ValueError(f"{type(model).__name__} has no layer {path!r}") from None
 
 
-class GradCAM(SaliencyMethod):
-    """Grad-CAM (Selvaraju et al. 2017): ReLU of the gradient-weighted target-layer activations.
+def upsample(maps: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    """(B, 1, *small) maps to (B, 1, *spatial), bilinear in 2-D and trilinear in 3-D."""
+    mode = "bilinear" if len(spatial) == 2 else "trilinear"
+    return LayerAttribution.interpolate(maps, spatial, interpolate_mode=mode)
 
-    The target layer comes from ``bundle.networks`` for the model's architecture
-    unless ``layer`` names one; the map is upsampled (bilinear, or trilinear in 3-D).
+
+def layer_activations_and_gradients(
+    scorer: nn.Module, layer: nn.Module, images: torch.Tensor, target: torch.Tensor, with_gradients: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Activations of ``layer``, d(target score)/d(activations), and the target scores, for a batch.
+
+    One forward and (optionally) one backward pass that stops at the layer; the
+    hook is removed even when the forward pass fails. The input requires a
+    gradient so that the graph exists with frozen weights.
     """
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda module, args, output: captured.append(output))
+    try:
+        with torch.set_grad_enabled(with_gradients):
+            scores = scorer(images.detach().requires_grad_(with_gradients)).gather(1, target[:, None])[:, 0]
+    finally:
+        handle.remove()
+    activations = captured[-1]
+    gradients = torch.autograd.grad(scores.sum(), activations)[0] if with_gradients else None
+    return activations.detach(), gradients, scores.detach()
 
-    name = "gradcam"
 
+class _CAM(SaliencyMethod):
     def __init__(self, layer: str | None = None, output: str = "logit") -> None:
         super().__init__(output)
         self.layer = layer
 
+    def _layer(self, model: nn.Module) -> nn.Module:
+        return get_submodule(model, self.layer or cam_layer_of(model))
+
+
+class GradCAM(_CAM):
+    """Grad-CAM (Selvaraju et al. 2017): ReLU of the gradient-weighted target-layer activations."""
+
+    name = "gradcam"
+
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        layer = get_submodule(model, self.layer or cam_layer_of(model))
-        cam = LayerGradCam(scoring_function(model, self.output), layer)
+        cam = LayerGradCam(scoring_function(model, self.output), self._layer(model))
         maps = cam.attribute(images, target=target, relu_attributions=True)
+        return upsample(maps, tuple(images.shape[2:]))
+
+
+class GradCAMPlusPlus(_CAM):
+    """Grad-CAM++ (Chattopadhay et al. 2018), with the closed-form pixel weights of the paper.
+
+    Not in captum; this follows pytorch-grad-cam's formulation so the two agree.
+    """
+
+    name = "gradcampp"
+
+    def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        acts, grads, _ = layer_activations_and_gradients(
+            scoring_function(model, self.output), self._layer(model), images, target)
+        dims = tuple(range(2, acts.ndim))
+        g2, g3 = grads.pow(2), grads.pow(3)
+        denominator = 2 * g2 + acts.sum(dim=dims, keepdim=True) * g3
+        alpha = g2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+        weights = (alpha * torch.relu(grads)).sum(dim=dims, keepdim=True)
+        cam = torch.relu((weights * acts).sum(dim=1, keepdim=True))
+        return upsample(cam, tuple(images.shape[2:]))
+
+
+class ScoreCAM(_CAM):
+    """Score-CAM (Wang et al. 2020): channels weighted by the class score of the input masked by each.
+
+    Batched across images and channels (``batch_size`` masked inputs per forward
+    pass); captum has no Score-CAM and pytorch-grad-cam runs one image at a time.
+    Channel weights are the softmax over channels of the masked-input target scores.
+    """
+
+    name = "scorecam"
+
+    def __init__(self, layer: str | None = None, batch_size: int = 128, output: str = "logit") -> None:
+        super().__init__(layer, output)
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        scorer = scoring_function(model, self.output)
+        acts, _, _ = layer_activations_and_gradients(scorer, self._layer(model), images, target, with_gradients=False)
+        b, k = acts.shape[:2]
+        spatial = tuple(images.shape[2:])
+        masks = upsample(acts.reshape(b * k, 1, *acts.shape[2:]), spatial).reshape(b, k, *spatial)
+        flat = masks.reshape(b, k, -1)
+        low, high = flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)
+        masks = ((flat - low) / torch.where(high > low, high - low, torch.ones_like(high))).reshape(masks.shape)
+        scores = torch.empty(b * k, device=images.device)
+        image_index = torch.arange(b, device=images.device).repeat_interleave(k)
+        for start in range(0, b * k, self.batch_size):
+            idx = slice(start, start + self.batch_size)
+            rows = image_index[idx]
+            masked = images[rows] * masks.reshape(b * k, 1, *spatial)[idx]
+            scores[idx] = scorer(masked).gather(1, target[rows][:, None])[:, 0]
+        weights = torch.softmax(scores.reshape(b, k), dim=1)
+        cam = torch.relu((weights.reshape(b, k, *([1] * len(spatial))) * acts).sum(dim=1, keepdim=True))
+        return upsample(cam, spatial)
+
+
+class GuidedGradCAM(_CAM):
+    """Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times the upsampled Grad-CAM."""
+
+    name = "ggcam"
+
+    def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not any(isinstance(m, nn.ReLU) for m in model.modules()):
+            raise ValueError(f"{type(model).__name__} has no nn.ReLU modules: guided backpropagation cannot guide it")
+        ggcam = CaptumGuidedGradCam(scoring_function(model, self.output), self._layer(model))
         mode = "bilinear" if images.ndim == 4 else "trilinear"
-        return LayerAttribution.interpolate(maps, tuple(images.shape[2:]), interpolate_mode=mode)
+        return ggcam.attribute(images, target=target, interpolate_mode=mode)

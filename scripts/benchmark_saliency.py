@@ -1,0 +1,288 @@
+"""Benchmark every saliency method against its peer library and against its pass-count floor.
+
+For each method on DenseNet121 and InceptionV3 (untrained weights: speed does not
+depend on them), on the same random batch:
+- maps per second and peak memory (GPU: max allocated; CPU: peak resident set);
+- the peer implementation on the same model and input, timed in the same run,
+  as a ratio (captum; pytorch-grad-cam for the CAMs; PAIR ``saliency`` for XRAI);
+- the floor: the method's pass count times the best per-image time of one pass
+  of the kind it needs (forward only, or forward plus backward to the input with
+  frozen weights), measured after warm-ups over several batch sizes.
+
+    python scripts/benchmark_saliency.py --size 128 --batch-size 8 --json eval/benchmark.json
+    python scripts/benchmark_saliency.py --networks densenet121 --methods ig smoothgrad occlusion
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bundle.networks import build_network, cam_layer_of
+from bundle.saliency import get_method
+from bundle.saliency.base import inference_state
+
+
+def _reset_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # resets the resident-set high-water mark (Linux)
+
+
+def _peak_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], warmup: int, repeats: int) -> tuple[float, float]:
+    """Best wall time of ``repeats`` calls after ``warmup`` calls (CPU timings fall over the first repeats), peak MB."""
+    for _ in range(warmup):
+        fn()
+    _sync()
+    _reset_peak()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync()
+        best = min(best, time.perf_counter() - start)
+    return best, _peak_mb()
+
+
+def pass_times(model: nn.Module, size: int, device: torch.device, batch_sizes: list[int], warmup: int) -> dict:
+    """Best per-image time of a forward pass and of a forward + backward-to-input pass."""
+    best = {"forward": float("inf"), "backward": float("inf")}
+    with inference_state(model):
+        for bs in batch_sizes:
+            x = torch.rand(bs, 1, size, size, device=device)
+
+            def forward():
+                with torch.no_grad():
+                    model(x)
+
+            def backward():
+                xi = x.clone().requires_grad_(True)
+                torch.autograd.grad(model(xi)[:, 1].sum(), xi)
+
+            best["forward"] = min(best["forward"], timed(forward, warmup, 3)[0] / bs)
+            best["backward"] = min(best["backward"], timed(backward, warmup, 3)[0] / bs)
+    return best
+
+
+def pass_count(name: str, params: dict, model: nn.Module, size: int, device: torch.device) -> tuple[float, str]:
+    """Passes per image a method needs, and their kind (TRUST design, 'Performance model')."""
+    if name in ("grad", "gradcam", "gradcampp", "gbp"):
+        return 1, "backward"
+    if name == "ggcam":
+        return 2, "backward"
+    if name == "ig":
+        return params["n_steps"], "backward"
+    if name == "smoothgrad":
+        return params["nt_samples"], "backward"
+    if name == "smoothig":
+        return params["nt_samples"] * params["n_steps"], "backward"
+    if name == "xrai":
+        return 2 * params["n_steps"], "backward"
+    if name == "occlusion":
+        n = len(range(0, size - params["window"] + 1, params["stride"]))
+        return n * n + 1, "forward"
+    if name == "kernelshap":
+        return params["n_samples"] + 1, "forward"
+    if name == "scorecam":
+        layer = model.get_submodule(cam_layer_of(model))
+        captured = []
+        handle = layer.register_forward_hook(lambda m, a, o: captured.append(o.shape[1]))
+        with torch.no_grad():
+            model(torch.rand(1, 1, size, size, device=device))
+        handle.remove()
+        return captured[0] + 1, "forward"
+    raise ValueError(name)
+
+
+def peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) -> Callable[[], object] | None:
+    """The same method in its peer library, on the same model and input (None where no peer has it)."""
+    import captum.attr as ca
+
+    target = 1
+    layer = model.get_submodule(cam_layer_of(model))
+    if name == "grad":
+        return lambda: ca.Saliency(model).attribute(images, target=target, abs=False)
+    if name == "ig":
+        return lambda: ca.IntegratedGradients(model).attribute(
+            images, target=target, n_steps=params["n_steps"], internal_batch_size=params["internal_batch_size"])
+    if name == "smoothgrad":
+        return lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
+            images, nt_type="smoothgrad", nt_samples=params["nt_samples"], stdevs=0.15, target=target, abs=False)
+    if name == "smoothig":
+        return lambda: ca.NoiseTunnel(ca.IntegratedGradients(model)).attribute(
+            images, nt_type="smoothgrad", nt_samples=params["nt_samples"], stdevs=0.15, target=target,
+            n_steps=params["n_steps"])
+    if name == "gbp":
+        return lambda: ca.GuidedBackprop(model).attribute(images, target=target)
+    if name == "ggcam":
+        return lambda: ca.GuidedGradCam(model, layer).attribute(images, target=target)
+    if name == "occlusion":
+        w, s = params["window"], params["stride"]
+        return lambda: ca.Occlusion(model).attribute(
+            images, sliding_window_shapes=(1, w, w), strides=(1, s, s), baselines=0.0, target=target)
+    if name == "kernelshap":
+        from bundle.saliency.perturbation import grid_feature_mask
+
+        mask = grid_feature_mask(tuple(images.shape[2:]), params["cell"], images.device)
+        return lambda: [ca.KernelShap(model).attribute(images[i : i + 1], baselines=0.0, target=target,
+                                                       feature_mask=mask, n_samples=params["n_samples"])
+                        for i in range(images.shape[0])]
+    if name in ("gradcam", "gradcampp", "scorecam"):
+        import pytorch_grad_cam as pgc
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        cls = {"gradcam": pgc.GradCAM, "gradcampp": pgc.GradCAMPlusPlus, "scorecam": pgc.ScoreCAM}[name]
+
+        def run():
+            with cls(model=model, target_layers=[layer]) as cam:
+                if name == "scorecam":
+                    cam.batch_size = params.get("batch_size", 128)
+                return cam(input_tensor=images, targets=[ClassifierOutputTarget(target)] * images.shape[0])
+
+        return run
+    if name == "xrai":
+        return _pair_xrai(params, model, images)
+    return None
+
+
+def _pair_xrai(params: dict, model: nn.Module, images: torch.Tensor) -> Callable[[], object]:
+    """PAIR saliency's XRAI, one image at a time (its API), with gradients from the same PyTorch model."""
+    import saliency.core as pair
+
+    def call_model(x_value, call_model_args=None, expected_keys=None):
+        x = torch.as_tensor(x_value, dtype=torch.float32, device=images.device).permute(0, 3, 1, 2)
+        x.requires_grad_(True)
+        out = model(x)[:, 1]
+        grads = torch.autograd.grad(out.sum(), x)[0]
+        return {pair.INPUT_OUTPUT_GRADIENTS: grads.permute(0, 2, 3, 1).detach().cpu().numpy()}
+
+    xrai = pair.XRAI()
+    parameters = pair.XRAIParameters(steps=params["n_steps"])
+    batch = images.permute(0, 2, 3, 1).cpu().numpy()
+
+    def run():
+        with inference_state(model):
+            return [xrai.GetMask(im, call_model, extra_parameters=parameters, batch_size=64) for im in batch]
+
+    return run
+
+
+def xrai_region_step(model: nn.Module, images: torch.Tensor, repeats: int) -> dict:
+    """The region step alone (segmentation + greedy growth, no IG passes): ours vs PAIR's, seconds per image."""
+    import saliency.core as pair
+
+    method = get_method("xrai")
+    attributions = torch.randn(images.shape[0], *images.shape[2:])
+    ours, _ = timed(lambda: method.region_maps(images, attributions), 1, repeats)
+    batch = images.permute(0, 2, 3, 1).cpu().numpy()
+    base = attributions.numpy()[..., None]
+    xrai = pair.XRAI()
+
+    def theirs():
+        for im, attr in zip(batch, base):
+            xrai.GetMask(im, None, base_attribution=attr)
+
+    theirs_s, _ = timed(theirs, 1, repeats)
+    n = images.shape[0]
+    return {"ours_s_per_image": ours / n, "pair_s_per_image": theirs_s / n, "speedup": theirs_s / ours}
+
+
+DEFAULT_PARAMS = {
+    "grad": {}, "gradcam": {}, "gradcampp": {}, "gbp": {}, "ggcam": {},
+    "ig": {"n_steps": 50, "internal_batch_size": 64},
+    "smoothgrad": {"nt_samples": 50, "nt_samples_batch_size": 64},
+    "smoothig": {"nt_samples": 10, "n_steps": 20, "nt_samples_batch_size": 4},
+    "scorecam": {"batch_size": 128},
+    "xrai": {"n_steps": 50, "internal_batch_size": 64},
+    "occlusion": {"window": 16, "stride": 8, "perturbations_per_eval": 64},
+    "kernelshap": {"n_samples": 200, "cell": 16, "perturbations_per_eval": 64},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--networks", nargs="+", default=["densenet121", "inception_v3"])
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_PARAMS))
+    parser.add_argument("--size", type=int, nargs="+", default=None,
+                        help="image side; default 224 for DenseNet121 and 299 for InceptionV3")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps-scale", type=float, default=1.0,
+                        help="multiply every step/sample count (e.g. 0.2 for a quick CPU run)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-peer", action="store_true", help="skip the peer libraries")
+    parser.add_argument("--json", default="eval/benchmark_saliency.json")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    rows = []
+    for net_name in args.networks:
+        model = build_network(net_name).to(device).eval()
+        sizes = args.size or [224 if net_name == "densenet121" else 299]
+        for size in sizes:
+            images = torch.rand(args.batch_size, 1, size, size, device=device)
+            floor = pass_times(model, size, device, [b for b in (8, 16, 32) if b <= max(8, args.batch_size * 4)],
+                               args.warmup)
+            for name in args.methods:
+                params = {k: (max(1, round(v * args.steps_scale)) if k in ("n_steps", "nt_samples", "n_samples") else v)
+                          for k, v in DEFAULT_PARAMS[name].items()}
+                if name in ("gbp", "ggcam") and not any(isinstance(m, nn.ReLU) for m in model.modules()):
+                    continue
+                method = get_method(name, **params)
+                ours, peak = timed(lambda: method(model, images, 1), 1, args.repeats)
+                passes, kind = pass_count(name, params, model, size, device)
+                floor_s = passes * floor[kind] * args.batch_size
+                row = {"network": net_name, "size": size, "method": name, "params": params,
+                       "maps_per_s": args.batch_size / ours, "seconds": ours, "peak_mb": peak,
+                       "floor_seconds": floor_s, "vs_floor": ours / floor_s, "passes_per_image": passes,
+                       "pass_kind": kind}
+                run_peer = None if args.no_peer else peer(name, params, model, images)
+                if run_peer is not None:
+                    with inference_state(model):
+                        theirs, _ = timed(run_peer, 1, args.repeats)
+                    row |= {"peer_seconds": theirs, "peer_over_ours": theirs / ours}
+                rows.append(row)
+                print(_format(row), flush=True)
+            if "xrai" in args.methods and not args.no_peer:
+                region = xrai_region_step(model, images.cpu(), args.repeats)
+                rows.append({"network": net_name, "size": size, "method": "xrai_region_step", **region})
+                print(f"{net_name:<12} {size:>4} xrai region step: ours {region['ours_s_per_image']:.3f} s/img, "
+                      f"PAIR {region['pair_s_per_image']:.3f} s/img, {region['speedup']:.1f}x faster", flush=True)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": str(device), "threads": torch.get_num_threads(),
+                               "batch_size": args.batch_size, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+def _format(row: dict) -> str:
+    peer_ratio = f"{row['peer_over_ours']:.2f}x" if "peer_over_ours" in row else "-"
+    return (f"{row['network']:<12} {row['size']:>4} {row['method']:<11} {row['maps_per_s']:8.2f} maps/s "
+            f"{row['peak_mb']:8.0f} MB  vs floor {row['vs_floor']:5.2f}x  peer/ours {peer_ratio}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()

@@ -1,0 +1,181 @@
+"""The full method set: values against autograd, captum, pytorch-grad-cam and hand computations; 3-D; XRAI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam import GradCAMPlusPlus as PGCGradCAMPlusPlus
+from pytorch_grad_cam import ScoreCAM as PGCScoreCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from skimage.morphology import dilation, disk
+from torch import nn
+
+from bundle.saliency import METHODS, get_method
+from bundle.saliency.xrai import dilated_segment_masks, xrai_regions
+
+
+def relu_net() -> nn.Module:
+    """A small CNN built from modules (so guided backprop can hook its ReLUs); conv2 is the CAM layer."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2),
+    ).eval()
+
+
+class Linear(nn.Module):
+    """score_c(x) = sum(w_c * x): every attribution of a linear model has a closed form."""
+
+    def __init__(self, shape) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.w = nn.Parameter(torch.randn(2, *shape))
+
+    def forward(self, x):
+        return torch.einsum("bchw,kchw->bk", x, self.w)
+
+
+@pytest.fixture
+def images():
+    return torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(7))
+
+
+def test_every_published_name_is_registered():
+    assert set(METHODS) == {"grad", "smoothgrad", "ig", "smoothig", "gradcam", "gradcampp", "scorecam", "gbp",
+                            "ggcam", "xrai", "occlusion", "kernelshap"}
+
+
+def test_smoothgrad_without_noise_equals_grad_and_is_seeded(images):
+    net = relu_net()
+    torch.testing.assert_close(get_method("smoothgrad", noise_level=0.0, nt_samples=4)(net, images, 1),
+                               get_method("grad")(net, images, 1))
+    a = get_method("smoothgrad", nt_samples=8, seed=3)(net, images, 1)
+    torch.testing.assert_close(a, get_method("smoothgrad", nt_samples=8, seed=3)(net, images, 1))
+    assert not torch.allclose(a, get_method("smoothgrad", nt_samples=8, seed=4)(net, images, 1))
+
+
+def test_smoothig_without_noise_equals_ig(images):
+    net = relu_net()
+    ours = get_method("smoothig", noise_level=0.0, nt_samples=3, n_steps=16)(net, images, 1)
+    torch.testing.assert_close(ours, get_method("ig", n_steps=16)(net, images, 1))
+
+
+def test_guided_backprop_matches_hand_computation(images):
+    torch.manual_seed(2)
+    conv, fc = nn.Conv2d(1, 3, 3, padding=1), nn.Linear(3 * 16 * 16, 2)
+    net = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), fc).eval()
+    pre = conv(images)
+    grad_out = fc.weight[1].reshape(1, 3, 16, 16).expand_as(pre)
+    guided = torch.relu(grad_out) * (pre > 0)  # only positive gradients through active units
+    expected = torch.nn.grad.conv2d_input(images.shape, conv.weight, guided, padding=1)[:, 0]
+    torch.testing.assert_close(get_method("gbp")(net, images, 1), expected.detach(), atol=1e-6, rtol=1e-5)
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.min(axis=(1, 2), keepdims=True)
+    return x / np.maximum(x.max(axis=(1, 2), keepdims=True), 1e-12)
+
+
+@pytest.mark.parametrize("name, reference", [("gradcampp", PGCGradCAMPlusPlus), ("scorecam", PGCScoreCAM)])
+def test_cams_agree_with_pytorch_grad_cam(name, reference, images):
+    net = relu_net()
+    ours = get_method(name, layer="3")(net, images, 1).numpy()
+    with reference(model=net, target_layers=[net[3]]) as cam:
+        theirs = cam(input_tensor=images, targets=[ClassifierOutputTarget(1)] * 3)
+    for a, b in zip(_minmax(ours), theirs):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.97
+
+
+def test_occlusion_of_a_linear_model_is_the_window_contribution(images):
+    net = Linear((1, 16, 16))
+    maps = get_method("occlusion", window=4, stride=4)(net, images, 1)
+    contribution = (net.w[1] * images)[:, 0]
+    expected = contribution.reshape(3, 4, 4, 4, 4).sum(dim=(2, 4), keepdim=True).expand(3, 4, 4, 4, 4)
+    torch.testing.assert_close(maps, expected.reshape(3, 16, 16).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_kernelshap_of_a_linear_model_recovers_cell_contributions(images):
+    net = Linear((1, 16, 16))
+    maps = get_method("kernelshap", cell=8, n_samples=64)(net, images[:1], 1)
+    contribution = (net.w[1] * images[:1])[:, 0].reshape(1, 2, 8, 2, 8).sum(dim=(2, 4))
+    torch.testing.assert_close(maps[0, ::8, ::8], contribution[0].detach(), atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["grad", "ig", "smoothgrad", "gradcam", "gradcampp", "occlusion"])
+def test_three_dimensional_inputs(name):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                        nn.Linear(4, 2)).eval()
+    volume = torch.rand(2, 1, 8, 10, 12)
+    params = {"layer": "1"} if "cam" in name else {"window": 4, "stride": 4} if name == "occlusion" else {}
+    params |= {"n_steps": 4} if name == "ig" else {"nt_samples": 2} if name == "smoothgrad" else {}
+    maps = get_method(name, **params)(net, volume, 1)
+    assert maps.shape == (2, 8, 10, 12) and torch.isfinite(maps).all()
+
+
+def test_xrai_rejects_volumes():
+    with pytest.raises(ValueError, match="2-D images only"):
+        get_method("xrai")(nn.Identity(), torch.rand(1, 1, 4, 4, 4), 0)
+
+
+def test_segment_dilation_equals_skimage():
+    rng = np.random.default_rng(0)
+    seg = np.repeat(np.repeat(rng.integers(0, 5, (6, 7)), 4, axis=0), 3, axis=1)
+    masks = dilated_segment_masks(seg, 3)
+    for i, label in enumerate(np.unique(seg)):
+        np.testing.assert_array_equal(masks[i], dilation(seg == label, disk(3)).ravel())
+
+
+def _pair_xrai_reference(attr, masks, min_pixel_diff):
+    """A direct port of PAIR saliency's XRAI 'full' loop, one mask at a time."""
+    output = np.full(attr.shape, -np.inf)
+    current = np.zeros(attr.shape, bool)
+    remaining = dict(enumerate(masks))
+    order = []
+    while current.mean() <= 1.0:
+        best_gain, best_key, drop = -np.inf, None, []
+        for key, mask in remaining.items():
+            added = mask & ~current
+            if added.sum() < min_pixel_diff:
+                drop.append(key)
+                continue
+            gain = attr[added].mean()
+            if gain > best_gain:
+                best_gain, best_key = gain, key
+        for key in drop:
+            del remaining[key]
+        if not remaining:
+            break
+        added = remaining[best_key] & ~current
+        output[added] = best_gain
+        order.append(best_key)
+        current |= remaining.pop(best_key)
+    if (~current).any():
+        output[~current] = attr[~current].mean()
+    return output, order
+
+
+def test_xrai_growth_reproduces_the_published_loop():
+    rng = np.random.default_rng(1)
+    attr = rng.normal(size=400)
+    masks = rng.uniform(size=(30, 400)) < rng.uniform(0.05, 0.4, size=(30, 1))
+    ours, order = xrai_regions(attr, masks, min_pixel_diff=5)
+    expected, expected_order = _pair_xrai_reference(attr, masks, 5)
+    assert order == expected_order
+    np.testing.assert_allclose(ours, expected)
+
+
+def test_xrai_map_on_a_small_model(images):
+    net = relu_net()
+    maps = get_method("xrai", n_steps=4)(net, images[:2], 1)
+    assert maps.shape == (2, 16, 16) and torch.isfinite(maps).all()
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcampp", "scorecam", "ggcam"])
+def test_hooks_are_removed(name, images):
+    net = relu_net()
+    method = get_method(name, layer="3")
+    for _ in range(5):
+        method(net, images, 1)
+    assert all(not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks for m in net.modules())
