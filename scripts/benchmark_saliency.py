@@ -183,8 +183,7 @@ def _pair_xrai(params: dict, model: nn.Module, images: torch.Tensor) -> Callable
     batch = images.permute(0, 2, 3, 1).cpu().numpy()
 
     def run():
-        with inference_state(model):
-            return [xrai.GetMask(im, call_model, extra_parameters=parameters, batch_size=64) for im in batch]
+        return [xrai.GetMask(im, call_model, extra_parameters=parameters, batch_size=64) for im in batch]
 
     return run
 
@@ -259,9 +258,8 @@ def main() -> None:
                        "floor_seconds": floor_s, "vs_floor": ours / floor_s, "passes_per_image": passes,
                        "pass_kind": kind}
                 run_peer = None if args.no_peer else peer(name, params, model, images)
-                if run_peer is not None:
-                    with inference_state(model):
-                        theirs, _ = timed(run_peer, 1, args.repeats)
+                if run_peer is not None:  # peers run as their users run them: eval mode, weights trainable
+                    theirs, _ = timed(run_peer, 1, args.repeats)
                     row |= {"peer_seconds": theirs, "peer_over_ours": theirs / ours}
                 rows.append(row)
                 print(_format(row), flush=True)
