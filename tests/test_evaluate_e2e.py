@@ -13,9 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("bundle_run")
+def run_quick(tmp: Path) -> str:
+    """`python -m monai.bundle run evaluate` with configs/quick.json, everything written under ``tmp``."""
     command = [
         sys.executable, "-m", "monai.bundle", "run", "evaluate",
         "--config_file", "['configs/evaluate.json','configs/quick.json']",
@@ -23,13 +22,24 @@ def quick_run(tmp_path_factory):
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return tmp, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def per_image_records(tmp: Path) -> list[pd.DataFrame]:
+    return [pd.read_csv(p) for p in sorted((tmp / "eval").glob("*_per_image.csv"), key=lambda p: p.stat().st_mtime)]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bundle_run")
+    return tmp, run_quick(tmp)
 
 
 def test_run_generates_data_trains_and_prints_the_table(quick_run):
     tmp, output = quick_run
     assert (tmp / "data" / "dataset.json").is_file()
     assert (tmp / "models" / "densenet121_seed0.pt").is_file()
+    assert "training with" in output, "a missing checkpoint must be trained"
     for line in ("gradcam    method    auprc", "ig         method    auprc", "random     baseline  auprc",
                  "prior      baseline  auprc"):
         assert line in output
@@ -63,3 +73,20 @@ def test_mlflow_store_holds_finished_runs_with_the_metrics(quick_run):
     gradcam = per_image[(per_image.method == "gradcam") & (per_image.test == "auprc")]["value"]
     assert gradcam.mean() == pytest.approx(metrics["gradcam.auprc"], rel=1e-6)
     assert str(tmp / "eval") in client.get_experiment(experiment.experiment_id).artifact_location
+
+
+def test_same_seed_same_numbers_and_cached_rerun(quick_run, tmp_path):
+    """A second run from scratch reproduces every per-image value; a rerun reuses the model and the maps."""
+    tmp, _ = quick_run
+    run_quick(tmp_path)
+    first, fresh = per_image_records(tmp)[0], per_image_records(tmp_path)[0]
+    pd.testing.assert_frame_equal(first.drop(columns="image_id"), fresh.drop(columns="image_id"))
+    assert list(first.image_id) == list(fresh.image_id)
+
+    cached_maps = sorted((tmp / "eval" / "map_cache").rglob("*.npy"))
+    assert len(cached_maps) == 4 * 8  # methods and baselines x images
+    stamps = {p: p.stat().st_mtime_ns for p in cached_maps}
+    output = run_quick(tmp)
+    assert "training with" not in output, "the existing checkpoint must be reused"
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "cached maps must not be recomputed"
+    pd.testing.assert_frame_equal(per_image_records(tmp)[-1], first)
