@@ -122,6 +122,9 @@ class SaliencyStudy:
         self.cache = MapCache(cache_dir) if cache_dir else None
         self.model_digest = ""
 
+    def _per_image_csv(self) -> Path:
+        return self.output_dir / f"{self.run_name}_per_image.csv"
+
     def _evaluate_method(self, name: str, method) -> list[dict]:
         metrics = {
             score: LocalizationScore(score, self.normalization, output_transform=from_engine(["pred", "label"]))
@@ -135,7 +138,7 @@ class SaliencyStudy:
             prepare_batch=MaskAsLabel(),
             inferer=SaliencyInferer(
                 method, self.target, self.cache,
-                self.cache.key(self.model_digest, method, self.target) if self.cache else None,
+                self.cache.key(self.model_digest, method, self.target, self.params) if self.cache else None,
             ),
             key_val_metric={key: metrics[key]},
             additional_metrics={k: v for k, v in metrics.items() if k != key},
@@ -152,21 +155,21 @@ class SaliencyStudy:
         load_checkpoint(self.network, self.checkpoint, map_location=self.device)
         self.model_digest = file_digest(self.checkpoint)
         self.network.to(self.device).eval()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         records = []
         for name, method in {**self.methods, **self.baselines}.items():
             logger.info("scoring %s: %r", name, method)
             records += self._evaluate_method(name, method)
+            pd.DataFrame(records).to_csv(self._per_image_csv(), index=False)  # finished work survives a later failure
         per_image = pd.DataFrame(records)
         summary = summarise(per_image, self.n_resamples, self.seed)
         summary.insert(2, "kind", ["baseline" if m in self.baselines else "method" for m in summary["method"]])
-        self._save_and_log(per_image, summary)
+        self._save_and_log(summary)
         return summary
 
-    def _save_and_log(self, per_image: pd.DataFrame, summary: pd.DataFrame) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        per_image_csv = self.output_dir / f"{self.run_name}_per_image.csv"
+    def _save_and_log(self, summary: pd.DataFrame) -> None:
+        per_image_csv = self._per_image_csv()
         summary_csv = self.output_dir / f"{self.run_name}_summary.csv"
-        per_image.to_csv(per_image_csv, index=False)
         summary.to_csv(summary_csv, index=False)
         table = format_summary(summary, self.normalization)
         print(table, flush=True)

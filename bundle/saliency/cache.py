@@ -31,9 +31,14 @@ class MapCache:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
 
-    def key(self, model_digest: str, method: object, target: int) -> str:
-        """The cache key of a configured method (its ``repr`` holds every parameter) on one model and target."""
-        description = {"model": model_digest, "method": repr(method), "target": int(target)}
+    def key(self, model_digest: str, method: object, target: int, context: dict | None = None) -> str:
+        """The cache key of a configured method (its ``repr`` holds every parameter) on one model and target.
+
+        ``context`` describes the data pipeline (dataset, image size, ...), so maps of
+        differently prepared images never share a key.
+        """
+        description = {"model": model_digest, "method": repr(method), "target": int(target),
+                       "context": {k: str(v) for k, v in sorted((context or {}).items())}}
         key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
         folder = self.root / key
         if not (folder / "key.json").exists():

@@ -6,6 +6,8 @@ so a study scores them exactly like a method; the model is ignored.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -41,7 +43,9 @@ class PriorMap:
         self.prior = torch.as_tensor(prior, dtype=torch.float32)
 
     def __repr__(self) -> str:
-        return f"prior(shape={tuple(self.prior.shape)})"
+        # the digest makes the repr (an MLflow param and a map-cache key) change with the prior's content
+        digest = hashlib.sha256(self.prior.numpy().tobytes()).hexdigest()[:12]
+        return f"prior(shape={tuple(self.prior.shape)}, sha256={digest})"
 
     def __call__(self, model: nn.Module | None, images: torch.Tensor, target=None) -> torch.Tensor:
         spatial = tuple(images.shape[2:])
