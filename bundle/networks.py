@@ -25,7 +25,6 @@ class Architecture:
     cam_layer: str
     # (block name, module paths reset together), from the output back to the input
     randomisation_blocks: tuple[tuple[str, tuple[str, ...]], ...]
-    min_input_size: int = 32
 
 
 def _densenet121(in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2) -> nn.Module:
@@ -63,7 +62,7 @@ _INCEPTION_ORDER = (
 ARCHITECTURES: dict[str, Architecture] = {
     "densenet121": Architecture("densenet121", _densenet121, "class_layers.relu", _DENSENET_BLOCKS),
     "inception_v3": Architecture(
-        "inception_v3", _inception_v3, "Mixed_7c", tuple((n, (n,)) for n in _INCEPTION_ORDER), min_input_size=75
+        "inception_v3", _inception_v3, "Mixed_7c", tuple((n, (n,)) for n in _INCEPTION_ORDER)
     ),
 }
 

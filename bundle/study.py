@@ -113,6 +113,8 @@ class SaliencyStudy:
     ) -> None:
         if not methods:
             raise ValueError("the study needs at least one saliency method")
+        if set(methods) & set(baselines):
+            raise ValueError(f"methods and baselines share names {sorted(set(methods) & set(baselines))}")
         self.network, self.checkpoint, self.dataloader = network, checkpoint, dataloader
         self.methods, self.baselines = dict(methods), dict(baselines)
         self.model_name, self.output_dir = model_name, Path(output_dir)

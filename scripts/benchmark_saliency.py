@@ -109,9 +109,11 @@ def pass_count(name: str, params: dict, model: nn.Module, size: int, device: tor
         layer = model.get_submodule(cam_layer_of(model))
         captured = []
         handle = layer.register_forward_hook(lambda m, a, o: captured.append(o.shape[1]))
-        with torch.no_grad():
-            model(torch.rand(1, 1, size, size, device=device))
-        handle.remove()
+        try:
+            with torch.no_grad():
+                model(torch.rand(1, 1, size, size, device=device))
+        finally:
+            handle.remove()
         return captured[0] + 1, "forward"
     raise ValueError(name)
 

@@ -16,6 +16,12 @@ def test_random_map_is_seeded_and_uniform():
     assert a.shape == (4, 32, 32) and 0 <= a.min() and a.max() < 1
     assert abs(a.mean().item() - 0.5) < 0.02
     assert not torch.equal(a, RandomMap(seed=2)(None, images))
+    # an image's map does not depend on its batch or on earlier calls
+    varied = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    random = RandomMap(seed=1)
+    together = random(None, varied)
+    torch.testing.assert_close(random(None, varied[2:]), together[2:])
+    assert not torch.equal(together[0], together[1])
 
 
 def test_prior_is_the_mean_training_mask():

@@ -50,6 +50,7 @@ def test_mlflow_store_holds_finished_runs_with_the_metrics(quick_run):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
     experiment = client.get_experiment_by_name("saliency_trust")
     runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2, [r.info.run_name for r in runs]
     by_kind = {r.info.run_name.split("_")[0]: r for r in runs}
     assert set(by_kind) == {"train", "evaluate"}
     train, evaluate = by_kind["train"], by_kind["evaluate"]

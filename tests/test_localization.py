@@ -105,6 +105,13 @@ def test_cumulative_metric_counts_nans():
     assert torch.isnan(metric.get_buffer()).sum() == 1
 
 
+def test_all_nan_aggregates_to_nan_not_zero():
+    metric = LocalizationAUPRCMetric(get_not_nans=True)
+    metric(torch.ones(2, 8, 8), torch.zeros(2, 1, 8, 8))
+    mean, not_nans = metric.aggregate()
+    assert math.isnan(mean.item()) and not_nans.item() == 0
+
+
 def test_ignite_handler_puts_mean_and_details_on_the_engine():
     g = torch.Generator().manual_seed(4)
     batches = [(torch.rand(4, 8, 8, generator=g), (torch.rand(4, 1, 8, 8, generator=g) > 0.6).float()) for _ in range(3)]

@@ -24,3 +24,6 @@ def test_boxes_are_rescaled_and_ored():
 def test_boxes_are_clipped_to_the_image():
     mask = boxes_to_mask([(6, 6, 10, 10)], (8, 8))
     assert mask.sum() == 4 and mask[6:, 6:].all()
+    partly_outside = boxes_to_mask([(-3, -2, 4, 3)], (8, 8))
+    assert partly_outside.sum() == 2 * 2 and partly_outside[:2, :2].all()
+    assert not boxes_to_mask([(-30, -30, 4, 4), (20, 1, 3, 3)], (8, 8)).any()

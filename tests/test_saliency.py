@@ -66,13 +66,20 @@ def test_gradcam_equals_hand_computation(images):
     assert activations.shape[2:] == (6, 6)
 
 
-@pytest.mark.parametrize("name", ["grad", "ig", "gradcam"])
+BATCH_PARAMS = {"ig": {"n_steps": 4}, "smoothgrad": {"nt_samples": 3}, "smoothig": {"nt_samples": 2, "n_steps": 2},
+                "kernelshap": {"n_samples": 8, "cell": 8}, "xrai": {"n_steps": 2},
+                "occlusion": {"window": 8, "stride": 8}}
+
+
+@pytest.mark.parametrize("name", ["grad", "ig", "gradcam", "gradcampp", "smoothgrad", "smoothig", "kernelshap",
+                                  "xrai", "occlusion", "gbp"])
 def test_batched_equals_per_image_and_model_state_is_restored(name, images):
+    """A map depends only on its image (random methods seed per image), never on the rest of the batch."""
     net = build_network("densenet121")
     net.train()
     frozen = next(net.parameters())
     frozen.requires_grad_(False)
-    method = get_method(name, n_steps=4) if name == "ig" else get_method(name)
+    method = get_method(name, **BATCH_PARAMS.get(name, {}))
     batch = method(net, torch.nn.functional.interpolate(images, size=32), 1)
     single = torch.cat([method(net, torch.nn.functional.interpolate(images[i : i + 1], size=32), 1) for i in range(3)])
     torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-4)

@@ -25,5 +25,7 @@ def boxes_to_mask(
         x, y, bw, bh = (float(v) for v in box)
         x0, y0 = int(np.floor(x * sx)), int(np.floor(y * sy))
         x1, y1 = int(np.floor((x + bw) * sx)), int(np.floor((y + bh) * sy))
+        if x1 < 0 or y1 < 0 or x0 >= mw or y0 >= mh:  # entirely outside the image
+            continue
         mask[max(y0, 0) : min(y1, mh - 1) + 1, max(x0, 0) : min(x1, mw - 1) + 1] = True
     return mask

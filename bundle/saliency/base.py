@@ -9,6 +9,7 @@ is what gets logged as MLflow parameters.
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Iterator
 
 import torch
@@ -45,6 +46,21 @@ def target_tensor(target: int | torch.Tensor, batch: int, device: torch.device) 
     if t.numel() != batch:
         raise ValueError(f"target has {t.numel()} entries for a batch of {batch} images")
     return t.contiguous()
+
+
+def image_seed(image: torch.Tensor, seed: int) -> int:
+    """A seed derived from ``seed`` and the image's content.
+
+    Random methods draw each image's randomness from its own seed, so a map does
+    not depend on which other images share its batch (batched equals per-image,
+    and a partly cached rerun equals a fresh run).
+    """
+    return (seed * 1_000_003 + zlib.crc32(image.detach().cpu().numpy().tobytes())) % (2**63)
+
+
+def image_generators(images: torch.Tensor, seed: int) -> list[torch.Generator]:
+    """One CPU generator per image of a batch, seeded by :func:`image_seed`."""
+    return [torch.Generator().manual_seed(image_seed(image, seed)) for image in images]
 
 
 def scoring_function(model: nn.Module, output: str) -> nn.Module:

@@ -37,8 +37,10 @@ class MapCache:
         ``context`` describes the data pipeline (dataset, image size, ...), so maps of
         differently prepared images never share a key.
         """
+        from bundle import __version__  # a new bundle version may change a method's code: never reuse its maps
+
         description = {"model": model_digest, "method": repr(method), "target": int(target),
-                       "context": {k: str(v) for k, v in sorted((context or {}).items())}}
+                       "context": {k: str(v) for k, v in sorted((context or {}).items())}, "bundle": __version__}
         key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
         folder = self.root / key
         if not (folder / "key.json").exists():
@@ -48,7 +50,9 @@ class MapCache:
 
     @staticmethod
     def _safe(image_id: str) -> str:
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(image_id))
+        """A file name for an image id: readable, plus a hash so that ids like 'a/b' and 'a_b' never collide."""
+        readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(image_id))[:80]
+        return f"{readable}-{hashlib.sha256(str(image_id).encode()).hexdigest()[:12]}"
 
     def load(self, key: str, image_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Cached maps for ``image_ids`` (None where a map is not cached yet)."""

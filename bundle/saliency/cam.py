@@ -111,17 +111,17 @@ class ScoreCAM(_CAM):
         acts, _, _ = layer_activations_and_gradients(scorer, self._layer(model), images, target, with_gradients=False)
         b, k = acts.shape[:2]
         spatial = tuple(images.shape[2:])
-        masks = upsample(acts.reshape(b * k, 1, *acts.shape[2:]), spatial).reshape(b, k, *spatial)
-        flat = masks.reshape(b, k, -1)
-        low, high = flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)
-        masks = ((flat - low) / torch.where(high > low, high - low, torch.ones_like(high))).reshape(masks.shape)
+        channels = acts.reshape(b * k, 1, *acts.shape[2:])
         scores = torch.empty(b * k, device=images.device)
         image_index = torch.arange(b, device=images.device).repeat_interleave(k)
-        for start in range(0, b * k, self.batch_size):
+        for start in range(0, b * k, self.batch_size):  # upsample per chunk: all channels at once can take GBs
             idx = slice(start, start + self.batch_size)
             rows = image_index[idx]
-            masked = images[rows] * masks.reshape(b * k, 1, *spatial)[idx]
-            scores[idx] = scorer(masked).gather(1, target[rows][:, None])[:, 0]
+            masks = upsample(channels[idx], spatial)
+            flat = masks.reshape(masks.shape[0], -1)
+            low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+            masks = ((flat - low) / torch.where(high > low, high - low, torch.ones_like(high))).reshape(masks.shape)
+            scores[idx] = scorer(images[rows] * masks).gather(1, target[rows][:, None])[:, 0]
         weights = torch.softmax(scores.reshape(b, k), dim=1)
         cam = torch.relu((weights.reshape(b, k, *([1] * len(spatial))) * acts).sum(dim=1, keepdim=True))
         return upsample(cam, spatial)

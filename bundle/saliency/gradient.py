@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 from captum.attr import IntegratedGradients as CaptumIG
-from captum.attr import NoiseTunnel, Saliency
+from captum.attr import Saliency
 from torch import nn
 
-from bundle.saliency.base import SaliencyMethod, scoring_function
+from bundle.saliency.base import SaliencyMethod, image_generators, scoring_function
 
 
 class Gradient(SaliencyMethod):
@@ -21,7 +21,7 @@ class Gradient(SaliencyMethod):
 
 
 class IntegratedGradients(SaliencyMethod):
-    """Integrated Gradients (Sundararajan et al. 2017) from a constant baseline (0 = black).
+    """Integrated Gradients (Sundararajan et al. 2017) from a baseline (a constant, 0 = black, or a tensor).
 
     ``internal_batch_size`` bounds how many interpolated images go through the
     network at once (the memory budget).
@@ -32,7 +32,7 @@ class IntegratedGradients(SaliencyMethod):
     def __init__(
         self,
         n_steps: int = 50,
-        baseline: float = 0.0,
+        baseline: float | torch.Tensor = 0.0,
         integration: str = "gausslegendre",
         internal_batch_size: int | None = 64,
         output: str = "logit",
@@ -58,9 +58,12 @@ class IntegratedGradients(SaliencyMethod):
 class SmoothGrad(SaliencyMethod):
     """SmoothGrad (Smilkov et al. 2017): mean gradient over noisy copies of the input.
 
-    The noise standard deviation is ``noise_level`` times the input's intensity
+    The noise standard deviation is ``noise_level`` times each image's intensity
     range (PAIR's ``stdev_spread``, default 0.15); ``nt_samples_batch_size``
-    bounds how many noisy copies share a pass.
+    noisy copies of every image share a pass. Own noise loop instead of captum's
+    ``NoiseTunnel``, which draws one noise stream for the whole batch: here each
+    image's noise comes from its own seeded generator, so its map does not
+    depend on the other images in the batch.
     """
 
     name = "smoothgrad"
@@ -82,14 +85,20 @@ class SmoothGrad(SaliencyMethod):
         return {"abs": False}
 
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        spread = float(images.max() - images.min()) or 1.0
-        with torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
-            torch.manual_seed(self.seed)
-            return NoiseTunnel(self._base(model)).attribute(
-                images, nt_type="smoothgrad", nt_samples=self.nt_samples,
-                nt_samples_batch_size=self.nt_samples_batch_size, stdevs=self.noise_level * spread,
-                target=target, **self._base_kwargs(),
-            )
+        b, shape = images.shape[0], tuple(images.shape[1:])
+        dims = tuple(range(1, images.ndim))
+        sigma = self.noise_level * (images.amax(dim=dims, keepdim=True) - images.amin(dim=dims, keepdim=True))
+        generators = image_generators(images, self.seed)
+        base, kwargs = self._base(model), self._base_kwargs()
+        total = torch.zeros_like(images)
+        chunk = self.nt_samples_batch_size or self.nt_samples
+        for start in range(0, self.nt_samples, chunk):
+            k = min(chunk, self.nt_samples - start)
+            noise = torch.stack([torch.randn((k, *shape), generator=g) for g in generators], dim=1).to(images.device)
+            noisy = (images[None] + noise * sigma[None]).reshape(k * b, *shape)
+            attributions = base.attribute(noisy, target=target.repeat(k), **kwargs)
+            total += attributions.reshape(k, b, *shape).sum(dim=0)
+        return total / self.nt_samples
 
 
 class SmoothIntegratedGradients(SmoothGrad):
@@ -99,23 +108,25 @@ class SmoothIntegratedGradients(SmoothGrad):
 
     def __init__(
         self, nt_samples: int = 20, noise_level: float = 0.15, n_steps: int = 20, baseline: float = 0.0,
-        nt_samples_batch_size: int | None = 4, seed: int = 0, output: str = "logit",
+        nt_samples_batch_size: int | None = 4, internal_batch_size: int | None = 64, seed: int = 0,
+        output: str = "logit",
     ) -> None:
         super().__init__(nt_samples, noise_level, nt_samples_batch_size, seed, output)
-        self.n_steps, self.baseline = n_steps, baseline
+        self.n_steps, self.baseline, self.internal_batch_size = n_steps, baseline, internal_batch_size
 
     def _base(self, model: nn.Module):
         return CaptumIG(scoring_function(model, self.output))
 
     def _base_kwargs(self) -> dict:
-        return {"n_steps": self.n_steps, "baselines": self.baseline}
+        return {"n_steps": self.n_steps, "baselines": self.baseline, "internal_batch_size": self.internal_batch_size}
 
 
 class GuidedBackprop(SaliencyMethod):
     """Guided backpropagation (Springenberg et al. 2015): only positive gradients pass each ReLU module.
 
-    Works on ``nn.ReLU`` modules (MONAI DenseNet121); ReLUs called as functions
-    (torchvision InceptionV3) are not guided, which :meth:`attribute` reports.
+    Works on ``nn.ReLU`` modules (MONAI DenseNet121). ReLUs called as functions
+    (torchvision InceptionV3) cannot be hooked: a model without any ``nn.ReLU``
+    is refused; one that mixes both is guided only at its modules.
     """
 
     name = "gbp"

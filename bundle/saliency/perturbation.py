@@ -7,7 +7,7 @@ from captum.attr import KernelShap as CaptumKernelShap
 from captum.attr import Occlusion as CaptumOcclusion
 from torch import nn
 
-from bundle.saliency.base import SaliencyMethod, scoring_function
+from bundle.saliency.base import SaliencyMethod, image_seed, scoring_function
 
 
 class Occlusion(SaliencyMethod):
@@ -59,8 +59,8 @@ def grid_feature_mask(spatial: tuple[int, ...], cell: int, device: torch.device)
 class KernelShap(SaliencyMethod):
     """KernelSHAP (Lundberg & Lee 2017) over a grid of ``cell``-pixel features, ``n_samples`` coalitions per image.
 
-    Each pixel gets its cell's Shapley estimate. Seeded: the same seed samples
-    the same coalitions.
+    Each pixel gets its cell's Shapley estimate. Seeded per image (seed and image
+    content), so a map does not depend on the other images in the batch.
     """
 
     name = "kernelshap"
@@ -78,8 +78,8 @@ class KernelShap(SaliencyMethod):
         shap = CaptumKernelShap(scoring_function(model, self.output))
         maps = []
         with torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
-            torch.manual_seed(self.seed)
             for i in range(images.shape[0]):  # captum's KernelSHAP explains one input at a time
+                torch.manual_seed(image_seed(images[i], self.seed))
                 maps.append(shap.attribute(
                     images[i : i + 1], baselines=self.baseline, target=target[i : i + 1], feature_mask=mask,
                     n_samples=self.n_samples, perturbations_per_eval=self.perturbations_per_eval,

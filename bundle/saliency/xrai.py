@@ -95,7 +95,7 @@ def xrai_regions(
     """
     attr = attribution.reshape(-1).astype(np.float64)
     n_pixels = attr.size
-    pixel_regions = sparse.csr_matrix(masks.T.astype(np.float64))  # pixel -> regions containing it
+    pixel_regions = sparse.csr_matrix(masks.T, dtype=np.float64)  # pixel -> regions containing it
     new_count = np.asarray(pixel_regions.sum(axis=0)).ravel()
     new_sum = pixel_regions.T @ attr
     alive = new_count >= min_pixel_diff
@@ -146,9 +146,11 @@ class XRAI(SaliencyMethod):
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4:
             raise ValueError("xrai is defined for 2-D images only (its segmentation is 2-D)")
-        lo, hi = float(images.min()), float(images.max())
+        dims = tuple(range(1, images.ndim))
         attributions = 0.0
-        for baseline in (lo, hi):  # black and white baselines, as published
-            ig = IntegratedGradients(self.n_steps, baseline, "riemann_trapezoid", self.internal_batch_size, self.output)
-            attributions = attributions + ig.attribute(model, images, target).sum(dim=1) / 2.0
-        return self.region_maps(images, attributions)
+        # each image's own black and white as baselines, as published; channels merged by max, as PAIR does
+        for extreme in (images.amin(dim=dims, keepdim=True), images.amax(dim=dims, keepdim=True)):
+            ig = IntegratedGradients(self.n_steps, extreme.expand_as(images), "riemann_trapezoid",
+                                     self.internal_batch_size, self.output)
+            attributions = attributions + ig.attribute(model, images, target) / 2.0
+        return self.region_maps(images, attributions.amax(dim=1))

@@ -11,24 +11,24 @@ import hashlib
 import torch
 from torch import nn
 
+from bundle.saliency.base import image_generators
+
 
 class RandomMap:
-    """A uniform random map, seeded so that the same images get the same maps."""
+    """A uniform random map per image, seeded by the seed and the image, so the same image gets the same map."""
 
     name = "random"
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
-        self._calls = 0
 
     def __repr__(self) -> str:
         return f"random(seed={self.seed})"
 
     def __call__(self, model: nn.Module | None, images: torch.Tensor, target=None) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls)
-        self._calls += 1
-        shape = (images.shape[0], *images.shape[2:])
-        return torch.rand(shape, generator=generator, dtype=torch.float32).to(images.device)
+        spatial = tuple(images.shape[2:])
+        maps = [torch.rand(spatial, generator=g) for g in image_generators(images, self.seed)]
+        return torch.stack(maps).to(images.device)
 
 
 class PriorMap:
@@ -44,7 +44,7 @@ class PriorMap:
 
     def __repr__(self) -> str:
         # the digest makes the repr (an MLflow param and a map-cache key) change with the prior's content
-        digest = hashlib.sha256(self.prior.numpy().tobytes()).hexdigest()[:12]
+        digest = hashlib.sha256(self.prior.detach().cpu().numpy().tobytes()).hexdigest()[:12]
         return f"prior(shape={tuple(self.prior.shape)}, sha256={digest})"
 
     def __call__(self, model: nn.Module | None, images: torch.Tensor, target=None) -> torch.Tensor:

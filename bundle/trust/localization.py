@@ -120,6 +120,9 @@ class LocalizationMetric(CumulativeIterationMetric):
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         maps, degenerate = normalize_maps(y_pred, self.normalization)
+        if self.score in ("hit", "mass"):
+            # the arg-max and the mass are read off the map itself: percentile clipping would create ties at 1
+            maps = y_pred.to(maps.dtype)
         values = LOCALIZATION_FUNCTIONS[self.score](maps, y.to(maps.device))
         return torch.where(degenerate.to(values.device), torch.full_like(values, float("nan")), values)[:, None]
 
@@ -128,6 +131,8 @@ class LocalizationMetric(CumulativeIterationMetric):
         if not isinstance(data, torch.Tensor):
             raise ValueError(f"the data to aggregate must be a PyTorch Tensor, got {type(data)}.")
         mean, not_nans = do_metric_reduction(data, "mean")
+        # MONAI reduces an all-NaN buffer to 0; a score that is nowhere defined is NaN, never a silent 0
+        mean = torch.where(not_nans > 0, mean, torch.full_like(mean, float("nan")))
         return (mean, not_nans) if self.get_not_nans else mean
 
 

@@ -36,6 +36,8 @@ def normalize_maps(maps: torch.Tensor, method: str = "pair") -> tuple[torch.Tens
         if method == "pair":
             flat = flat.abs()
             high = torch.quantile(flat, 0.99, dim=1, keepdim=True)
+            # a sparse map (99th percentile at its minimum) is not constant: scale it by its maximum
+            high = torch.where(high > flat.amin(dim=1, keepdim=True), high, flat.amax(dim=1, keepdim=True))
         else:
             high = flat.amax(dim=1, keepdim=True)
         low = flat.amin(dim=1, keepdim=True)
