@@ -213,7 +213,7 @@ def xrai_region_step(model: nn.Module, images: torch.Tensor, repeats: int) -> di
 DEFAULT_PARAMS = {
     "grad": {}, "gradcam": {}, "gradcampp": {}, "gbp": {}, "ggcam": {},
     "ig": {"n_steps": 50, "internal_batch_size": 64},
-    "smoothgrad": {"nt_samples": 50, "nt_samples_batch_size": 64},
+    "smoothgrad": {"nt_samples": 50, "nt_samples_batch_size": 4},
     "smoothig": {"nt_samples": 10, "n_steps": 20, "nt_samples_batch_size": 4},
     "scorecam": {"batch_size": 128},
     "xrai": {"n_steps": 50, "internal_batch_size": 64},

@@ -69,7 +69,7 @@ class SmoothGrad(SaliencyMethod):
     name = "smoothgrad"
 
     def __init__(
-        self, nt_samples: int = 50, noise_level: float = 0.15, nt_samples_batch_size: int | None = 64,
+        self, nt_samples: int = 50, noise_level: float = 0.15, nt_samples_batch_size: int | None = 4,
         seed: int = 0, output: str = "logit",
     ) -> None:
         super().__init__(output)
