@@ -48,10 +48,10 @@ class MaskAsLabel(PrepareBatch):
 
 def location_prior(dataloader: DataLoader, mask_key: str = "mask") -> torch.Tensor:
     """Average ground-truth mask over a (training-split) dataloader: the location-prior baseline map."""
-    total, count = None, 0
+    total, count = 0.0, 0
     for batch in dataloader:
         masks = batch[mask_key]
-        total = mean_mask(masks) * masks.shape[0] if total is None else total + mean_mask(masks) * masks.shape[0]
+        total = total + mean_mask(masks) * masks.shape[0]
         count += masks.shape[0]
     if not count:
         raise ValueError("cannot build a location prior from an empty dataloader")

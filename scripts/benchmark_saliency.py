@@ -27,7 +27,7 @@ from torch import nn
 
 from bundle.networks import build_network, cam_layer_of
 from bundle.saliency import get_method
-from bundle.saliency.base import inference_state
+from bundle.saliency.base import has_relu_modules, inference_state
 
 
 def _reset_peak() -> None:
@@ -249,7 +249,7 @@ def main() -> None:
             for name in args.methods:
                 params = {k: (max(1, round(v * args.steps_scale)) if k in ("n_steps", "nt_samples", "n_samples") else v)
                           for k, v in DEFAULT_PARAMS[name].items()}
-                if name in ("gbp", "ggcam") and not any(isinstance(m, nn.ReLU) for m in model.modules()):
+                if name in ("gbp", "ggcam") and not has_relu_modules(model):
                     continue
                 method = get_method(name, **params)
                 run_peer = None if args.no_peer else peer(name, params, model, images)

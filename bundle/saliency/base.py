@@ -63,6 +63,17 @@ def image_generators(images: torch.Tensor, seed: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(image_seed(image, seed)) for image in images]
 
 
+def has_relu_modules(model: nn.Module) -> bool:
+    """Whether guided backpropagation can hook this model: it needs ``nn.ReLU`` modules, not functional ReLUs."""
+    return any(isinstance(m, nn.ReLU) for m in model.modules())
+
+
+def require_relu_modules(model: nn.Module) -> None:
+    """Refuse a model that guided backpropagation cannot guide, rather than return unguided gradients."""
+    if not has_relu_modules(model):
+        raise ValueError(f"{type(model).__name__} has no nn.ReLU modules: guided backpropagation cannot guide it")
+
+
 def scoring_function(model: nn.Module, output: str) -> nn.Module:
     """The class scores a map explains: raw logits (default) or softmax probabilities.
 

@@ -13,7 +13,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
 from bundle.networks import cam_layer_of
-from bundle.saliency.base import SaliencyMethod, scoring_function
+from bundle.saliency.base import SaliencyMethod, require_relu_modules, scoring_function
 
 
 def get_submodule(model: nn.Module, path: str) -> nn.Module:
@@ -24,10 +24,14 @@ def get_submodule(model: nn.Module, path: str) -> nn.Module:
         raise ValueError(f"{type(model).__name__} has no layer {path!r}") from None
 
 
+def interpolation_mode(spatial: tuple[int, ...]) -> str:
+    """Bilinear in 2-D, trilinear in 3-D."""
+    return "bilinear" if len(spatial) == 2 else "trilinear"
+
+
 def upsample(maps: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
-    """(B, 1, *small) maps to (B, 1, *spatial), bilinear in 2-D and trilinear in 3-D."""
-    mode = "bilinear" if len(spatial) == 2 else "trilinear"
-    return LayerAttribution.interpolate(maps, spatial, interpolate_mode=mode)
+    """(B, 1, *small) maps to (B, 1, *spatial) at the input grid."""
+    return LayerAttribution.interpolate(maps, spatial, interpolate_mode=interpolation_mode(spatial))
 
 
 def layer_activations_and_gradients(
@@ -133,8 +137,6 @@ class GuidedGradCAM(_CAM):
     name = "ggcam"
 
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if not any(isinstance(m, nn.ReLU) for m in model.modules()):
-            raise ValueError(f"{type(model).__name__} has no nn.ReLU modules: guided backpropagation cannot guide it")
+        require_relu_modules(model)
         ggcam = CaptumGuidedGradCam(scoring_function(model, self.output), self._layer(model))
-        mode = "bilinear" if images.ndim == 4 else "trilinear"
-        return ggcam.attribute(images, target=target, interpolate_mode=mode)
+        return ggcam.attribute(images, target=target, interpolate_mode=interpolation_mode(tuple(images.shape[2:])))

@@ -8,7 +8,7 @@ from captum.attr import IntegratedGradients as CaptumIG
 from captum.attr import Saliency
 from torch import nn
 
-from bundle.saliency.base import SaliencyMethod, image_generators, scoring_function
+from bundle.saliency.base import SaliencyMethod, image_generators, require_relu_modules, scoring_function
 
 
 class Gradient(SaliencyMethod):
@@ -132,6 +132,5 @@ class GuidedBackprop(SaliencyMethod):
     name = "gbp"
 
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if not any(isinstance(m, nn.ReLU) for m in model.modules()):
-            raise ValueError(f"{type(model).__name__} has no nn.ReLU modules: guided backpropagation cannot guide it")
+        require_relu_modules(model)
         return CaptumGuidedBackprop(scoring_function(model, self.output)).attribute(images, target=target)
