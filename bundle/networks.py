@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from monai.networks.nets import DenseNet121
 from torch import nn
 from torchvision.models import Inception3
+from torchvision.models import inception as tv_inception
 
 
 @dataclass(frozen=True)
@@ -31,11 +33,28 @@ def _densenet121(in_channels: int = 1, num_classes: int = 2, spatial_dims: int =
     return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes)
 
 
+class ConvBNReLU(tv_inception.BasicConv2d):
+    """torchvision's Inception conv block with its ReLU as a module, so guided backpropagation can hook it.
+
+    Same parameters and state-dict keys as ``BasicConv2d``; only the functional ReLU becomes ``nn.ReLU``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, **kwargs) -> None:
+        super().__init__(in_channels, out_channels, **kwargs)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
 def _inception_v3(in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2) -> nn.Module:
     """torchvision InceptionV3 trained from scratch; the stem conv takes ``in_channels`` (grayscale)."""
     if spatial_dims != 2:
         raise ValueError("inception_v3 is 2-D only")
-    net = Inception3(num_classes=num_classes, aux_logits=False, transform_input=False, init_weights=True)
+    blocks = [ConvBNReLU] + [partial(getattr(tv_inception, n), conv_block=ConvBNReLU) for n in (
+        "InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "InceptionAux")]
+    net = Inception3(
+        num_classes=num_classes, aux_logits=False, transform_input=False, inception_blocks=blocks, init_weights=True)
     stem = net.Conv2d_1a_3x3.conv
     net.Conv2d_1a_3x3.conv = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride, bias=False)
     nn.init.trunc_normal_(net.Conv2d_1a_3x3.conv.weight, std=0.1, a=-2, b=2)

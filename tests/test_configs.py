@@ -39,15 +39,19 @@ def test_every_run_gets_a_unique_descriptive_name():
     assert len(names) == 3 and all(n.startswith("train_densenet121_seed0_") for n in names)
 
 
-def test_evaluate_methods_are_configurable():
+def test_default_study_uses_every_method_and_each_is_configurable():
+    from bundle.saliency import METHODS, get_method
+
     parser = _parser("evaluate.json")
     parser["methods#ig#n_steps"] = 5
     methods = parser.get_parsed_content("methods")
-    assert set(methods) == {"gradcam", "ig"} and methods["ig"].n_steps == 5
-    all_methods = ConfigParser.load_config_files([str(ROOT / "configs/evaluate.json"),
-                                                  str(ROOT / "configs/all_methods.json")])
-    parser = ConfigParser(all_methods)
-    assert len(parser.get_parsed_content("methods")) == 12
+    assert set(methods) == set(METHODS) and methods["ig"].n_steps == 5
+    published = ConfigParser(ConfigParser.load_config_files([str(ROOT / "configs/evaluate.json"),
+                                                             str(ROOT / "configs/published.json")]))
+    # the published override runs every method with exactly its published (class default) parameters
+    for name, method in published.get_parsed_content("methods").items():
+        assert vars(method) == vars(get_method(name)), name
+    assert published["saliency#n_images"] == 64
 
 
 def test_dataset_script_writes_a_folder_with_size_and_seed(tmp_path):

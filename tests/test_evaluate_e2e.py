@@ -10,7 +10,10 @@ import mlflow
 import pandas as pd
 import pytest
 
+from bundle.saliency import METHODS
+
 ROOT = Path(__file__).resolve().parents[1]
+SCORED = [*METHODS, "random", "prior"]  # the default study: every method beside both baselines
 
 
 def run_quick(tmp: Path) -> str:
@@ -40,9 +43,9 @@ def test_run_generates_data_trains_and_prints_the_table(quick_run):
     assert (tmp / "data" / "dataset.json").is_file()
     assert (tmp / "models" / "densenet121_seed0.pt").is_file()
     assert "training with" in output, "a missing checkpoint must be trained"
-    for line in ("gradcam    method    auprc", "ig         method    auprc", "random     baseline  auprc",
-                 "prior      baseline  auprc"):
-        assert line in output
+    for name in SCORED:
+        kind = "baseline" if name in ("random", "prior") else "method"
+        assert f"{name:<10} {kind:<9} auprc" in output, name
 
 
 def test_mlflow_store_holds_finished_runs_with_the_metrics(quick_run):
@@ -57,19 +60,19 @@ def test_mlflow_store_holds_finished_runs_with_the_metrics(quick_run):
     assert train.info.status == "FINISHED" and evaluate.info.status == "FINISHED"
     assert "val_auc" in train.data.metrics and train.data.params["network"] == "densenet121"
     metrics = evaluate.data.metrics
-    for method in ("gradcam", "ig", "random", "prior"):
+    for method in SCORED:
         for suffix in ("", ".ci_low", ".ci_high", ".n", ".n_nan"):
             assert f"{method}.auprc{suffix}" in metrics
         assert 0.0 <= metrics[f"{method}.auprc"] <= 1.0
         assert metrics[f"{method}.auprc.n"] + metrics[f"{method}.auprc.n_nan"] == 8
-    assert evaluate.data.params["method.ig"].startswith("ig(") and "n_steps=8" in evaluate.data.params["method.ig"]
+    assert evaluate.data.params["method.ig"].startswith("ig(") and "n_steps=4" in evaluate.data.params["method.ig"]
 
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
     per_image_name = next(a for a in artifacts if a.endswith("_per_image.csv"))
     local = client.download_artifacts(evaluate.info.run_id, per_image_name, str(tmp))
     per_image = pd.read_csv(local)
     assert set(per_image.columns) == {"image_id", "model", "method", "test", "step", "value"}
-    assert len(per_image) == 4 * 2 * 8  # methods x scores x images
+    assert len(per_image) == len(SCORED) * 2 * 8  # methods and baselines x scores x images
     # the logged mean is the mean of the per-image records
     gradcam = per_image[(per_image.method == "gradcam") & (per_image.test == "auprc")]["value"]
     assert gradcam.mean() == pytest.approx(metrics["gradcam.auprc"], rel=1e-6)
@@ -85,7 +88,7 @@ def test_same_seed_same_numbers_and_cached_rerun(quick_run, tmp_path):
     assert list(first.image_id) == list(fresh.image_id)
 
     cached_maps = sorted((tmp / "eval" / "map_cache").rglob("*.npy"))
-    assert len(cached_maps) == 4 * 8  # methods and baselines x images
+    assert len(cached_maps) == len(SCORED) * 8  # methods and baselines x images
     stamps = {p: p.stat().st_mtime_ns for p in cached_maps}
     output = run_quick(tmp)
     assert "training with" not in output, "the existing checkpoint must be reused"

@@ -36,3 +36,22 @@ def test_randomisation_orders_follow_the_published_lists():
 def test_unknown_network_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown network 'resnet9'"):
         build_network("resnet9")
+
+
+def test_inception_relus_are_modules_and_the_network_is_torchvisions():
+    from captum.attr import GuidedBackprop
+    from torchvision.models import Inception3
+
+    ours = build_network("inception_v3").eval()
+    plain = Inception3(num_classes=2, aux_logits=False, transform_input=False, init_weights=False)
+    plain.Conv2d_1a_3x3.conv = torch.nn.Conv2d(1, 32, 3, 2, bias=False)
+    assert plain.load_state_dict(ours.state_dict()) is not None  # same keys and shapes: checkpoints interchange
+    plain.eval()
+    x = torch.rand(2, 1, 80, 80, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), plain(x))
+    n_convs = sum(type(m).__name__ == "ConvBNReLU" for m in ours.modules())
+    assert n_convs == sum(isinstance(m, torch.nn.ReLU) for m in ours.modules()) == 94
+    # guided backprop now guides InceptionV3 through its ReLU modules
+    maps = GuidedBackprop(ours).attribute(x.clone().requires_grad_(), target=1)
+    assert maps.shape == x.shape and torch.isfinite(maps).all() and maps.abs().sum() > 0

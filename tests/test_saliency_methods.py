@@ -182,3 +182,34 @@ def test_hooks_are_removed(name, images):
     for _ in range(5):
         method(net, images, 1)
     assert all(not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks for m in net.modules())
+
+
+def _faster_scorecam_by_hand(net, image, target, layer, k):
+    """Score-CAM on the k highest-variance channels of one image, one channel at a time."""
+    acts = []
+    handle = layer.register_forward_hook(lambda m, a, out: acts.append(out.detach()))
+    with torch.no_grad():
+        net(image[None])
+    handle.remove()
+    act = acts[0][0]
+    keep = act.flatten(1).var(dim=1).argsort(descending=True)[:k]
+    scores = []
+    for c in keep:
+        up = torch.nn.functional.interpolate(act[c][None, None], image.shape[1:], mode="bilinear", align_corners=False)
+        up = (up - up.min()) / (up.max() - up.min())
+        with torch.no_grad():
+            scores.append(net(image[None] * up)[0, target])
+    weights = torch.softmax(torch.stack(scores), dim=0)
+    cam = torch.relu((weights[:, None, None] * act[keep]).sum(dim=0))
+    return torch.nn.functional.interpolate(cam[None, None], image.shape[1:], mode="bilinear", align_corners=False)[0, 0]
+
+
+def test_scorecam_max_channels_keeps_the_highest_variance_channels(images):
+    net = relu_net()
+    full = get_method("scorecam", layer="3")(net, images, 1)
+    torch.testing.assert_close(get_method("scorecam", layer="3", max_channels=6)(net, images, 1), full)
+    reduced = get_method("scorecam", layer="3", max_channels=3, batch_size=4)(net, images, 1)
+    for image, ours in zip(images, reduced):
+        torch.testing.assert_close(ours, _faster_scorecam_by_hand(net, image, 1, net[3], 3), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="max_channels"):
+        get_method("scorecam", max_channels=0)
