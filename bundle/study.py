@@ -25,10 +25,12 @@ from torch.utils.data import DataLoader
 
 from bundle.handlers import LocalizationScore, PerImageRecords
 from bundle.networks import load_checkpoint
+from bundle.report import saliency_gallery
 from bundle.saliency import SaliencyInferer
 from bundle.saliency.cache import MapCache, file_digest
 from bundle.tracking import ensure_experiment
 from bundle.trust.baselines import mean_mask
+from bundle.trust.normalization import normalize_maps
 from bundle.trust.stats import bootstrap_summary
 
 logger = logging.getLogger(__name__)
@@ -110,6 +112,7 @@ class SaliencyStudy:
         n_resamples: int = 1000,
         seed: int = 0,
         cache_dir: str | None = None,
+        gallery_images: int = 4,
     ) -> None:
         if not methods:
             raise ValueError("the study needs at least one saliency method")
@@ -122,7 +125,9 @@ class SaliencyStudy:
         self.device, self.scores, self.normalization, self.target = torch.device(device), scores, normalization, target
         self.params, self.n_resamples, self.seed = dict(params or {}), n_resamples, seed
         self.cache = MapCache(cache_dir) if cache_dir else None
+        self.gallery_images = gallery_images
         self.model_digest = ""
+        self._inferers: dict[str, SaliencyInferer] = {}
 
     def _per_image_csv(self) -> Path:
         return self.output_dir / f"{self.run_name}_per_image.csv"
@@ -133,15 +138,16 @@ class SaliencyStudy:
             for score in self.scores
         }
         key = self.scores[0]
+        self._inferers[name] = SaliencyInferer(
+            method, self.target, self.cache,
+            self.cache.key(self.model_digest, method, self.target, self.params) if self.cache else None,
+        )
         evaluator = SupervisedEvaluator(
             device=self.device,
             val_data_loader=self.dataloader,
             network=self.network,
             prepare_batch=MaskAsLabel(),
-            inferer=SaliencyInferer(
-                method, self.target, self.cache,
-                self.cache.key(self.model_digest, method, self.target, self.params) if self.cache else None,
-            ),
+            inferer=self._inferers[name],
             key_val_metric={key: metrics[key]},
             additional_metrics={k: v for k, v in metrics.items() if k != key},
             decollate=False,
@@ -166,10 +172,22 @@ class SaliencyStudy:
         per_image = pd.DataFrame(records)
         summary = summarise(per_image, self.n_resamples, self.seed)
         summary.insert(2, "kind", ["baseline" if m in self.baselines else "method" for m in summary["method"]])
-        self._save_and_log(summary)
+        self._save_and_log(summary, self._gallery())
         return summary
 
-    def _save_and_log(self, summary: pd.DataFrame) -> None:
+    def _gallery(self) -> Path | None:
+        """Every method's and baseline's maps of the first images, side by side (cached maps: no recomputation)."""
+        if self.gallery_images < 1:
+            return None
+        image, mask, _, kwargs = MaskAsLabel()(next(iter(self.dataloader)), self.device)
+        n = min(self.gallery_images, image.shape[0])
+        ids = kwargs["image_ids"][:n]
+        maps = {name: normalize_maps(inferer(image[:n], self.network, image_ids=ids), "pair")[0].cpu().numpy()
+                for name, inferer in self._inferers.items()}  # displayed as PAIR's VisualizeImageGrayscale does
+        return saliency_gallery(image[:n, 0].cpu().numpy(), mask[:n, 0].cpu().numpy(), maps, ids,
+                                self.output_dir / f"{self.run_name}_maps.png")
+
+    def _save_and_log(self, summary: pd.DataFrame, gallery: Path | None = None) -> None:
         per_image_csv = self._per_image_csv()
         summary_csv = self.output_dir / f"{self.run_name}_summary.csv"
         summary.to_csv(summary_csv, index=False)
@@ -192,6 +210,8 @@ class SaliencyStudy:
                 mlflow.log_metrics({k: float(v) for k, v in values.items() if pd.notna(v)})
             mlflow.log_artifact(str(per_image_csv))
             mlflow.log_artifact(str(summary_csv))
+            if gallery is not None:
+                mlflow.log_artifact(str(gallery))
             mlflow.log_text(table, "summary.txt")
         logger.info("per-image records: %s; summary: %s", per_image_csv, summary_csv)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from PIL import Image
 
 from bundle.saliency import METHODS
 
@@ -68,6 +69,10 @@ def test_mlflow_store_holds_finished_runs_with_the_metrics(quick_run):
     assert evaluate.data.params["method.ig"].startswith("ig(") and "n_steps=4" in evaluate.data.params["method.ig"]
 
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
+    gallery = client.download_artifacts(evaluate.info.run_id, next(a for a in artifacts if a.endswith("_maps.png")),
+                                        str(tmp))
+    with Image.open(gallery) as figure:  # one row per gallery image, a column per method and baseline
+        assert figure.width > 1.3 * figure.height and figure.height > 300
     per_image_name = next(a for a in artifacts if a.endswith("_per_image.csv"))
     local = client.download_artifacts(evaluate.info.run_id, per_image_name, str(tmp))
     per_image = pd.read_csv(local)

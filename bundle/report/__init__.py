@@ -1,5 +1,5 @@
 """Tables and figures for people to look at."""
 
-from bundle.report.figures import contact_sheet
+from bundle.report.figures import contact_sheet, saliency_gallery
 
-__all__ = ["contact_sheet"]
+__all__ = ["contact_sheet", "saliency_gallery"]

@@ -124,9 +124,10 @@ class SmoothIntegratedGradients(SmoothGrad):
 class GuidedBackprop(SaliencyMethod):
     """Guided backpropagation (Springenberg et al. 2015): only positive gradients pass each ReLU module.
 
-    Works on ``nn.ReLU`` modules (MONAI DenseNet121). ReLUs called as functions
-    (torchvision InceptionV3) cannot be hooked: a model without any ``nn.ReLU``
-    is refused; one that mixes both is guided only at its modules.
+    Works on ``nn.ReLU`` modules (MONAI DenseNet121, and InceptionV3 as
+    ``bundle.networks`` builds it). ReLUs called as functions cannot be hooked:
+    a model without any ``nn.ReLU`` is refused; one that mixes both is guided
+    only at its modules.
     """
 
     name = "gbp"
