@@ -117,6 +117,17 @@ def test_ground_truth_mask_aligns_with_the_lesion(small_dataset):
     assert box_mask.sum() <= expected_area
 
 
+def test_a_missing_mask_file_falls_back_to_boxes_visibly(small_dataset, caplog):
+    item = load_rsna_datalist(small_dataset, labels=1)[0]
+    assert _load(dict(item))["mask_source"] == "mask"
+    without_mask = {k: v for k, v in item.items() if k != "mask"}
+    with caplog.at_level(logging.WARNING, logger="bundle.data.transforms"):
+        out = _load(without_mask)
+    assert out["mask_source"] == "boxes"
+    np.testing.assert_array_equal(out["mask"], _load(dict(item), source="boxes")["mask"])
+    assert f"{item['patient_id']}: no lesion mask file" in caplog.text
+
+
 def test_missing_folder_and_bad_csv_are_named(tmp_path, small_dataset):
     with pytest.raises(FileNotFoundError, match="does_not_exist"):
         load_rsna_datalist(tmp_path / "does_not_exist")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 
 import numpy as np
@@ -11,6 +12,8 @@ from monai.transforms import LoadImage, MapTransform, Resize
 
 from bundle.data.masks import boxes_to_mask
 
+logger = logging.getLogger(__name__)
+
 
 class GroundTruthMaskd(MapTransform):
     """Add a (1, *spatial) ground-truth mask at the (resized) image grid under ``mask_key``.
@@ -18,8 +21,9 @@ class GroundTruthMaskd(MapTransform):
     ``source="mask"`` reads the segmentation file at ``data[mask_key]`` and resizes
     it nearest-neighbour; ``source="boxes"`` rasterises ``data[boxes_key]`` (pixels
     of the original image) with inclusive ends, as TRUST_METRICS.md section 1 says.
-    When a record has no mask file, boxes are used. The boxes entry is removed
-    afterwards because ragged lists do not collate into a batch.
+    When a record has no mask file, its boxes are used, with a warning naming the
+    image; ``data["mask_source"]`` records which was used. The boxes entry is
+    removed afterwards because ragged lists do not collate into a batch.
     """
 
     def __init__(
@@ -45,7 +49,12 @@ class GroundTruthMaskd(MapTransform):
             mask = self.loader(mask_file)
             mask = Resize(spatial, mode="nearest")(mask) if tuple(mask.shape[1:]) != spatial else mask
             mask = torch.as_tensor(np.asarray(mask) > 0, dtype=torch.float32)
+            d["mask_source"] = "mask"
         else:
+            if self.source == "mask":
+                image_id = d.get("patient_id") or getattr(image, "meta", {}).get("filename_or_obj", "?")
+                logger.warning("%s: no lesion mask file; scoring against its boxes instead", image_id)
+            d["mask_source"] = "boxes"
             boxes = d.get(self.boxes_key, [])
             mask = torch.from_numpy(boxes_to_mask(boxes, original, spatial)[None].astype(np.float32))
         d[self.mask_key] = mask
