@@ -4,7 +4,8 @@ For each method on DenseNet121 and InceptionV3 (untrained weights: speed does no
 depend on them), on the same random batch:
 - maps per second and peak memory (GPU: max allocated; CPU: peak resident set);
 - the peer implementation on the same model and input, timed in the same run,
-  as a ratio (captum; pytorch-grad-cam for the CAMs; PAIR ``saliency`` for XRAI);
+  as a ratio (captum; pytorch-grad-cam for the CAMs; PAIR ``saliency`` for XRAI),
+  and MONAI's ``monai.visualize`` class where MONAI has the method;
 - the floor: the method's pass count times the best per-image time of one pass
   of the kind it needs (forward only, or forward plus backward to the input with
   frozen weights), measured after warm-ups over several batch sizes.
@@ -27,7 +28,7 @@ from torch import nn
 
 from bundle.networks import build_network, cam_layer_of
 from bundle.saliency import get_method
-from bundle.saliency.base import has_relu_modules, inference_state
+from bundle.saliency.base import has_relu_modules, inference_state, inputs_per_pass
 
 
 def _reset_peak() -> None:
@@ -128,7 +129,7 @@ def peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) -> Cal
         return lambda: ca.Saliency(model).attribute(images, target=target, abs=False)
     if name == "ig":
         return lambda: ca.IntegratedGradients(model).attribute(
-            images, target=target, n_steps=params["n_steps"], internal_batch_size=params["internal_batch_size"])
+            images, target=target, n_steps=params["n_steps"], internal_batch_size=inputs_per_pass(images, None))
     if name == "smoothgrad":
         return lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
             images, nt_type="smoothgrad", nt_samples=params["nt_samples"], stdevs=0.15, target=target, abs=False)
@@ -166,6 +167,31 @@ def peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) -> Cal
         return run
     if name == "xrai":
         return _pair_xrai(params, model, images)
+    return None
+
+
+def monai_peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) -> Callable[[], object] | None:
+    """The same method in ``monai.visualize`` (None where MONAI lacks it); its gradient and occlusion
+    classes take one image per call, so they run in a loop over the batch, as their users run them."""
+    import monai.visualize as mv
+
+    layer = cam_layer_of(model)
+    one_by_one = [images[i : i + 1] for i in range(images.shape[0])]
+    if name in ("gradcam", "gradcampp"):
+        cam = (mv.GradCAM if name == "gradcam" else mv.GradCAMpp)(nn_module=model, target_layers=layer)
+        return lambda: cam(images.clone(), class_idx=1)
+    if name in ("grad", "smoothgrad", "gbp"):
+        if name == "smoothgrad":
+            grads = mv.SmoothGrad(model, stdev_spread=0.15, n_samples=params["nt_samples"], magnitude=False,
+                                  verbose=False)
+        else:
+            grads = (mv.VanillaGrad if name == "grad" else mv.GuidedBackpropGrad)(model)
+        return lambda: [grads(x.clone(), index=1) for x in one_by_one]
+    if name == "occlusion":
+        w, s = params["window"], params["stride"]
+        occlusion = mv.OcclusionSensitivity(model, mask_size=w, n_batch=params["perturbations_per_eval"], mode=0.0,
+                                            overlap=1 - s / w)
+        return lambda: [occlusion(x) for x in one_by_one]
     return None
 
 
@@ -210,13 +236,14 @@ def xrai_region_step(model: nn.Module, images: torch.Tensor, repeats: int) -> di
     return {"ours_s_per_image": ours / n, "pair_s_per_image": theirs_s / n, "speedup": theirs_s / ours}
 
 
+PEER_FLAGS = {"peer": "library", "monai": "monai"}  # row key -> --peers choice
 DEFAULT_PARAMS = {
     "grad": {}, "gradcam": {}, "gradcampp": {}, "gbp": {}, "ggcam": {},
-    "ig": {"n_steps": 50, "internal_batch_size": 64},
+    "ig": {"n_steps": 50},
     "smoothgrad": {"nt_samples": 50, "nt_samples_batch_size": 4},
-    "smoothig": {"nt_samples": 10, "n_steps": 20, "nt_samples_batch_size": 4},
+    "smoothig": {"nt_samples": 20, "n_steps": 20, "nt_samples_batch_size": 4},
     "scorecam": {"batch_size": 128},
-    "xrai": {"n_steps": 50, "internal_batch_size": 64},
+    "xrai": {"n_steps": 50},
     "occlusion": {"window": 16, "stride": 8, "perturbations_per_eval": 64},
     "kernelshap": {"n_samples": 200, "cell": 16, "perturbations_per_eval": 64},
 }
@@ -233,12 +260,20 @@ def main() -> None:
                         help="multiply every step/sample count (e.g. 0.2 for a quick CPU run)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--no-peer", action="store_true", help="skip the peer libraries")
+    parser.add_argument("--peers", nargs="*", default=["library", "monai"], choices=["library", "monai"],
+                        help="which peers to time beside ours (none: only ours and the floor)")
     parser.add_argument("--json", default="eval/benchmark_saliency.json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     rows = []
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every row, so an interrupted run keeps what it measured
+        out.write_text(json.dumps({"device": str(device), "threads": torch.get_num_threads(),
+                                   "batch_size": args.batch_size, "rows": rows}, indent=2))
+
     for net_name in args.networks:
         model = build_network(net_name).to(device).eval()
         sizes = args.size or [224 if net_name == "densenet121" else 299]
@@ -252,39 +287,42 @@ def main() -> None:
                 if name in ("gbp", "ggcam") and not has_relu_modules(model):
                     continue
                 method = get_method(name, **params)
-                run_peer = None if args.no_peer else peer(name, params, model, images)
-                ours, peak = timed(lambda: method(model, images, 1), 1, args.repeats)
-                if run_peer is not None:  # peers run as their users run them: eval mode, weights trainable
+                run_ours = lambda: method(model, images, 1)  # noqa: E731
+                peers = {key: make(name, params, model, images)
+                         for key, make in (("peer", peer), ("monai", monai_peer)) if PEER_FLAGS[key] in args.peers}
+                peers = {key: run for key, run in peers.items() if run is not None}
+                ours, peak = timed(run_ours, 1, args.repeats)
+                peer_seconds = {}
+                for key, run_peer in peers.items():  # peers run as their users run them: eval mode, weights trainable
                     # alternate ours and the peer, best of each, so neither gains from the other's warm-up
-                    theirs = timed(run_peer, 1, args.repeats)[0]
-                    ours = min(ours, timed(lambda: method(model, images, 1), 0, args.repeats)[0])
-                    theirs = min(theirs, timed(run_peer, 0, args.repeats)[0])
+                    peer_seconds[key] = timed(run_peer, 1, args.repeats)[0]
+                    ours = min(ours, timed(run_ours, 0, args.repeats)[0])
+                    peer_seconds[key] = min(peer_seconds[key], timed(run_peer, 0, args.repeats)[0])
                 passes, kind = pass_count(name, params, model, size, device)
                 floor_s = passes * floor[kind] * args.batch_size
                 row = {"network": net_name, "size": size, "method": name, "params": params,
                        "maps_per_s": args.batch_size / ours, "seconds": ours, "peak_mb": peak,
                        "floor_seconds": floor_s, "vs_floor": ours / floor_s, "passes_per_image": passes,
                        "pass_kind": kind}
-                if run_peer is not None:
-                    row |= {"peer_seconds": theirs, "peer_over_ours": theirs / ours}
+                for key, seconds in peer_seconds.items():
+                    row |= {f"{key}_seconds": seconds, f"{key}_over_ours": seconds / ours}
                 rows.append(row)
+                save()
                 print(_format(row), flush=True)
-            if "xrai" in args.methods and not args.no_peer:
+            if "xrai" in args.methods and "library" in args.peers:
                 region = xrai_region_step(model, images.cpu(), args.repeats)
                 rows.append({"network": net_name, "size": size, "method": "xrai_region_step", **region})
+                save()
                 print(f"{net_name:<12} {size:>4} xrai region step: ours {region['ours_s_per_image']:.3f} s/img, "
                       f"PAIR {region['pair_s_per_image']:.3f} s/img, {region['speedup']:.1f}x faster", flush=True)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": str(device), "threads": torch.get_num_threads(),
-                               "batch_size": args.batch_size, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    print(f"wrote {args.json}")
 
 
 def _format(row: dict) -> str:
-    peer_ratio = f"{row['peer_over_ours']:.2f}x" if "peer_over_ours" in row else "-"
+    ratio = {key: f"{row[f'{key}_over_ours']:.2f}x" if f"{key}_over_ours" in row else "-" for key in PEER_FLAGS}
     return (f"{row['network']:<12} {row['size']:>4} {row['method']:<11} {row['maps_per_s']:8.2f} maps/s "
-            f"{row['peak_mb']:8.0f} MB  vs floor {row['vs_floor']:5.2f}x  peer/ours {peer_ratio}")
+            f"{row['peak_mb']:8.0f} MB  vs floor {row['vs_floor']:5.2f}x  peer/ours {ratio['peer']}  "
+            f"MONAI/ours {ratio['monai']}")
 
 
 if __name__ == "__main__":

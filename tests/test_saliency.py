@@ -110,7 +110,7 @@ def test_unknown_method_and_bad_target_give_clear_errors(images):
 
 def test_repr_lists_parameters():
     assert repr(get_method("ig", n_steps=8)) == (
-        "ig(baseline=0.0, integration='gausslegendre', internal_batch_size=64, n_steps=8, output='logit')"
+        "ig(baseline=0.0, integration='gausslegendre', internal_batch_size=None, n_steps=8, output='logit')"
     )
 
 
@@ -144,3 +144,17 @@ def test_map_cache_reuses_maps_across_restarts(tmp_path, images):
     # another model, method parameter or target is another key
     assert len({key, cache.key("digest-b", method, 1), cache.key("digest-a", method, 0),
                 cache.key("digest-a", get_method("ig", n_steps=4), 1)}) == 4
+
+
+def test_passes_are_sized_by_the_voxel_budget(images):
+    from bundle.saliency.base import PASS_VOXELS, inputs_per_pass
+
+    assert inputs_per_pass(torch.zeros(2, 1, 128, 128), None) == PASS_VOXELS // 128**2 == 32
+    assert inputs_per_pass(torch.zeros(2, 1, 224, 224), None) == 10
+    assert inputs_per_pass(torch.zeros(16, 1, 299, 299), None) == 16  # never fewer than the batch
+    assert inputs_per_pass(torch.zeros(2, 1, 224, 224), 7) == 7
+    # how the steps are split into passes does not change the attributions
+    net = TinyNet()
+    auto = get_method("ig", n_steps=40)(net, images, 1)
+    torch.testing.assert_close(auto, get_method("ig", n_steps=40, internal_batch_size=4)(net, images, 1))
+    torch.testing.assert_close(auto, get_method("ig", n_steps=40, internal_batch_size=10_000)(net, images, 1))

@@ -8,7 +8,13 @@ from captum.attr import IntegratedGradients as CaptumIG
 from captum.attr import Saliency
 from torch import nn
 
-from bundle.saliency.base import SaliencyMethod, image_generators, require_relu_modules, scoring_function
+from bundle.saliency.base import (
+    SaliencyMethod,
+    image_generators,
+    inputs_per_pass,
+    require_relu_modules,
+    scoring_function,
+)
 
 
 class Gradient(SaliencyMethod):
@@ -24,7 +30,7 @@ class IntegratedGradients(SaliencyMethod):
     """Integrated Gradients (Sundararajan et al. 2017) from a baseline (a constant, 0 = black, or a tensor).
 
     ``internal_batch_size`` bounds how many interpolated images go through the
-    network at once (the memory budget).
+    network at once (the memory budget); ``None`` sizes passes by ``PASS_VOXELS``.
     """
 
     name = "ig"
@@ -34,7 +40,7 @@ class IntegratedGradients(SaliencyMethod):
         n_steps: int = 50,
         baseline: float | torch.Tensor = 0.0,
         integration: str = "gausslegendre",
-        internal_batch_size: int | None = 64,
+        internal_batch_size: int | None = None,
         output: str = "logit",
     ) -> None:
         super().__init__(output)
@@ -51,7 +57,7 @@ class IntegratedGradients(SaliencyMethod):
             target=target,
             n_steps=self.n_steps,
             method=self.integration,
-            internal_batch_size=self.internal_batch_size,
+            internal_batch_size=inputs_per_pass(images, self.internal_batch_size),
         )
 
 
@@ -81,7 +87,7 @@ class SmoothGrad(SaliencyMethod):
     def _base(self, model: nn.Module):
         return Saliency(scoring_function(model, self.output))
 
-    def _base_kwargs(self) -> dict:
+    def _base_kwargs(self, inputs: torch.Tensor) -> dict:
         return {"abs": False}
 
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -89,14 +95,14 @@ class SmoothGrad(SaliencyMethod):
         dims = tuple(range(1, images.ndim))
         sigma = self.noise_level * (images.amax(dim=dims, keepdim=True) - images.amin(dim=dims, keepdim=True))
         generators = image_generators(images, self.seed)
-        base, kwargs = self._base(model), self._base_kwargs()
+        base = self._base(model)
         total = torch.zeros_like(images)
         chunk = self.nt_samples_batch_size or self.nt_samples
         for start in range(0, self.nt_samples, chunk):
             k = min(chunk, self.nt_samples - start)
             noise = torch.stack([torch.randn((k, *shape), generator=g) for g in generators], dim=1).to(images.device)
             noisy = (images[None] + noise * sigma[None]).reshape(k * b, *shape)
-            attributions = base.attribute(noisy, target=target.repeat(k), **kwargs)
+            attributions = base.attribute(noisy, target=target.repeat(k), **self._base_kwargs(noisy))
             total += attributions.reshape(k, b, *shape).sum(dim=0)
         return total / self.nt_samples
 
@@ -108,7 +114,7 @@ class SmoothIntegratedGradients(SmoothGrad):
 
     def __init__(
         self, nt_samples: int = 20, noise_level: float = 0.15, n_steps: int = 20, baseline: float = 0.0,
-        nt_samples_batch_size: int | None = 4, internal_batch_size: int | None = 64, seed: int = 0,
+        nt_samples_batch_size: int | None = 4, internal_batch_size: int | None = None, seed: int = 0,
         output: str = "logit",
     ) -> None:
         super().__init__(nt_samples, noise_level, nt_samples_batch_size, seed, output)
@@ -117,8 +123,9 @@ class SmoothIntegratedGradients(SmoothGrad):
     def _base(self, model: nn.Module):
         return CaptumIG(scoring_function(model, self.output))
 
-    def _base_kwargs(self) -> dict:
-        return {"n_steps": self.n_steps, "baselines": self.baseline, "internal_batch_size": self.internal_batch_size}
+    def _base_kwargs(self, inputs: torch.Tensor) -> dict:
+        return {"n_steps": self.n_steps, "baselines": self.baseline,
+                "internal_batch_size": inputs_per_pass(inputs, self.internal_batch_size)}
 
 
 class GuidedBackprop(SaliencyMethod):

@@ -126,7 +126,7 @@ class XRAI(SaliencyMethod):
     name = "xrai"
 
     def __init__(
-        self, n_steps: int = 50, internal_batch_size: int | None = 64, dilation_radius: int = 5,
+        self, n_steps: int = 50, internal_batch_size: int | None = None, dilation_radius: int = 5,
         min_pixel_diff: int = 50, output: str = "logit",
     ) -> None:
         super().__init__(output)
