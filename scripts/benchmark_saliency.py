@@ -177,9 +177,12 @@ def monai_peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) 
 
     layer = cam_layer_of(model)
     one_by_one = [images[i : i + 1] for i in range(images.shape[0])]
-    if name in ("gradcam", "gradcampp"):
-        cam = (mv.GradCAM if name == "gradcam" else mv.GradCAMpp)(nn_module=model, target_layers=layer)
+    if name == "gradcam":
+        cam = mv.GradCAM(nn_module=model, target_layers=layer)
         return lambda: cam(images.clone(), class_idx=1)
+    if name == "gradcampp":  # MONAI's Grad-CAM++ weights broadcast wrongly for batches of more than one image
+        cam = mv.GradCAMpp(nn_module=model, target_layers=layer)
+        return lambda: [cam(x.clone(), class_idx=1) for x in one_by_one]
     if name in ("grad", "smoothgrad", "gbp"):
         if name == "smoothgrad":
             grads = mv.SmoothGrad(model, stdev_spread=0.15, n_samples=params["nt_samples"], magnitude=False,
