@@ -213,3 +213,55 @@ def test_scorecam_max_channels_keeps_the_highest_variance_channels(images):
         torch.testing.assert_close(ours, _faster_scorecam_by_hand(net, image, 1, net[3], 3), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="max_channels"):
         get_method("scorecam", max_channels=0)
+
+
+def _exact_cell_shapley(net, image, target, cell):
+    """Shapley values of the grid cells of one image by enumerating every coalition (baseline 0)."""
+    from itertools import combinations
+    from math import factorial
+
+    from bundle.saliency.perturbation import grid_feature_mask
+
+    features = grid_feature_mask(tuple(image.shape[1:]), cell, image.device)[0, 0]
+    m = int(features.max()) + 1
+
+    def value(coalition):
+        keep = torch.isin(features, torch.tensor(list(coalition), dtype=torch.long)).float()
+        with torch.no_grad():
+            return net((image * keep)[None])[0, target].item()
+
+    phi = torch.zeros(m)
+    for i in range(m):
+        others = [j for j in range(m) if j != i]
+        for size in range(m):
+            for subset in combinations(others, size):
+                weight = factorial(size) * factorial(m - size - 1) / factorial(m)
+                phi[i] += weight * (value(subset + (i,)) - value(subset))
+    return phi[features]
+
+
+def test_kernelshap_converges_to_exact_shapley_values_like_captum(images):
+    from captum.attr import KernelShap as CaptumKernelShap
+
+    from bundle.saliency.perturbation import grid_feature_mask
+
+    net = relu_net()
+    exact = _exact_cell_shapley(net, images[0], 1, cell=8)  # 16x16 image, 4 cells: 16 coalitions
+    ours = get_method("kernelshap", cell=8, n_samples=2000)(net, images[:2], 1)[0]
+    scale = exact.abs().max()
+    torch.testing.assert_close(ours, exact, atol=0.05 * scale, rtol=0)
+    torch.manual_seed(0)
+    theirs = CaptumKernelShap(net).attribute(images[:1], baselines=0.0, target=1, n_samples=2000,
+                                              feature_mask=grid_feature_mask((16, 16), 8, images.device))[0, 0]
+    torch.testing.assert_close(theirs, exact, atol=0.05 * scale, rtol=0)
+
+
+def test_kernelshap_coalitions_follow_the_shapley_kernel():
+    method = get_method("kernelshap", n_samples=20002)
+    z = method.coalitions(6, torch.Generator().manual_seed(0))
+    assert z[0].sum() == 6 and z[1].sum() == 0 and set(z.unique().tolist()) == {0.0, 1.0}
+    sizes = z[2:].sum(dim=1)
+    k = torch.arange(1, 6, dtype=torch.float64)
+    expected = (5 / (k * (6 - k))) / (5 / (k * (6 - k))).sum()
+    observed = torch.stack([(sizes == s).double().mean() for s in range(1, 6)])
+    torch.testing.assert_close(observed, expected, atol=0.01, rtol=0)
