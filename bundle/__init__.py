@@ -2,5 +2,5 @@
 
 from bundle import data, handlers, networks, saliency, study, tracking, trust
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 __all__ = ["data", "handlers", "networks", "saliency", "study", "tracking", "trust"]
