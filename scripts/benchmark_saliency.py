@@ -175,6 +175,8 @@ def monai_peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) 
     classes take one image per call, so they run in a loop over the batch, as their users run them."""
     import monai.visualize as mv
 
+    from bundle.saliency.perturbation import forward_inputs_per_pass
+
     layer = cam_layer_of(model)
     one_by_one = [images[i : i + 1] for i in range(images.shape[0])]
     if name == "gradcam":
@@ -192,7 +194,7 @@ def monai_peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) 
         return lambda: [grads(x.clone(), index=1) for x in one_by_one]
     if name == "occlusion":
         w, s = params["window"], params["stride"]
-        occlusion = mv.OcclusionSensitivity(model, mask_size=w, n_batch=params["perturbations_per_eval"], mode=0.0,
+        occlusion = mv.OcclusionSensitivity(model, mask_size=w, n_batch=forward_inputs_per_pass(images, None), mode=0.0,
                                             overlap=1 - s / w)
         return lambda: [occlusion(x) for x in one_by_one]
     return None
@@ -247,8 +249,8 @@ DEFAULT_PARAMS = {
     "smoothig": {"nt_samples": 20, "n_steps": 20, "nt_samples_batch_size": 4},
     "scorecam": {"batch_size": 128},
     "xrai": {"n_steps": 50},
-    "occlusion": {"window": 16, "stride": 8, "perturbations_per_eval": 64},
-    "kernelshap": {"n_samples": 200, "cell": 16, "perturbations_per_eval": 64},
+    "occlusion": {"window": 16, "stride": 8},
+    "kernelshap": {"n_samples": 200, "cell": 16},
 }
 
 
