@@ -28,7 +28,7 @@ from torch import nn
 
 from bundle.networks import build_network, cam_layer_of
 from bundle.saliency import get_method
-from bundle.saliency.base import has_relu_modules, inference_state, inputs_per_pass
+from bundle.saliency.base import budget_inputs, has_relu_modules, inference_state, inputs_per_pass
 
 
 def _reset_peak() -> None:
@@ -161,7 +161,7 @@ def peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) -> Cal
         def run():
             with cls(model=model, target_layers=[layer]) as cam:
                 if name == "scorecam":
-                    cam.batch_size = params.get("batch_size", 128)
+                    cam.batch_size = budget_inputs(images)  # the same inputs per pass as ours
                 return cam(input_tensor=images, targets=[ClassifierOutputTarget(target)] * images.shape[0])
 
         return run
@@ -175,7 +175,6 @@ def monai_peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) 
     classes take one image per call, so they run in a loop over the batch, as their users run them."""
     import monai.visualize as mv
 
-    from bundle.saliency.perturbation import forward_inputs_per_pass
 
     layer = cam_layer_of(model)
     one_by_one = [images[i : i + 1] for i in range(images.shape[0])]
@@ -194,7 +193,7 @@ def monai_peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) 
         return lambda: [grads(x.clone(), index=1) for x in one_by_one]
     if name == "occlusion":
         w, s = params["window"], params["stride"]
-        occlusion = mv.OcclusionSensitivity(model, mask_size=w, n_batch=forward_inputs_per_pass(images, None), mode=0.0,
+        occlusion = mv.OcclusionSensitivity(model, mask_size=w, n_batch=budget_inputs(images), mode=0.0,
                                             overlap=1 - s / w)
         return lambda: [occlusion(x) for x in one_by_one]
     return None
@@ -247,7 +246,7 @@ DEFAULT_PARAMS = {
     "ig": {"n_steps": 50},
     "smoothgrad": {"nt_samples": 50, "nt_samples_batch_size": 4},
     "smoothig": {"nt_samples": 20, "n_steps": 20, "nt_samples_batch_size": 4},
-    "scorecam": {"batch_size": 128},
+    "scorecam": {},
     "xrai": {"n_steps": 50},
     "occlusion": {"window": 16, "stride": 8},
     "kernelshap": {"n_samples": 200, "cell": 16},

@@ -147,8 +147,9 @@ def test_map_cache_reuses_maps_across_restarts(tmp_path, images):
 
 
 def test_passes_are_sized_by_the_voxel_budget(images):
-    from bundle.saliency.base import PASS_VOXELS, inputs_per_pass
+    from bundle.saliency.base import PASS_VOXELS, budget_inputs, inputs_per_pass
 
+    assert budget_inputs(torch.zeros(16, 1, 299, 299)) == 5 and budget_inputs(torch.zeros(1, 1, 299, 299), 3) == 3
     assert inputs_per_pass(torch.zeros(2, 1, 128, 128), None) == PASS_VOXELS // 128**2 == 32
     assert inputs_per_pass(torch.zeros(2, 1, 224, 224), None) == 10
     assert inputs_per_pass(torch.zeros(16, 1, 299, 299), None) == 16  # never fewer than the batch
@@ -158,3 +159,14 @@ def test_passes_are_sized_by_the_voxel_budget(images):
     auto = get_method("ig", n_steps=40)(net, images, 1)
     torch.testing.assert_close(auto, get_method("ig", n_steps=40, internal_batch_size=4)(net, images, 1))
     torch.testing.assert_close(auto, get_method("ig", n_steps=40, internal_batch_size=10_000)(net, images, 1))
+
+
+@pytest.mark.parametrize("name, pass_size, params", [
+    ("scorecam", "batch_size", {"layer": "conv2"}),
+    ("occlusion", "perturbations_per_eval", {"window": 4, "stride": 4}),
+    ("kernelshap", "perturbations_per_eval", {"n_samples": 16, "cell": 8}),
+])
+def test_forward_pass_size_does_not_change_the_maps(name, pass_size, params, images):
+    net = TinyNet()
+    budget = get_method(name, **params)(net, images, 1)
+    torch.testing.assert_close(budget, get_method(name, **params, **{pass_size: 3})(net, images, 1))

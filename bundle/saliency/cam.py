@@ -13,7 +13,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
 from bundle.networks import cam_layer_of
-from bundle.saliency.base import SaliencyMethod, require_relu_modules, scoring_function
+from bundle.saliency.base import SaliencyMethod, budget_inputs, require_relu_modules, scoring_function
 
 
 def get_submodule(model: nn.Module, path: str) -> nn.Module:
@@ -99,7 +99,8 @@ class ScoreCAM(_CAM):
     """Score-CAM (Wang et al. 2020): channels weighted by the class score of the input masked by each.
 
     Batched across images and channels (``batch_size`` masked inputs per forward
-    pass); captum has no Score-CAM and pytorch-grad-cam runs one image at a time.
+    pass; ``None`` sizes passes by ``PASS_VOXELS``); captum has no Score-CAM and
+    pytorch-grad-cam runs one image at a time.
     Channel weights are the softmax over channels of the masked-input target scores.
     ``max_channels`` keeps only each image's highest-variance channels (Faster
     Score-CAM, from the Score-CAM authors' repository); ``None``, the published
@@ -109,7 +110,8 @@ class ScoreCAM(_CAM):
     name = "scorecam"
 
     def __init__(
-        self, layer: str | None = None, batch_size: int = 128, max_channels: int | None = None, output: str = "logit",
+        self, layer: str | None = None, batch_size: int | None = None, max_channels: int | None = None,
+        output: str = "logit",
     ) -> None:
         super().__init__(layer, output)
         if max_channels is not None and max_channels < 1:
@@ -128,8 +130,9 @@ class ScoreCAM(_CAM):
         channels = acts.reshape(b * k, 1, *acts.shape[2:])
         scores = torch.empty(b * k, device=images.device)
         image_index = torch.arange(b, device=images.device).repeat_interleave(k)
-        for start in range(0, b * k, self.batch_size):  # upsample per chunk: all channels at once can take GBs
-            idx = slice(start, start + self.batch_size)
+        chunk = budget_inputs(images, self.batch_size)
+        for start in range(0, b * k, chunk):  # upsample per chunk: all channels at once can take GBs
+            idx = slice(start, start + chunk)
             rows = image_index[idx]
             masks = upsample(channels[idx], spatial)
             flat = masks.reshape(masks.shape[0], -1)

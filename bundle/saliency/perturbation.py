@@ -6,7 +6,7 @@ import torch
 from captum.attr import Occlusion as CaptumOcclusion
 from torch import nn
 
-from bundle.saliency.base import PASS_VOXELS, SaliencyMethod, image_generators, scoring_function
+from bundle.saliency.base import SaliencyMethod, budget_inputs, image_generators, scoring_function
 
 
 class Occlusion(SaliencyMethod):
@@ -38,14 +38,8 @@ class Occlusion(SaliencyMethod):
             strides=(channels, *([self.stride] * spatial_dims)),
             baselines=self.baseline,
             target=target,
-            perturbations_per_eval=max(1, forward_inputs_per_pass(images, self.perturbations_per_eval) // images.shape[0]),
+            perturbations_per_eval=max(1, budget_inputs(images, self.perturbations_per_eval) // images.shape[0]),
         )
-
-
-def forward_inputs_per_pass(images: torch.Tensor, perturbations_per_eval: int | None) -> int:
-    """An explicit ``perturbations_per_eval``, or as many inputs as fit ``PASS_VOXELS`` (at 224², 10 inputs per
-    forward pass run DenseNet121 at 59 ms each on 2 CPU cores, 64 at 112 ms)."""
-    return perturbations_per_eval or max(1, PASS_VOXELS // images[0].numel())
 
 
 def grid_feature_mask(spatial: tuple[int, ...], cell: int, device: torch.device) -> torch.Tensor:
@@ -69,8 +63,8 @@ class KernelShap(SaliencyMethod):
     others drawn with the Shapley kernel's size distribution, a weighted linear
     fit with intercept), but own code: captum's KernelShap explains one input per
     call, while here the coalitions of every image in the batch share passes of
-    ``perturbations_per_eval`` inputs (``None``: sized by ``PASS_VOXELS``). Each pixel gets its cell's Shapley estimate.
-    Coalitions are seeded per image (seed and image content), so a map does not
+    ``perturbations_per_eval`` inputs (``None``: sized by ``PASS_VOXELS``). Each
+    pixel gets its cell's Shapley estimate. Coalitions are seeded per image (seed and image content), so a map does not
     depend on the other images in the batch.
     """
 
@@ -107,9 +101,9 @@ class KernelShap(SaliencyMethod):
         masks = torch.stack([self.coalitions(n_features, g) for g in image_generators(images, self.seed)])
         masks = masks.to(images.device)  # (B, n, M)
         scores = torch.empty(b * n, device=images.device)
-        pairs = torch.arange(b * n, device=images.device)
+        pairs = torch.arange(b * n, device=images.device)  # (image, coalition) pairs of every image share passes
         with torch.no_grad():
-            for chunk in pairs.split(forward_inputs_per_pass(images, self.perturbations_per_eval)):  # (image, coalition) pairs of every image share a pass
+            for chunk in pairs.split(budget_inputs(images, self.perturbations_per_eval)):
                 rows, cols = chunk // n, chunk % n
                 keep = masks[rows, cols][:, features].unsqueeze(1)  # (chunk, 1, *spatial)
                 perturbed = images[rows] * keep + self.baseline * (1 - keep)
