@@ -7,15 +7,20 @@ module hard-codes layer names.
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 import torch
-from monai.networks.nets import DenseNet121
+from monai.networks.nets import DenseNet, DenseNet121
 from torch import nn
-from torchvision.models import Inception3
+from torchvision.models import DenseNet as TorchvisionDenseNet
+from torchvision.models import Inception3, ResNet
 from torchvision.models import inception as tv_inception
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,12 +106,48 @@ def build_network(name: str = "densenet121", in_channels: int = 1, num_classes: 
     return net
 
 
+# Grad-CAM layers of the classifier families users bring, recognised by module type (first match wins)
+KNOWN_CAM_LAYERS: tuple[tuple[type[nn.Module], str], ...] = (
+    (DenseNet, "class_layers.relu"),  # MONAI DenseNet121/169/201/264: the ReLU after the last norm
+    (Inception3, "Mixed_7c"),
+    (ResNet, "layer4"),
+    (TorchvisionDenseNet, "features"),  # ends in norm5; torchvision applies the ReLU functionally
+)
+_CHOSEN_CAM_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def last_convolutional_block(model: nn.Module) -> str:
+    """Path of the top-level child that holds the model's last convolution (the CAM fallback)."""
+    last = None
+    for child_name, child in model.named_children():
+        if any(isinstance(m, nn.modules.conv._ConvNd) for m in child.modules()):
+            last = child_name
+    if last is None:
+        raise ValueError(f"{type(model).__name__} has no convolutional layer for a CAM; set the method's `layer`")
+    return last
+
+
 def cam_layer_of(model: nn.Module) -> str:
-    """The Grad-CAM target layer of a network built by :func:`build_network`."""
+    """The Grad-CAM target layer of ``model``, found without the user naming it.
+
+    A network from :func:`build_network` knows its architecture; a user's MONAI
+    DenseNet or torchvision Inception V3 / ResNet / DenseNet is recognised by type;
+    any other model gets its last convolutional block. The choice is logged once per model.
+    """
+    if model in _CHOSEN_CAM_LAYERS:
+        return _CHOSEN_CAM_LAYERS[model]
     name = getattr(model, "architecture", None)
-    if name is None:
-        raise ValueError("model was not built by bundle.networks.build_network; pass the CAM layer explicitly")
-    return get_architecture(name).cam_layer
+    if name is not None:
+        layer, how = get_architecture(name).cam_layer, f"architecture {name!r}"
+    else:
+        known = next(((cls, path) for cls, path in KNOWN_CAM_LAYERS if isinstance(model, cls)), None)
+        if known is not None:
+            layer, how = known[1], f"{known[0].__module__.split('.')[0]} {known[0].__name__}"
+        else:
+            layer, how = last_convolutional_block(model), "the last convolutional block"
+    logger.info("CAM layer of %s: %r (%s; set the method's `layer` to choose another)", type(model).__name__, layer, how)
+    _CHOSEN_CAM_LAYERS[model] = layer
+    return layer
 
 
 def load_checkpoint(model: nn.Module, path: str, map_location: str | torch.device = "cpu") -> nn.Module:

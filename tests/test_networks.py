@@ -55,3 +55,43 @@ def test_inception_relus_are_modules_and_the_network_is_torchvisions():
     # guided backprop now guides InceptionV3 through its ReLU modules
     maps = GuidedBackprop(ours).attribute(x.clone().requires_grad_(), target=1)
     assert maps.shape == x.shape and torch.isfinite(maps).all() and maps.abs().sum() > 0
+
+
+def _users_models():
+    """Classifiers as users bring them: built by MONAI or torchvision directly, not by ``build_network``."""
+    from monai.networks.nets import DenseNet121, DenseNet169
+    from torch import nn
+    from torchvision import models
+
+    return [
+        ("monai DenseNet121", lambda: DenseNet121(spatial_dims=2, in_channels=3, out_channels=2), "class_layers.relu"),
+        ("monai DenseNet169", lambda: DenseNet169(spatial_dims=2, in_channels=3, out_channels=2), "class_layers.relu"),
+        ("torchvision resnet18", lambda: models.resnet18(num_classes=2), "layer4"),
+        ("torchvision densenet121", lambda: models.densenet121(num_classes=2), "features"),
+        ("torchvision inception_v3",
+         lambda: models.inception_v3(num_classes=2, aux_logits=False, init_weights=False), "Mixed_7c"),
+        ("other", lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+                                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)), "2"),
+    ]
+
+
+@pytest.mark.parametrize("label, factory, layer", _users_models(), ids=[m[0] for m in _users_models()])
+def test_cam_layer_is_recognised_from_the_module_type(label, factory, layer, caplog):
+    from bundle.saliency import get_method
+
+    model = factory().eval()
+    with caplog.at_level("INFO", logger="bundle.networks"):
+        assert cam_layer_of(model) == layer
+    assert repr(layer) in caplog.text, "the chosen layer is logged"
+    size = 75 if "inception" in label else 32
+    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    # Grad-CAM on the user's model without naming a layer equals Grad-CAM on the recognised layer
+    torch.testing.assert_close(get_method("gradcam")(model, images, 1),
+                               get_method("gradcam", layer=layer)(model, images, 1))
+
+
+def test_a_model_without_convolutions_asks_for_a_layer():
+    from torch import nn
+
+    with pytest.raises(ValueError, match="no convolutional layer for a CAM; set the method's `layer`"):
+        cam_layer_of(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))

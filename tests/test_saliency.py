@@ -8,7 +8,7 @@ from captum.attr import IntegratedGradients as CaptumIG
 from torch import nn
 
 from bundle.networks import build_network
-from bundle.saliency import SaliencyInferer, get_method
+from bundle.saliency import METHODS, SaliencyInferer, get_method
 
 
 class TinyNet(nn.Module):
@@ -67,12 +67,11 @@ def test_gradcam_equals_hand_computation(images):
 
 
 BATCH_PARAMS = {"ig": {"n_steps": 4}, "smoothgrad": {"nt_samples": 3}, "smoothig": {"nt_samples": 2, "n_steps": 2},
-                "kernelshap": {"n_samples": 8, "cell": 8}, "xrai": {"n_steps": 2},
-                "occlusion": {"window": 8, "stride": 8}}
+                "kernelshap": {"n_samples": 24, "cell": 8}, "xrai": {"n_steps": 2},
+                "occlusion": {"window": 8, "stride": 8}, "scorecam": {"max_channels": 8}}
 
 
-@pytest.mark.parametrize("name", ["grad", "ig", "gradcam", "gradcampp", "smoothgrad", "smoothig", "kernelshap",
-                                  "xrai", "occlusion", "gbp"])
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_batched_equals_per_image_and_model_state_is_restored(name, images):
     """A map depends only on its image (random methods seed per image), never on the rest of the batch."""
     net = build_network("densenet121")

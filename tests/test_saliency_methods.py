@@ -77,14 +77,46 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(x.max(axis=(1, 2), keepdims=True), 1e-12)
 
 
+def cam_net() -> nn.Module:
+    """A CNN whose CAM layer (index 3) is at input resolution and feeds a nonlinear head.
+
+    Gradients then vary over pixels and channels, so every term of Grad-CAM++ and
+    Score-CAM changes the map, and no upsampling convention stands between us and the reference.
+    Large output weights keep the gradients (about 10) far above the 1e-6 that
+    pytorch-grad-cam adds to Grad-CAM++'s denominator.
+    """
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 2),
+    ).eval()
+    with torch.no_grad():
+        net[8].weight.mul_(1e4)
+    return net
+
+
 @pytest.mark.parametrize("name, reference", [("gradcampp", PGCGradCAMPlusPlus), ("scorecam", PGCScoreCAM)])
-def test_cams_agree_with_pytorch_grad_cam(name, reference, images):
-    net = relu_net()
-    ours = get_method(name, layer="3")(net, images, 1).numpy()
+def test_cams_equal_pytorch_grad_cam(name, reference, images):
+    net = cam_net()
+    ours = _minmax(get_method(name, layer="3")(net, images, 1).numpy())  # pytorch-grad-cam returns min-max maps
     with reference(model=net, target_layers=[net[3]]) as cam:
         theirs = cam(input_tensor=images, targets=[ClassifierOutputTarget(1)] * 3)
-    for a, b in zip(_minmax(ours), theirs):
-        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.97
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_every_cam_term_matters_on_the_reference_network(images):
+    """Grad-CAM++ without its alpha, or Score-CAM with uniform channel weights, misses the reference by far more
+    than the tolerance above, so the value test would catch either."""
+    from bundle.saliency.cam import layer_activations_and_gradients
+
+    net = cam_net()
+    target = torch.ones(3, dtype=torch.long)
+    acts, grads, _ = layer_activations_and_gradients(net, net[3], images, target)
+    no_alpha = torch.relu((torch.relu(grads).sum(dim=(2, 3), keepdim=True) * acts).sum(dim=1))
+    uniform = torch.relu(acts.mean(dim=1))
+    for name, variant in (("gradcampp", no_alpha), ("scorecam", uniform)):
+        published = _minmax(get_method(name, layer="3")(net, images, 1).numpy())
+        assert np.abs(_minmax(variant.numpy()) - published).max() > 0.05, name
 
 
 def test_occlusion_of_a_linear_model_is_the_window_contribution(images):
@@ -165,6 +197,49 @@ def test_xrai_growth_reproduces_the_published_loop():
     expected, expected_order = _pair_xrai_reference(attr, masks, 5)
     assert order == expected_order
     np.testing.assert_allclose(ours, expected)
+
+
+def _pair_gradients(net, target):
+    """PAIR's ``call_model_function`` for a PyTorch model: (N, H, W, C) inputs to input gradients."""
+    from saliency.core.base import INPUT_OUTPUT_GRADIENTS
+
+    def call_model(x, call_model_args=None, expected_keys=None):
+        t = torch.tensor(x, dtype=torch.float32).permute(0, 3, 1, 2).requires_grad_(True)
+        grads = torch.autograd.grad(net(t)[:, target].sum(), t)[0]
+        return {INPUT_OUTPUT_GRADIENTS: grads.permute(0, 2, 3, 1).numpy()}
+
+    return call_model
+
+
+@pytest.fixture
+def radiograph():
+    """A 64 x 64 synthetic radiograph: real structure for the segmentation to find."""
+    from bundle.data.synthetic import SyntheticConfig, render
+
+    return torch.from_numpy(render(5, True, SyntheticConfig(size=64)).image)[None, None]
+
+
+def test_xrai_segments_the_image_as_pair_does(radiograph):
+    from saliency.core.xrai import _get_segments_felzenszwalb
+
+    from bundle.saliency.xrai import felzenszwalb_masks
+
+    image = radiograph[0].permute(1, 2, 0).numpy()
+    theirs = {m.tobytes() for m in _get_segments_felzenszwalb(image) if m.any()}
+    ours = {m.reshape(64, 64).tobytes() for m in felzenszwalb_masks(image)}
+    assert ours == theirs
+
+
+def test_xrai_equals_pair_saliency_end_to_end(radiograph):
+    """Our XRAI on a small model equals PAIR's own ``saliency`` package: IG, segments and greedy growth."""
+    from saliency.core import XRAI as PairXRAI
+    from saliency.core import XRAIParameters
+
+    net = relu_net()
+    theirs = PairXRAI().GetMask(radiograph[0].permute(1, 2, 0).numpy(), _pair_gradients(net, 1), batch_size=7,
+                                extra_parameters=XRAIParameters(steps=12))
+    ours = get_method("xrai", n_steps=12)(net, radiograph, 1)[0].numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4 * np.abs(theirs).max(), rtol=0)
 
 
 def test_xrai_map_on_a_small_model(images):
@@ -254,6 +329,36 @@ def test_kernelshap_converges_to_exact_shapley_values_like_captum(images):
     theirs = CaptumKernelShap(net).attribute(images[:1], baselines=0.0, target=1, n_samples=2000,
                                               feature_mask=grid_feature_mask((16, 16), 8, images.device))[0, 0]
     torch.testing.assert_close(theirs, exact, atol=0.05 * scale, rtol=0)
+
+
+def test_kernelshap_refuses_an_underdetermined_fit(images):
+    # 16 x 16 images in 8-px cells: 4 features plus the intercept need more than 4 coalitions
+    with pytest.raises(ValueError, match="n_samples=4 coalitions cannot determine 5 unknowns"):
+        get_method("kernelshap", cell=8, n_samples=4)(relu_net(), images, 1)
+    assert get_method("kernelshap", cell=8, n_samples=5)(relu_net(), images, 1).shape == (3, 16, 16)
+
+
+def test_signed_attributions_of_colour_images_sum_absolute_channels():
+    """TRUST_METRICS section 0: a signed map of a multi-channel input is sum_c |a_c|, not |sum_c a_c|."""
+    colour, grey = Linear((3, 8, 8)), Linear((1, 8, 8))
+    images = torch.rand(2, 3, 8, 8)
+    expected = colour.w[1].abs().sum(dim=0).detach()
+    assert not torch.allclose(expected, colour.w[1].sum(dim=0).abs().detach())  # the channels' signs differ
+    torch.testing.assert_close(get_method("grad")(colour, images, 1), expected.expand(2, 8, 8))
+    # a single channel keeps its sign, so conventions other than ``pair`` can still use it
+    torch.testing.assert_close(get_method("grad")(grey, images[:, :1], 1), grey.w[1, 0].detach().expand(2, 8, 8))
+
+
+def test_methods_declare_attribution_or_ranking_and_their_published_counts():
+    ranking = {name for name, cls in METHODS.items() if not cls.signed}
+    assert ranking == {"gradcam", "gradcampp", "scorecam", "xrai"}
+    for name, cls in METHODS.items():
+        method = get_method(name)
+        assert not method.is_cut(), f"{name}: the class defaults are the published counts"
+        assert repr(method.published_method()) == repr(method)
+    cut = get_method("ig", n_steps=8, internal_batch_size=4)
+    assert cut.is_cut() and repr(cut.published_method()) == repr(get_method("ig", internal_batch_size=4))
+    assert not get_method("grad").is_cut() and not get_method("smoothgrad", nt_samples_batch_size=2).is_cut()
 
 
 def test_kernelshap_coalitions_follow_the_shapley_kernel():

@@ -106,12 +106,22 @@ def scoring_function(model: nn.Module, output: str) -> nn.Module:
 class SaliencyMethod:
     """Base class: subclasses implement :meth:`attribute` on a frozen, eval-mode model.
 
-    Returns maps (B, *spatial) at input resolution, on the images' device; channel
-    attributions are summed (signed), and the ``pair`` normalisation takes the
-    absolute value afterwards.
+    Returns maps (B, *spatial) at input resolution, on the images' device.
+
+    ``signed`` says what a map is (TRUST_METRICS section 0): a signed attribution
+    (gradients, IG, occlusion, ...), whose magnitude is the evidence, so the ``pair``
+    normalisation folds it by ``|.|``; or a ranking score (CAMs, XRAI regions), where
+    higher already means more salient and the sign is kept. A signed attribution of a
+    multi-channel input is reduced over channels as ``sum_c |a_c|`` (PAIR's
+    ``VisualizeImageGrayscale``); a single channel keeps its sign.
+
+    ``published`` holds the pass counts of the published method (``published_method()``
+    builds it), so a study can measure what its cut counts change.
     """
 
     name: str = ""
+    signed: bool = True
+    published: dict = {}
 
     def __init__(self, output: str = "logit") -> None:
         if output not in OUTPUTS:
@@ -126,8 +136,22 @@ class SaliencyMethod:
         args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params().items()))
         return f"{self.name}({args})"
 
+    def is_cut(self) -> bool:
+        """Whether this configuration runs fewer (or other) passes than the published method."""
+        return any(self.params().get(k) != v for k, v in self.published.items())
+
+    def published_method(self) -> SaliencyMethod:
+        """The same method and settings with the published pass counts."""
+        return type(self)(**{**self.params(), **self.published})
+
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def reduce_channels(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, C, *spatial) -> (B, *spatial): ``sum_c |a_c|`` for a signed multi-channel attribution, else the sum."""
+        if self.signed and maps.shape[1] > 1:
+            return maps.abs().sum(dim=1)
+        return maps.sum(dim=1)
 
     def __call__(self, model: nn.Module, images: torch.Tensor, target: int | torch.Tensor) -> torch.Tensor:
         if images.ndim < 3:
@@ -136,5 +160,5 @@ class SaliencyMethod:
         with inference_state(model), torch.enable_grad():
             maps = self.attribute(model, images.detach(), target)
         if maps.ndim == images.ndim:
-            maps = maps.sum(dim=1)
+            maps = self.reduce_channels(maps)
         return maps.detach()

@@ -21,7 +21,8 @@ def get_submodule(model: nn.Module, path: str) -> nn.Module:
     try:
         return model.get_submodule(path)
     except AttributeError:
-        raise ValueError(f"{type(model).__name__} has no layer {path!r}") from None
+        raise ValueError(f"{type(model).__name__} has no layer {path!r}; set the method's `layer` to one of its "
+                         f"modules (e.g. {', '.join(repr(n) for n, _ in list(model.named_children())[-3:])})") from None
 
 
 def interpolation_mode(spatial: tuple[int, ...]) -> str:
@@ -56,6 +57,7 @@ def layer_activations_and_gradients(
 
 
 class _CAM(SaliencyMethod):
+    signed = False  # a CAM ranks locations (after its ReLU): higher = more salient
     def __init__(self, layer: str | None = None, output: str = "logit") -> None:
         super().__init__(output)
         self.layer = layer
@@ -108,6 +110,7 @@ class ScoreCAM(_CAM):
     """
 
     name = "scorecam"
+    published = {"max_channels": None}
 
     def __init__(
         self, layer: str | None = None, batch_size: int | None = None, max_channels: int | None = None,
@@ -123,11 +126,16 @@ class ScoreCAM(_CAM):
         scorer = scoring_function(model, self.output)
         acts, _, _ = layer_activations_and_gradients(scorer, self._layer(model), images, target, with_gradients=False)
         if self.max_channels is not None and self.max_channels < acts.shape[1]:
-            keep = acts.flatten(2).var(dim=2).topk(self.max_channels, dim=1).indices
+            variance = acts.flatten(2).var(dim=2, correction=0)  # a 1 x 1 activation has variance 0, not NaN
+            # stable sort: tied channels are kept in index order, whatever else shares the batch
+            keep = variance.argsort(dim=1, descending=True, stable=True)[:, : self.max_channels]
             acts = acts.gather(1, keep.reshape(*keep.shape, *([1] * (acts.ndim - 2))).expand(-1, -1, *acts.shape[2:]))
         b, k = acts.shape[:2]
         spatial = tuple(images.shape[2:])
         channels = acts.reshape(b * k, 1, *acts.shape[2:])
+        # a constant channel masks nothing: decided on the activation itself, because upsampling a constant
+        # can leave rounding noise that min-max scaling would blow up into a random mask
+        varies = channels.flatten(1).amax(dim=1) > channels.flatten(1).amin(dim=1)
         scores = torch.empty(b * k, device=images.device)
         image_index = torch.arange(b, device=images.device).repeat_interleave(k)
         chunk = budget_inputs(images, self.batch_size)
@@ -137,7 +145,8 @@ class ScoreCAM(_CAM):
             masks = upsample(channels[idx], spatial)
             flat = masks.reshape(masks.shape[0], -1)
             low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
-            masks = ((flat - low) / torch.where(high > low, high - low, torch.ones_like(high))).reshape(masks.shape)
+            scaled = (flat - low) / torch.where(high > low, high - low, torch.ones_like(high))
+            masks = torch.where(varies[idx, None], scaled, torch.zeros_like(scaled)).reshape(masks.shape)
             scores[idx] = scorer(images[rows] * masks).gather(1, target[rows][:, None])[:, 0]
         weights = torch.softmax(scores.reshape(b, k), dim=1)
         cam = torch.relu((weights.reshape(b, k, *([1] * len(spatial))) * acts).sum(dim=1, keepdim=True))
@@ -148,6 +157,7 @@ class GuidedGradCAM(_CAM):
     """Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times the upsampled Grad-CAM."""
 
     name = "ggcam"
+    signed = True  # guided gradients times the CAM: a signed pixel attribution
 
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         require_relu_modules(model)

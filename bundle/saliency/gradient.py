@@ -34,6 +34,7 @@ class IntegratedGradients(SaliencyMethod):
     """
 
     name = "ig"
+    published = {"n_steps": 50}
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class SmoothGrad(SaliencyMethod):
     """
 
     name = "smoothgrad"
+    published = {"nt_samples": 50, "noise_level": 0.15}
 
     def __init__(
         self, nt_samples: int = 50, noise_level: float = 0.15, nt_samples_batch_size: int | None = 4,
@@ -111,6 +113,7 @@ class SmoothIntegratedGradients(SmoothGrad):
     """Smooth IG (SIG): Integrated Gradients averaged over noisy copies of the input, as SmoothGrad does."""
 
     name = "smoothig"
+    published = {"nt_samples": 20, "n_steps": 20, "noise_level": 0.15}
 
     def __init__(
         self, nt_samples: int = 20, noise_level: float = 0.15, n_steps: int = 20, baseline: float = 0.0,

@@ -18,6 +18,7 @@ class Occlusion(SaliencyMethod):
     """
 
     name = "occlusion"
+    published = {"window": 16, "stride": 8}
 
     def __init__(
         self, window: int = 16, stride: int = 8, baseline: float = 0.0, perturbations_per_eval: int | None = None,
@@ -66,9 +67,15 @@ class KernelShap(SaliencyMethod):
     ``perturbations_per_eval`` inputs (``None``: sized by ``PASS_VOXELS``). Each
     pixel gets its cell's Shapley estimate. Coalitions are seeded per image (seed and image content), so a map does not
     depend on the other images in the batch.
+
+    The fit has one unknown per cell plus the intercept: with ``n_samples`` not above
+    the number of cells it is under-determined (an exact minimum-norm fit, not a Shapley
+    estimate), so such a configuration is refused. 200 coalitions is the published
+    setting here; captum's own default is 25, the SHAP library's ``2 M + 2048``.
     """
 
     name = "kernelshap"
+    published = {"n_samples": 200}
     INF_WEIGHT = 1e6  # captum's weight for the full and the empty coalition
 
     def __init__(
@@ -96,6 +103,11 @@ class KernelShap(SaliencyMethod):
         n_features = int(features.max()) + 1
         if n_features < 2:
             raise ValueError(f"cell {self.cell} leaves fewer than 2 features in a {tuple(images.shape[2:])} image")
+        if self.n_samples <= n_features:
+            raise ValueError(
+                f"kernelshap: n_samples={self.n_samples} coalitions cannot determine {n_features + 1} unknowns "
+                f"({n_features} cells of {self.cell} px in a {tuple(images.shape[2:])} image, plus the intercept); "
+                f"set n_samples above {n_features} or a larger cell")
         scorer = scoring_function(model, self.output)
         b, n = images.shape[0], self.n_samples
         masks = torch.stack([self.coalitions(n_features, g) for g in image_generators(images, self.seed)])
@@ -112,7 +124,8 @@ class KernelShap(SaliencyMethod):
         weights[:, :2] = self.INF_WEIGHT
         design = torch.cat([torch.ones(b, n, 1, device=images.device), masks], dim=2).to(torch.float64)
         root = weights.sqrt()
-        # weighted least squares with intercept; gelsd gives sklearn's minimum-norm solution when n < M + 1
+        # weighted least squares with intercept; gelsd gives sklearn's minimum-norm solution if repeated coalitions
+        # leave the design rank-deficient
         driver = "gelsd" if images.device.type == "cpu" else None
         solution = torch.linalg.lstsq(design * root[..., None], (scores.reshape(b, n).double() * root)[..., None],
                                       driver=driver).solution
