@@ -1,6 +1,6 @@
 """Saliency trust bundle: everything the configs instantiate."""
 
-from bundle import data, handlers, networks, saliency, study, tracking, trust
+from bundle import criteria, data, handlers, models, networks, saliency, study, summary, tracking, trust
 
-__version__ = "0.2.1"
-__all__ = ["data", "handlers", "networks", "saliency", "study", "tracking", "trust"]
+__version__ = "0.3.0"
+__all__ = ["criteria", "data", "handlers", "models", "networks", "saliency", "study", "summary", "tracking", "trust"]

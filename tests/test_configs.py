@@ -63,3 +63,37 @@ def test_dataset_script_writes_a_folder_with_size_and_seed(tmp_path):
     assert result.returncode == 0, result.stderr
     knobs = pd.read_csv(tmp_path / "d" / "knobs.csv")
     assert len(knobs) == 6 and set(knobs.variant) == {"msk"} and knobs.patientId[0].startswith("msk-5-")
+
+
+def test_criteria_are_config_entries_with_their_own_settings():
+    from bundle.criteria import CRITERIA, FidelityToPublished, LesionReliance, Localization
+
+    parser = _parser("evaluate.json")
+    parser["criteria#localization#binarize"] = "topk:10"
+    criteria = parser.get_parsed_content("criteria")
+    assert list(criteria) == ["localization", "fidelity_to_published", "lesion_reliance"] == list(CRITERIA)
+    assert isinstance(criteria["localization"], Localization) and criteria["localization"].binarize == "topk:10"
+    assert isinstance(criteria["fidelity_to_published"], FidelityToPublished)
+    assert criteria["fidelity_to_published"].n_images == 4
+    assert isinstance(criteria["lesion_reliance"], LesionReliance)
+    assert set(parser["baselines"]) == {"random", "edge", "prior"} and set(parser["references"]) == {"oracle"}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("criteria#localization#name", "saliency_dice", "unknown criterion 'saliency_dice'; available: "),
+    ("methods#ig#name", "lime", "unknown saliency method 'lime'; available: "),
+    ("criteria#localization#binarize", "median", "median"),
+    ("criteria#localization#verdict_metric", "ssim", "verdict_metric 'ssim' must be one of the recorded metrics"),
+])
+def test_bad_names_in_the_config_say_what_is_available(key, value, message):
+    parser = _parser("evaluate.json")
+    parser[key] = value
+    with pytest.raises(Exception) as error:
+        parser.get_parsed_content(key.split("#")[0] + "#" + key.split("#")[1])
+    assert message in "".join(str(e) for e in _chain(error.value))
+
+
+def _chain(error):
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__

@@ -11,26 +11,31 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from bundle.criteria import RECORD_COLUMNS
 from bundle.saliency import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
-SCORED = [*METHODS, "random", "prior"]  # the default study: every method beside both baselines
+BASELINES, REFERENCES = ["random", "edge", "prior"], ["oracle"]
+SOURCES = [*METHODS, *BASELINES, *REFERENCES]  # the default study: every method beside the baselines and the oracle
+METRICS = ["auprc", "ap", "hit", "mass", "iou", "dice"]
+N_IMAGES = 8  # configs/quick.json
 
 
-def run_quick(tmp: Path) -> str:
+def run_quick(tmp: Path, *overrides: str) -> str:
     """`python -m monai.bundle run evaluate` with configs/quick.json, everything written under ``tmp``."""
     command = [
         sys.executable, "-m", "monai.bundle", "run", "evaluate",
         "--config_file", "['configs/evaluate.json','configs/quick.json']",
         "--output_dir", str(tmp / "eval"), "--dataset_dir", str(tmp / "data"), "--ckpt_dir", str(tmp / "models"),
+        *overrides,
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return result.stdout + result.stderr
 
 
-def per_image_records(tmp: Path) -> list[pd.DataFrame]:
-    return [pd.read_csv(p) for p in sorted((tmp / "eval").glob("*_per_image.csv"), key=lambda p: p.stat().st_mtime)]
+def records(tmp: Path) -> list[pd.DataFrame]:
+    return [pd.read_csv(p) for p in sorted((tmp / "eval").glob("*_records.csv"), key=lambda p: p.stat().st_mtime)]
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +44,24 @@ def quick_run(tmp_path_factory):
     return tmp, run_quick(tmp)
 
 
-def test_run_generates_data_trains_and_prints_the_table(quick_run):
+def test_run_generates_data_trains_and_prints_verdicts(quick_run):
     tmp, output = quick_run
     assert (tmp / "data" / "dataset.json").is_file()
     assert (tmp / "models" / "densenet121_seed0.pt").is_file()
     assert "training with" in output, "a missing checkpoint must be trained"
-    for name in SCORED:
-        kind = "baseline" if name in ("random", "prior") else "method"
-        assert f"{name:<10} {kind:<9} auprc" in output, name
+    table = output[output.index("Verdicts ("):]
+    for name in SOURCES:
+        kind = "method" if name in METHODS else "baseline" if name in BASELINES else "reference"
+        line = next(line for line in table.splitlines() if line.startswith(f"{name:<11}{kind}"))
+        if kind == "method":
+            assert any(v in line for v in ("PASS", "FAIL", "INCONCLUSIVE")), line
+        else:
+            assert not any(v in line for v in ("PASS", "FAIL", "INCONCLUSIVE")), line
+    assert "lesion_reliance (model): " in output and "Deciding rules" in output
+    assert "localization           gradcam     " in output and "vs prior" in output  # the strongest baseline
 
 
-def test_mlflow_store_holds_finished_runs_with_the_metrics(quick_run):
+def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
     tmp, _ = quick_run
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
     experiment = client.get_experiment_by_name("saliency_trust")
@@ -60,27 +72,45 @@ def test_mlflow_store_holds_finished_runs_with_the_metrics(quick_run):
     train, evaluate = by_kind["train"], by_kind["evaluate"]
     assert train.info.status == "FINISHED" and evaluate.info.status == "FINISHED"
     assert "val_auc" in train.data.metrics and train.data.params["network"] == "densenet121"
-    metrics = evaluate.data.metrics
-    for method in SCORED:
-        for suffix in ("", ".ci_low", ".ci_high", ".n", ".n_nan"):
-            assert f"{method}.auprc{suffix}" in metrics
-        assert 0.0 <= metrics[f"{method}.auprc"] <= 1.0
-        assert metrics[f"{method}.auprc.n"] + metrics[f"{method}.auprc.n_nan"] == 8
-    assert evaluate.data.params["method.ig"].startswith("ig(") and "n_steps=4" in evaluate.data.params["method.ig"]
+    metrics, tags, params = evaluate.data.metrics, evaluate.data.tags, evaluate.data.params
+    for name in SOURCES:
+        for metric in METRICS:
+            key = f"localization/{metric}/{name}"
+            for suffix in ("", "/ci_low", "/ci_high", "/n", "/n_nan"):
+                assert key + suffix in metrics or (suffix == "" and metrics[f"{key}/n"] == 0), key + suffix
+            assert metrics[f"{key}/n"] + metrics[f"{key}/n_nan"] == N_IMAGES
+    for method in METHODS:
+        assert tags[f"verdict/localization/{method}"] in ("PASS", "FAIL", "INCONCLUSIVE")
+        assert f"localization/auprc/{method}/vs_baseline/p_holm" in metrics
+    assert not any(k.startswith("verdict/localization/") and k.split("/")[-1] in BASELINES + REFERENCES for k in tags)
+    for method in ("ig", "kernelshap"):  # quick.json compares these two with their published counts
+        assert f"fidelity_to_published/spearman/{method}" in metrics
+        assert tags[f"verdict/fidelity_to_published/{method}"] in ("PASS", "FAIL")
+    assert "lesion_reliance/positive_higher/model" in metrics and "verdict/lesion_reliance/model" in tags
+    assert params["method.ig"].startswith("ig(") and "n_steps=4" in params["method.ig"]
+    assert params["criterion.localization.binarize"] == "otsu" and params["criterion.localization.normalization"] == "pair"
+    assert params["baseline.edge"].startswith("edge(") and params["reference.oracle"] == "oracle(sigma=2.0)"
+    assert tags["bundle_version"] and tags["dataset"] == "synthetic"
 
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
+    for suffix in ("_records.csv", "_summary.csv", "_verdicts.csv", "_comparisons.csv", "_maps.png"):
+        assert any(a.endswith(suffix) for a in artifacts), suffix
+    assert "report.txt" in artifacts
     gallery = client.download_artifacts(evaluate.info.run_id, next(a for a in artifacts if a.endswith("_maps.png")),
                                         str(tmp))
-    with Image.open(gallery) as figure:  # one row per gallery image, a column per method and baseline
+    with Image.open(gallery) as figure:  # one row per gallery image, a column per map source
         assert figure.width > 1.3 * figure.height and figure.height > 300
-    per_image_name = next(a for a in artifacts if a.endswith("_per_image.csv"))
-    local = client.download_artifacts(evaluate.info.run_id, per_image_name, str(tmp))
-    per_image = pd.read_csv(local)
-    assert set(per_image.columns) == {"image_id", "model", "method", "test", "step", "value"}
-    assert len(per_image) == len(SCORED) * 2 * 8  # methods and baselines x scores x images
+    local = client.download_artifacts(evaluate.info.run_id, next(a for a in artifacts if a.endswith("_records.csv")),
+                                      str(tmp))
+    rows = pd.read_csv(local)
+    assert tuple(rows.columns) == RECORD_COLUMNS
+    localization = rows[rows.criterion == "localization"]
+    assert len(localization) == len(SOURCES) * len(METRICS) * N_IMAGES
+    assert len(rows[rows.criterion == "fidelity_to_published"]) == 2 * 2
+    assert len(rows[rows.criterion == "lesion_reliance"]) == 2 * N_IMAGES
     # the logged mean is the mean of the per-image records
-    gradcam = per_image[(per_image.method == "gradcam") & (per_image.test == "auprc")]["value"]
-    assert gradcam.mean() == pytest.approx(metrics["gradcam.auprc"], rel=1e-6)
+    gradcam = localization[(localization.method == "gradcam") & (localization.metric == "auprc")]["value"]
+    assert gradcam.mean() == pytest.approx(metrics["localization/auprc/gradcam"], rel=1e-6)
     assert str(tmp / "eval") in client.get_experiment(experiment.experiment_id).artifact_location
 
 
@@ -88,14 +118,13 @@ def test_same_seed_same_numbers_and_cached_rerun(quick_run, tmp_path):
     """A second run from scratch reproduces every per-image value; a rerun reuses the model and the maps."""
     tmp, _ = quick_run
     run_quick(tmp_path)
-    first, fresh = per_image_records(tmp)[0], per_image_records(tmp_path)[0]
-    pd.testing.assert_frame_equal(first.drop(columns="image_id"), fresh.drop(columns="image_id"))
-    assert list(first.image_id) == list(fresh.image_id)
+    first, fresh = records(tmp)[0], records(tmp_path)[0]
+    pd.testing.assert_frame_equal(first, fresh)
 
     cached_maps = sorted((tmp / "eval" / "map_cache").rglob("*.npy"))
-    assert len(cached_maps) == len(SCORED) * 8  # methods and baselines x images
+    assert len(cached_maps) == len(SOURCES) * N_IMAGES + 2 * 2  # every source, plus the published-count maps
     stamps = {p: p.stat().st_mtime_ns for p in cached_maps}
     output = run_quick(tmp)
     assert "training with" not in output, "the existing checkpoint must be reused"
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "cached maps must not be recomputed"
-    pd.testing.assert_frame_equal(per_image_records(tmp)[-1], first)
+    pd.testing.assert_frame_equal(records(tmp)[-1], first)

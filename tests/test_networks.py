@@ -48,8 +48,8 @@ def test_inception_relus_are_modules_and_the_network_is_torchvisions():
     assert plain.load_state_dict(ours.state_dict()) is not None  # same keys and shapes: checkpoints interchange
     plain.eval()
     x = torch.rand(2, 1, 80, 80, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), plain(x))
+    with torch.no_grad():  # ours keeps channels-last weights: the same sums, rounded in another order
+        torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=0)
     n_convs = sum(type(m).__name__ == "ConvBNReLU" for m in ours.modules())
     assert n_convs == sum(isinstance(m, torch.nn.ReLU) for m in ours.modules()) == 94
     # guided backprop now guides InceptionV3 through its ReLU modules

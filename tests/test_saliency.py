@@ -81,7 +81,11 @@ def test_batched_equals_per_image_and_model_state_is_restored(name, images):
     method = get_method(name, **BATCH_PARAMS.get(name, {}))
     batch = method(net, torch.nn.functional.interpolate(images, size=32), 1)
     single = torch.cat([method(net, torch.nn.functional.interpolate(images[i : i + 1], size=32), 1) for i in range(3)])
-    torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-4)
+    # oneDNN picks kernels by batch size, and a rounding difference can flip a ReLU gate of this untrained
+    # network (seen: 0.4% of the map's range); a map that depended on its batch (a shared noise stream, a
+    # batch-wide normalisation) would differ on the scale of the map itself
+    scale = batch.abs().amax(dim=tuple(range(1, batch.ndim)), keepdim=True).clamp_min(1e-12)
+    assert ((batch - single).abs() / scale).max() < 0.01
     assert net.training, "train/eval mode must be restored"
     assert not frozen.requires_grad and all(p.requires_grad for p in list(net.parameters())[1:])
     assert all(p.grad is None for p in net.parameters()), "no weight gradients may be accumulated"
@@ -131,18 +135,38 @@ def test_map_cache_reuses_maps_across_restarts(tmp_path, images):
     net = TinyNet()
     method = CountingGradient()
     cache = MapCache(tmp_path)
-    key = cache.key("digest-a", method, 1)
-    first = SaliencyInferer(method, 1, cache, key)(images, net, image_ids=["a", "b", "c"])
+    description = MapCache.describe("tiny_seed0", "digest-a", method, 1)
+    first = SaliencyInferer(method, 1, cache, description)(images, net, image_ids=["a", "b", "c"])
     assert method.images_seen == 3
     # a new cache object on the same folder (a restarted study) computes only the unseen image
-    again = SaliencyInferer(method, 1, MapCache(tmp_path), key)(images[[2, 1, 0]], net, image_ids=["c", "x", "a"])
+    again = SaliencyInferer(method, 1, MapCache(tmp_path), description)(images[[2, 1, 0]], net,
+                                                                        image_ids=["c", "x", "a"])
     assert method.images_seen == 4
     torch.testing.assert_close(again[0], first[2])
     torch.testing.assert_close(again[2], first[0])
     torch.testing.assert_close(again[1], method(net, images[1:2], 1)[0])
-    # another model, method parameter or target is another key
-    assert len({key, cache.key("digest-b", method, 1), cache.key("digest-a", method, 0),
-                cache.key("digest-a", get_method("ig", n_steps=4), 1)}) == 4
+
+
+def test_cache_keys_are_values_and_computing_one_writes_nothing(tmp_path):
+    """ARCHITECTURE.md: a randomised or attacked model is a derived step of a trained one; its maps must never
+    be stored under the trained model's key, and the key must not depend on what is loaded."""
+    from bundle.saliency.cache import MapCache
+
+    method = get_method("grad")
+    trained = MapCache.describe("densenet121_seed0", "digest-a", method, 1)
+    keys = {MapCache.key(d) for d in (
+        trained,
+        MapCache.describe("densenet121_seed0", "digest-a", method, 1, step="cascade:denseblock4"),
+        MapCache.describe("densenet121_seed1", "digest-a", method, 1),
+        MapCache.describe("densenet121_seed0", "digest-b", method, 1),
+        MapCache.describe("densenet121_seed0", "digest-a", method, 0),
+        MapCache.describe("densenet121_seed0", "digest-a", get_method("ig", n_steps=4), 1),
+        MapCache.describe("densenet121_seed0", "digest-a", method, 1, {"image_size": 224}),
+    )}
+    assert len(keys) == 7
+    assert MapCache.key(trained) == MapCache.key(MapCache.describe("densenet121_seed0", "digest-a", method, 1))
+    MapCache(tmp_path).key(trained)
+    assert not any(tmp_path.iterdir()), "computing a key has no side effect"
 
 
 def test_passes_are_sized_by_the_voxel_budget(images):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 
 def boxes_to_mask(
@@ -29,3 +30,17 @@ def boxes_to_mask(
             continue
         mask[max(y0, 0) : min(y1, mh - 1) + 1, max(x0, 0) : min(x1, mw - 1) + 1] = True
     return mask
+
+
+def location_prior(dataloader, mask_key: str = "mask") -> torch.Tensor:
+    """Average ground-truth mask over a (training-split) dataloader: the location-prior baseline map."""
+    from bundle.trust.baselines import mean_mask
+
+    total, count = 0.0, 0
+    for batch in dataloader:
+        masks = batch[mask_key]
+        total = total + mean_mask(masks) * masks.shape[0]
+        count += masks.shape[0]
+    if not count:
+        raise ValueError("cannot build a location prior from an empty dataloader")
+    return total / count

@@ -127,6 +127,41 @@ def ensure_synthetic_dataset(
     return write_synthetic_dataset(out, n_images, seed, positive_fraction, split_fractions, cfg)
 
 
+TWINS_DIR = "lesion_free_twins"
+
+
+def write_lesion_free_twins(dataset_dir: str | Path, patient_ids: list[str], image_key: str = "image",
+                            id_key: str = "patient_id") -> list[dict]:
+    """The lesion-free twin of each synthetic image: same background, noise and window, no lesion.
+
+    Written as DICOMs (same photometric interpretation as the original) under
+    ``<dataset_dir>/lesion_free_twins``, so they go through the same reader and
+    transforms; existing files are reused. Returns data dicts ``{image_key, id_key}``
+    in the order of ``patient_ids``.
+    """
+    root = Path(dataset_dir)
+    if not (root / MANIFEST).is_file():
+        raise FileNotFoundError(f"{root / MANIFEST}: lesion-free twins need a synthetic dataset made by this bundle")
+    manifest = json.loads((root / MANIFEST).read_text())
+    cfg = SyntheticConfig(**manifest["config"])
+    with open(root / KNOBS_CSV, newline="") as f:
+        knobs = {row["patientId"]: row for row in csv.DictReader(f)}
+    out = root / TWINS_DIR
+    out.mkdir(exist_ok=True)
+    items = []
+    for pid in patient_ids:
+        if pid not in knobs:
+            raise ValueError(f"{root / KNOBS_CSV}: no image {pid!r} in this synthetic dataset")
+        path = out / f"{pid}.dcm"
+        if not path.is_file():
+            index = int(pid.rsplit("-", 1)[1])
+            sample = render(manifest["seed"] * 1_000_003 + index, False, cfg, shortcut=knobs[pid]["shortcut"] == "True")
+            body_part = "CHEST" if cfg.variant == CHEST else "LEG"
+            write_radiograph(path, sample.image, pid, knobs[pid]["monochrome1"] == "True", body_part)
+        items.append({image_key: str(path), id_key: pid})
+    return items
+
+
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)

@@ -1,6 +1,5 @@
-"""Ignite handlers: localisation metric handlers and per-image record collection."""
+"""Ignite handlers: localisation metric handler for per-epoch evaluation."""
 
-from bundle.handlers.localization import LocalizationAUPRC, LocalizationScore
-from bundle.handlers.records import PerImageRecords
+from bundle.handlers.localization import LocalizationScore
 
-__all__ = ["LocalizationAUPRC", "LocalizationScore", "PerImageRecords"]
+__all__ = ["LocalizationScore"]

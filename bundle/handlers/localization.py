@@ -1,4 +1,4 @@
-"""Ignite metric handlers for localisation scores, as MONAI wraps its metrics (e.g. ``ROCAUC``).
+"""An Ignite metric handler for localisation scores, as MONAI wraps its metrics (e.g. ``ROCAUC``).
 
 Attach one to an evaluator whose inferer returns saliency maps
 (``bundle.saliency.SaliencyInferer``) and whose output holds the ground-truth
@@ -12,24 +12,24 @@ from collections.abc import Callable
 
 from monai.handlers.ignite_metric import IgniteMetricHandler
 
-from bundle.trust.localization import LocalizationAUPRCMetric, LocalizationMetric
+from bundle.trust.localization import LocalizationMetric
 
 
 class LocalizationScore(IgniteMetricHandler):
-    """Mean per-image localisation ``score`` (auprc, ap, hit, mass) of (maps, masks) over an epoch."""
+    """Mean per-image localisation ``score`` (auprc, ap, hit, mass, iou, dice) of (maps, masks) over an epoch.
+
+    Args:
+        score: which score of :data:`bundle.trust.LOCALIZATION_METRICS`.
+        normalization: ``pair``, ``minmax`` or ``sum_to_one`` (TRUST_METRICS section 0).
+        signed: whether the maps are signed attributions (folded by ``|.|`` under ``pair``) or ranking maps.
+        binarize: binarisation behind ``iou`` and ``dice`` (``otsu``, ``threshold:t``, ``topk:p``, ``bbox``).
+        true_positive_only: IoU and Dice are NaN when either mask is empty (cheXlocalize).
+        output_transform: picks (maps, masks) from the engine output.
+    """
 
     def __init__(
-        self, score: str = "auprc", normalization: str = "pair", output_transform: Callable = lambda x: x
+        self, score: str = "auprc", normalization: str = "pair", signed: bool = True, binarize: str = "otsu",
+        true_positive_only: bool = True, output_transform: Callable = lambda x: x,
     ) -> None:
-        super().__init__(
-            metric_fn=LocalizationMetric(score, normalization), output_transform=output_transform, save_details=True
-        )
-
-
-class LocalizationAUPRC(IgniteMetricHandler):
-    """Mean per-image localisation AUPRC (trapezoid over the PR curve) of (maps, masks) over an epoch."""
-
-    def __init__(self, normalization: str = "pair", output_transform: Callable = lambda x: x) -> None:
-        super().__init__(
-            metric_fn=LocalizationAUPRCMetric(normalization), output_transform=output_transform, save_details=True
-        )
+        metric = LocalizationMetric(score, normalization, signed, binarize, true_positive_only)
+        super().__init__(metric_fn=metric, output_transform=output_transform, save_details=True)

@@ -1,7 +1,11 @@
-"""On-disk cache of saliency maps keyed by (model checkpoint digest, method and parameters, target, image id).
+"""On-disk cache of saliency maps, keyed by value: (model, derived step, checkpoint digest, method and
+parameters, target, data context), then image id.
 
 Every metric of a study reuses a map instead of recomputing it, and the cache
-survives a restart: maps are written one file per image, atomically.
+survives a restart: maps are written one file per image, atomically. The key is
+computed from values passed with the model, never from the network currently
+loaded, so a randomised or attacked model (a derived step of a trained one) can
+never store its maps under the trained model's key.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,7 @@ import torch
 
 
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file (a checkpoint), the model part of a cache key."""
+    """SHA-256 of a file (a checkpoint), the weights part of a cache key."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -26,27 +30,27 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 class MapCache:
-    """A folder of ``<key>/<image id>.npy`` maps, one key per (model, method with parameters, target)."""
+    """A folder of ``<key>/<image id>.npy`` maps, with ``<key>/key.json`` describing the key."""
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
 
-    def key(self, model_digest: str, method: object, target: int, context: dict | None = None) -> str:
-        """The cache key of a configured method (its ``repr`` holds every parameter) on one model and target.
-
-        ``context`` describes the data pipeline (dataset, image size, ...), so maps of
-        differently prepared images never share a key.
-        """
+    @staticmethod
+    def describe(
+        model: str, model_digest: str, method: object, target: int, context: dict | None = None, step: str = "trained"
+    ) -> dict:
+        """Everything a map depends on: the model's name and weights digest, the derived ``step`` of that model
+        (``trained``, or e.g. ``cascade:denseblock4``), the method's ``repr`` (every parameter), the target
+        class, and ``context``, the data pipeline (dataset, image size, ...)."""
         from bundle import __version__  # a new bundle version may change a method's code: never reuse its maps
 
-        description = {"model": model_digest, "method": repr(method), "target": int(target),
-                       "context": {k: str(v) for k, v in sorted((context or {}).items())}, "bundle": __version__}
-        key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
-        folder = self.root / key
-        if not (folder / "key.json").exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "key.json").write_text(json.dumps(description, indent=2))
-        return key
+        return {"model": model, "step": step, "weights": model_digest, "method": repr(method), "target": int(target),
+                "context": {k: str(v) for k, v in sorted((context or {}).items())}, "bundle": __version__}
+
+    @staticmethod
+    def key(description: dict) -> str:
+        """The key of a :meth:`describe` result; a pure function of it (nothing is written)."""
+        return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
 
     @staticmethod
     def _safe(image_id: str) -> str:
@@ -62,13 +66,32 @@ class MapCache:
             out.append(np.load(path) if path.exists() else None)
         return out
 
-    def save(self, key: str, image_ids: Sequence[str], maps: torch.Tensor) -> None:
+    def save(self, description: dict, image_ids: Sequence[str], maps: torch.Tensor) -> None:
         """Store one map per image id; written to a temporary name then renamed, so a crash leaves no torn file."""
-        folder = self.root / key
+        folder = self.root / self.key(description)
         folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "key.json").exists():
+            (folder / "key.json").write_text(json.dumps(description, indent=2))
         for image_id, m in zip(image_ids, maps.detach().cpu().numpy()):
             final = folder / f"{self._safe(image_id)}.npy"
             tmp = folder / f".{final.name}.{os.getpid()}.tmp"
             with open(tmp, "wb") as f:
                 np.save(f, m)
             os.replace(tmp, final)
+
+    def fetch(
+        self, description: dict, image_ids: Sequence[str], compute: Callable[[list[int]], torch.Tensor],
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """Maps of ``image_ids``: cached ones loaded, the missing ones computed together (``compute`` gets their
+        positions) and stored."""
+        if len(set(image_ids)) != len(image_ids):
+            raise ValueError(f"image ids must be unique within a batch to be cached, got {list(image_ids)}")
+        maps = self.load(self.key(description), image_ids)
+        missing = [i for i, m in enumerate(maps) if m is None]
+        if missing:
+            computed = compute(missing)
+            self.save(description, [image_ids[i] for i in missing], computed)
+            for i, m in zip(missing, computed.detach().cpu().numpy()):
+                maps[i] = m
+        return torch.as_tensor(np.stack(maps), device=device)

@@ -1,18 +1,24 @@
 """Trust criteria: pure functions of maps and masks, plus cumulative MONAI metric wrappers."""
 
-from bundle.trust.baselines import PriorMap, RandomMap, mean_mask
+from bundle.trust.baselines import EdgeMap, OracleMap, PriorMap, RandomMap, mean_mask
 from bundle.trust.localization import (
-    LocalizationAUPRCMetric,
+    LOCALIZATION_METRICS,
     LocalizationMetric,
     auprc,
     average_precision,
-    pointing_game,
-    relevance_mass,
+    binarize,
+    dice,
+    hit,
+    iou,
+    localization_scores,
+    mass_accuracy,
 )
 from bundle.trust.normalization import normalize_maps
-from bundle.trust.stats import Summary, bootstrap_summary
+from bundle.trust.similarity import spearman
+from bundle.trust.stats import PairedComparison, Summary, bootstrap_summary, holm, paired_comparison
 
 __all__ = [
-    "LocalizationAUPRCMetric", "LocalizationMetric", "PriorMap", "RandomMap", "Summary", "auprc",
-    "average_precision", "bootstrap_summary", "mean_mask", "normalize_maps", "pointing_game", "relevance_mass",
+    "LOCALIZATION_METRICS", "EdgeMap", "LocalizationMetric", "OracleMap", "PairedComparison", "PriorMap",
+    "RandomMap", "Summary", "auprc", "average_precision", "binarize", "bootstrap_summary", "dice", "hit", "holm",
+    "iou", "localization_scores", "mass_accuracy", "mean_mask", "normalize_maps", "paired_comparison", "spearman",
 ]

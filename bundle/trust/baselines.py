@@ -1,14 +1,20 @@
-"""Baseline maps every method must beat (TRUST_METRICS.md section 7).
+"""Baseline maps every method must beat, and the oracle reference (TRUST_METRICS.md section 7).
 
 They share the saliency interface, ``baseline(model, images, target) -> maps``,
-so a study scores them exactly like a method; the model is ignored.
+so a study scores them exactly like a method; the model is ignored. They are
+ranking maps (``signed = False``). The oracle alone needs the ground truth
+(``needs_ground_truth``): it is a reference that shows each score's ceiling, not
+a baseline to beat.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+import cv2
+import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from bundle.saliency.base import image_generators
@@ -18,6 +24,7 @@ class RandomMap:
     """A uniform random map per image, seeded by the seed and the image, so the same image gets the same map."""
 
     name = "random"
+    signed = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -38,6 +45,7 @@ class PriorMap:
     """
 
     name = "prior"
+    signed = False
 
     def __init__(self, prior: torch.Tensor) -> None:
         self.prior = torch.as_tensor(prior, dtype=torch.float32)
@@ -52,6 +60,63 @@ class PriorMap:
         if tuple(self.prior.shape) != spatial:
             raise ValueError(f"prior map has shape {tuple(self.prior.shape)}, images have {spatial}")
         return self.prior.to(images.device).expand(images.shape[0], *spatial).clone()
+
+
+class EdgeMap:
+    """The Canny edge map of the image: 3 x 3 mean blur, then hysteresis thresholds 30 / 90 on uint8 intensities.
+
+    TRUST_METRICS section 7, in OpenCV's semantics (``cv2.blur``, ``cv2.Canny`` with its
+    default L1 gradient), where those settings come from. A map that only follows edges
+    has not localised a lesion.
+    """
+
+    name = "edge"
+    signed = False
+
+    def __init__(self, low_threshold: float = 30, high_threshold: float = 90) -> None:
+        self.low_threshold, self.high_threshold = low_threshold, high_threshold
+
+    def __repr__(self) -> str:
+        return f"edge(blur=3x3, low_threshold={self.low_threshold}, high_threshold={self.high_threshold})"
+
+    def __call__(self, model: nn.Module | None, images: torch.Tensor, target=None) -> torch.Tensor:
+        if images.ndim != 4:
+            raise ValueError("the edge baseline is defined for 2-D images only")
+        maps = [edge_map(image, self.low_threshold, self.high_threshold)
+                for image in images.mean(dim=1).detach().cpu().numpy()]
+        return torch.as_tensor(np.stack(maps), dtype=torch.float32, device=images.device)
+
+
+def edge_map(image: np.ndarray, low_threshold: float = 30, high_threshold: float = 90) -> np.ndarray:
+    """Canny edges (0/1) of a 2-D image in [0, 1]: uint8 levels, 3 x 3 mean blur, Canny."""
+    levels = np.clip(np.round(255 * image), 0, 255).astype(np.uint8)
+    return (cv2.Canny(cv2.blur(levels, (3, 3)), low_threshold, high_threshold) > 0).astype(np.float32)
+
+
+class OracleMap:
+    """A reference, not a baseline: the ground-truth mask blurred by a Gaussian of ``sigma`` pixels.
+
+    It shows each score's ceiling on this data (a map that knows the answer but is
+    not binary, as a saliency map is not).
+    """
+
+    name = "oracle"
+    signed = False
+    needs_ground_truth = True
+
+    def __init__(self, sigma: float = 2.0) -> None:
+        self.sigma = sigma
+
+    def __repr__(self) -> str:
+        return f"oracle(sigma={self.sigma})"
+
+    def __call__(self, model: nn.Module | None, images: torch.Tensor, target=None,
+                 masks: torch.Tensor | None = None) -> torch.Tensor:
+        if masks is None:
+            raise ValueError("the oracle map needs the ground-truth masks")
+        masks = masks[:, 0] if masks.ndim == images.ndim else masks
+        blurred = [ndimage.gaussian_filter(m.astype(np.float64), self.sigma) for m in masks.cpu().numpy() > 0.5]
+        return torch.as_tensor(np.stack(blurred), dtype=torch.float32, device=images.device)
 
 
 def mean_mask(masks: torch.Tensor) -> torch.Tensor:

@@ -35,3 +35,50 @@ def bootstrap_summary(values, n_resamples: int = 1000, confidence: float = 0.95,
     )
     ci = result.confidence_interval
     return Summary(mean, float(ci.low), float(ci.high), int(defined.size), n_nan)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A paired comparison of two scores on the same images: ``a - b``.
+
+    ``mean_diff`` with its percentile bootstrap CI, the two-sided Wilcoxon
+    signed-rank p-value, and the direction of the signed-rank statistic
+    (+1: a ranks higher, -1: lower, 0: no non-zero difference).
+    """
+
+    n: int
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    direction: int
+
+
+def paired_comparison(a, b, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> PairedComparison:
+    """Compare per-image values ``a`` and ``b`` (same images, same order) on the images where both are defined."""
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values must have the same length, got {a.size} and {b.size}")
+    d = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    s = bootstrap_summary(d, n_resamples, confidence, seed)
+    nonzero = d[d != 0]
+    if nonzero.size == 0:
+        return PairedComparison(int(d.size), s.mean, s.ci_low, s.ci_high, float("nan") if d.size == 0 else 1.0, 0)
+    test = stats.wilcoxon(nonzero, alternative="two-sided")
+    ranks = stats.rankdata(np.abs(nonzero))
+    direction = int(np.sign(ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()))
+    return PairedComparison(int(d.size), s.mean, s.ci_low, s.ci_high, float(test.pvalue), direction)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN and is not counted."""
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    adjusted = np.full_like(p, np.nan)
+    defined = np.flatnonzero(np.isfinite(p))
+    m = defined.size
+    order = defined[np.argsort(p[defined], kind="stable")]
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted

@@ -1,0 +1,31 @@
+"""Trust criteria, one module each, registered by the names used in configs, tables and MLflow keys.
+
+Adding a criterion is a new module here plus an entry in ``configs/evaluate.json``'s ``criteria``.
+"""
+
+from __future__ import annotations
+
+from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, RECORD_COLUMNS, Criterion, Record
+from bundle.criteria.context import StudyContext
+from bundle.criteria.fidelity import FidelityToPublished
+from bundle.criteria.lesion_reliance import LesionReliance
+from bundle.criteria.localization import Localization
+
+CRITERIA: dict[str, type[Criterion]] = {
+    cls.name: cls for cls in (Localization, FidelityToPublished, LesionReliance)
+}
+
+
+def get_criterion(name: str, **settings) -> Criterion:
+    """Build a registered criterion by name, e.g. ``get_criterion("localization", binarize="bbox")``."""
+    try:
+        cls = CRITERIA[name]
+    except KeyError:
+        raise ValueError(f"unknown criterion {name!r}; available: {sorted(CRITERIA)}") from None
+    return cls(**settings)
+
+
+__all__ = [
+    "CRITERIA", "FAIL", "INCONCLUSIVE", "PASS", "RECORD_COLUMNS", "Criterion", "FidelityToPublished",
+    "LesionReliance", "Localization", "Record", "StudyContext", "get_criterion",
+]

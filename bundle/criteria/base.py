@@ -1,0 +1,93 @@
+"""What every criterion is: the records it makes, and the interface the study calls.
+
+A criterion declares the models it needs, turns maps (and models) into per-image
+:class:`Record` rows, and owns its verdict rule. It calls ``bundle.trust``
+functions directly and never logs to MLflow or writes files: the study does that
+with the records it hands back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+
+import pandas as pd
+
+from bundle.models import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+VERDICT_COLUMNS = ("criterion", "method", "verdict", "rule")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One value: image x model x method x criterion x metric x step (``trained`` or a derived model state)."""
+
+    image_id: str
+    model: str
+    method: str
+    criterion: str
+    metric: str
+    step: str
+    value: float
+
+
+RECORD_COLUMNS = tuple(f.name for f in fields(Record))
+
+
+def records_for(ids, values, **fields_) -> list[Record]:
+    """Records pairing each image id with its value, refusing to pair lists of different lengths."""
+    values = [float(v) for v in values]
+    if len(values) != len(ids):
+        raise RuntimeError(f"{len(values)} values for {len(ids)} images ({fields_})")
+    return [Record(image_id=str(i), value=v, **fields_) for i, v in zip(ids, values)]
+
+
+class Criterion:
+    """Base class. Subclasses set ``name`` and implement :meth:`evaluate_method` and :meth:`verdicts`.
+
+    :meth:`evaluate` yields one list of records per scored map source, so the study
+    can write each to disk as soon as it exists; a source whose maps cannot be
+    computed or scored is reported (by the context) and skipped, and the study goes on.
+    """
+
+    name: str = ""
+    headline: str = ""  # the metric the report's verdict table shows for this criterion
+
+    def models(self, primary: ModelSpec) -> list[ModelSpec]:
+        """The trained models this criterion needs (the study trains missing ones first)."""
+        return [primary]
+
+    def sources(self, ctx) -> list[str]:
+        """Names of the map sources (methods, baselines, references) this criterion scores."""
+        return list(ctx.sources)
+
+    def evaluate_method(self, ctx, name: str) -> list[Record]:
+        raise NotImplementedError
+
+    def evaluate(self, ctx) -> Iterator[list[Record]]:
+        for name in self.sources(ctx):
+            try:
+                records = self.evaluate_method(ctx, name)
+            except Exception as error:  # one source's failure is reported and never stops the study
+                ctx.report_failure(self.name, name, error)
+                continue
+            yield records
+
+    def comparisons(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
+        """Paired tests whose p-values the study Holm-adjusts across every criterion (none by default)."""
+        return pd.DataFrame()
+
+    def verdicts(self, summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
+        """PASS / FAIL / INCONCLUSIVE per method with the rule that decided it (:data:`VERDICT_COLUMNS`)."""
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        """Settings that change a number, for MLflow params and the report."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in sorted(self.params().items()))})"

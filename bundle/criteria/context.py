@@ -1,0 +1,120 @@
+"""What a criterion may ask the study for: models, the study's images, and cached maps. Nothing else."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from bundle.models import ModelSpec
+from bundle.saliency.cache import MapCache
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("method", "baseline", "reference")
+
+
+@dataclass
+class StudyContext:
+    """The study's state as criteria see it.
+
+    Args:
+        primary: the trained model the study is about.
+        load_model: builds and loads the trained network of a spec (called once per spec).
+        checkpoint_digest: the weights digest of a spec's checkpoint (part of every map's cache key).
+        dataloader: the study's images, batches of dicts with ``image_key``, ``mask_key`` and ``id_key``.
+        sources: map sources by table name (methods, then baselines, then references), each with the
+            saliency interface ``source(model, images, target)``.
+        kinds: ``method``, ``baseline`` or ``reference`` per source name.
+        target: the class the maps explain.
+        cache / cache_context: the map cache and the data-pipeline description that goes into its keys.
+    """
+
+    primary: ModelSpec
+    load_model: Callable[[ModelSpec], nn.Module]
+    checkpoint_digest: Callable[[ModelSpec], str]
+    dataloader: object
+    sources: Mapping[str, object]
+    kinds: Mapping[str, str]
+    target: int = 1
+    device: torch.device = torch.device("cpu")
+    cache: MapCache | None = None
+    cache_context: Mapping[str, object] = field(default_factory=dict)
+    id_key: str = "patient_id"
+    image_key: str = "image"
+    mask_key: str = "mask"
+    failures: list[dict] = field(default_factory=list)
+    _models: dict = field(default_factory=dict)
+    _digests: dict = field(default_factory=dict)
+    _warned: set = field(default_factory=set)
+
+    def model(self, spec: ModelSpec) -> nn.Module:
+        """The trained network of ``spec`` in eval mode on the study's device."""
+        if spec not in self._models:
+            self._models[spec] = self.load_model(spec).to(self.device).eval()
+        return self._models[spec]
+
+    def batches(self, limit: int | None = None) -> Iterator[dict]:
+        """The study's images in a fixed order (the first ``limit`` only, when given)."""
+        seen = 0
+        for batch in self.dataloader:
+            if limit is not None:
+                keep = limit - seen
+                if keep <= 0:
+                    return
+                if len(batch[self.id_key]) > keep:
+                    batch = {k: v[:keep] if isinstance(v, (torch.Tensor, list, tuple)) else v for k, v in batch.items()}
+                seen += len(batch[self.id_key])
+            yield batch
+
+    def image_ids(self, batch: Mapping) -> list[str]:
+        """The configured id of every image of a batch, in batch order: what records are keyed by."""
+        return [str(i) for i in batch[self.id_key]]
+
+    def images(self, batch: Mapping) -> torch.Tensor:
+        return batch[self.image_key].to(self.device)
+
+    def masks(self, batch: Mapping) -> torch.Tensor:
+        return batch[self.mask_key].to(self.device)
+
+    def signed(self, source: str | object) -> bool:
+        """Whether a source's maps are signed attributions (folded by ``|.|`` under ``pair``) or ranking maps."""
+        return bool(getattr(self.sources[source] if isinstance(source, str) else source, "signed", True))
+
+    def maps(self, spec: ModelSpec, source: str | object, batch: Mapping, step: str = "trained") -> torch.Tensor:
+        """Maps (B, *spatial) of a source (a name or a configured method) on model ``spec`` for a batch.
+
+        Cached by value (spec, step, weights digest, the source's repr, target, data context,
+        image id), so every criterion that needs a map shares one computation.
+        """
+        method = self.sources[source] if isinstance(source, str) else source
+        model = self.model(spec)
+        images = self.images(batch)
+
+        def compute(positions: list[int]) -> torch.Tensor:
+            if getattr(method, "needs_ground_truth", False):
+                return method(model, images[positions], self.target, masks=self.masks(batch)[positions])
+            return method(model, images[positions], self.target)
+
+        if self.cache is None:
+            return compute(list(range(images.shape[0])))
+        if spec not in self._digests:
+            self._digests[spec] = self.checkpoint_digest(spec)
+        description = MapCache.describe(spec.name, self._digests[spec], method, self.target, dict(self.cache_context),
+                                        step)
+        return self.cache.fetch(description, self.image_ids(batch), compute, self.device)
+
+    def warn_once(self, message: str) -> None:
+        """Log a warning about the data once per study, however many sources meet it."""
+        if message not in self._warned:
+            self._warned.add(message)
+            logger.warning(message)
+
+    def report_failure(self, criterion: str, source: str, error: Exception) -> None:
+        """Record that a source could not be scored for a criterion; the study goes on without it."""
+        message = f"{type(error).__name__}: {error}"
+        logger.error("%s: %s was not scored and is left out of this criterion: %s", criterion, source, message)
+        self.failures.append({"criterion": criterion, "method": source, "error": message})

@@ -1,0 +1,88 @@
+"""Does the model use the lesion at all? A saliency map cannot be judged against a lesion the model ignores.
+
+On synthetic data every positive image has a lesion-free twin with the same
+background; a model that relies on the lesion scores the positive higher
+(Zhou et al., AAAI 2022, on models that ignore the annotated finding).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+from monai.data import list_data_collate
+from scipy.stats import binomtest
+
+from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, records_for
+from bundle.data.synthetic_dataset import write_lesion_free_twins
+
+logger = logging.getLogger(__name__)
+
+MODEL_ROW = "model"  # the records' method column: this criterion is about the model, not a saliency method
+
+
+class LesionReliance(Criterion):
+    """Per image pair: whether the positive's target logit is above its lesion-free twin's, and by how much.
+
+    Verdict (about the model): PASS when a one-sided sign test says the positive scores
+    higher in more than half of the pairs (p < ``alpha``), else FAIL: the maps of such a
+    model cannot be expected to point at the lesion. Only synthetic data has twins;
+    on other data the criterion is skipped with a message.
+
+    Args:
+        dataset_name: the study's dataset; twins exist for ``synthetic`` only.
+        dataset_dir: the synthetic dataset folder (twins are written under it).
+        transform: the study's image preprocessing (without ground truth), applied to the twins.
+        alpha: significance level of the sign test.
+    """
+
+    name = "lesion_reliance"
+    headline = "positive_higher"
+
+    def __init__(self, dataset_name: str, dataset_dir: str, transform: Callable, alpha: float = 0.05) -> None:
+        self.dataset_name, self.dataset_dir, self.alpha = dataset_name, str(dataset_dir), alpha
+        self._transform = transform
+
+    def sources(self, ctx) -> list[str]:
+        if self.dataset_name != "synthetic":
+            logger.info("%s: skipped, only synthetic data has lesion-free twins (dataset %r)", self.name,
+                        self.dataset_name)
+            return []
+        return [MODEL_ROW]
+
+    def evaluate_method(self, ctx, name: str) -> list[Record]:
+        model = ctx.model(ctx.primary)
+        records = []
+        for batch in ctx.batches():
+            ids = ctx.image_ids(batch)
+            twins = [self._transform(item) for item in write_lesion_free_twins(self.dataset_dir, ids, ctx.image_key,
+                                                                                ctx.id_key)]
+            twin_images = list_data_collate(twins)[ctx.image_key].to(ctx.device)
+            with torch.no_grad():
+                positive = model(ctx.images(batch))[:, ctx.target]
+                twin = model(twin_images)[:, ctx.target]
+            difference = (positive - twin).tolist()
+            fields = {"model": ctx.primary.name, "method": MODEL_ROW, "criterion": self.name, "step": "trained"}
+            records += records_for(ids, [float(d > 0) for d in difference], metric="positive_higher", **fields)
+            records += records_for(ids, difference, metric="logit_difference", **fields)
+        return records
+
+    def verdicts(self, summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
+        rows = summary[(summary.criterion == self.name) & (summary.metric == "positive_higher")]
+        out = []
+        for r in rows.itertuples(index=False):
+            higher = int(round(r.mean * r.n)) if r.n else 0
+            if r.n == 0:
+                verdict, rule = INCONCLUSIVE, "no image pairs"
+            else:
+                p = binomtest(higher, r.n, 0.5, alternative="greater").pvalue
+                verdict = PASS if p < self.alpha else FAIL
+                rule = (f"positive above its lesion-free twin in {higher}/{r.n} pairs; one-sided sign test "
+                        f"p {p:.2g} {'<' if verdict == PASS else '>='} {self.alpha}")
+            out.append({"criterion": self.name, "method": r.method, "verdict": verdict, "rule": rule})
+        return pd.DataFrame(out, columns=list(VERDICT_COLUMNS))
+
+    def params(self) -> dict:
+        return {"dataset_name": self.dataset_name, "alpha": self.alpha}

@@ -1,0 +1,51 @@
+"""Which trained models a study needs, named by value, and training the missing ones.
+
+A :class:`ModelSpec` is the identity of a trained model (architecture and seed);
+its checkpoint file is named after it, and the map cache keys maps by it, so a
+criterion that asks for a model never depends on what happens to be loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A trained classifier: ``architecture`` (a ``bundle.networks`` name) trained with ``seed``."""
+
+    architecture: str
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        """The model's name in tables, records and MLflow, and its checkpoint's stem."""
+        return f"{self.architecture}_seed{self.seed}"
+
+    def checkpoint(self, ckpt_dir: str | Path) -> Path:
+        return Path(ckpt_dir) / f"{self.name}.pt"
+
+
+def ensure_trained(
+    spec: ModelSpec, ckpt_dir: str | Path, train_config: str | Path, overrides: Mapping | None = None
+) -> Path:
+    """The checkpoint of ``spec``, trained first with ``train_config`` (MONAI bundle ``run``) when missing."""
+    checkpoint = spec.checkpoint(ckpt_dir)
+    if checkpoint.is_file():
+        logger.info("using trained model %s", checkpoint)
+        return checkpoint
+    logger.info("checkpoint %s missing: training with %s", checkpoint, train_config)
+    from monai.bundle import run
+
+    run("run", config_file=str(train_config), **{
+        **dict(overrides or {}), "network_name": spec.architecture, "seed": spec.seed,
+        "ckpt_dir": str(ckpt_dir), "ckpt_name": checkpoint.name,
+    })
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: training finished but wrote no checkpoint here; check ckpt_dir/ckpt_name")
+    return checkpoint

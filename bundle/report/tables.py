@@ -1,0 +1,75 @@
+"""The console report of a study: verdicts per method and criterion, the rules that decided them, and every
+metric's mean with its CI. Formatting only: every number comes from the summary and verdict tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+
+def _cell(row) -> str:
+    if row is None or pd.isna(row.mean):
+        return "n/a"
+    return f"{row.mean:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
+
+
+def _lookup(summary: pd.DataFrame) -> dict:
+    return {(r.method, r.criterion, r.metric): r for r in summary.itertuples(index=False)}
+
+
+def verdict_table(summary: pd.DataFrame, verdicts: pd.DataFrame, order: Sequence[str], kinds: Mapping[str, str],
+                  headlines: Mapping[str, str]) -> list[str]:
+    """Methods x criteria: each criterion's headline metric, mean [95% CI], and the method's verdict."""
+    cells = _lookup(summary)
+    verdict_of = {(v.method, v.criterion): v.verdict for v in verdicts.itertuples(index=False)}
+    columns = [(c, m) for c, m in headlines.items() if any(k[1] == c and k[0] in kinds for k in cells)]
+    widths = [max(36, len(f"{c} ({m})")) for c, m in columns]
+    header = f"{'method':<11}{'kind':<10}" + "".join(f"{f'{c} ({m})':<{w + 2}}" for (c, m), w in zip(columns, widths))
+    lines = [header.rstrip(), "-" * len(header.rstrip())]
+    for name in order:
+        parts = []
+        for (criterion, metric), width in zip(columns, widths):
+            row = cells.get((name, criterion, metric))
+            text = "-" if row is None else f"{_cell(row)} {verdict_of.get((name, criterion), '')}".rstrip()
+            parts.append(f"{text:<{width + 2}}")
+        lines.append((f"{name:<11}{kinds[name]:<10}" + "".join(parts)).rstrip())
+    return lines
+
+
+def metric_table(summary: pd.DataFrame, criterion: str, order: Sequence[str], kinds: Mapping[str, str]) -> list[str]:
+    """Every metric of one criterion: rows are map sources, cells mean [95% CI]; NaN counts at the end."""
+    rows = summary[summary.criterion == criterion]
+    metrics = list(dict.fromkeys(rows.metric))
+    cells = _lookup(rows)
+    header = f"{'method':<11}{'kind':<10}" + "".join(f"{m:<24}" for m in metrics) + "NaN (" + "/".join(metrics) + ")"
+    lines = [header, "-" * len(header)]
+    for name in order:
+        if not any((name, criterion, m) in cells for m in metrics):
+            continue
+        found = [cells.get((name, criterion, m)) for m in metrics]
+        nans = "/".join("-" if r is None else str(r.n_nan) for r in found)
+        lines.append(f"{name:<11}{kinds[name]:<10}" + "".join(f"{_cell(r):<24}" for r in found) + nans)
+    return lines
+
+
+def format_report(
+    title: str, summary: pd.DataFrame, verdicts: pd.DataFrame, failures: Sequence[Mapping], order: Sequence[str],
+    kinds: Mapping[str, str], headlines: Mapping[str, str], notes: Mapping[str, str],
+) -> str:
+    """The whole console report. ``headlines`` names each criterion's headline metric, ``notes`` its settings line."""
+    lines = [title, ""]
+    for v in verdicts[~verdicts.method.isin(list(kinds))].itertuples(index=False):  # about the model itself
+        lines.append(f"{v.criterion} ({v.method}): {v.verdict}: {v.rule}")
+    lines += ["", "Verdicts (mean [95% bootstrap CI] over images; baselines and references have no verdict)"]
+    lines += verdict_table(summary, verdicts, order, kinds, headlines)
+    lines += ["", "Deciding rules"]
+    for v in verdicts[verdicts.method.isin(list(kinds))].itertuples(index=False):
+        lines.append(f"  {v.criterion:<22} {v.method:<11} {v.verdict:<13} {v.rule}")
+    for criterion in dict.fromkeys(summary[summary.method.isin(list(kinds))].criterion):
+        lines += ["", f"{criterion}: {notes.get(criterion, '')}".rstrip(": ")]
+        lines += metric_table(summary, criterion, order, kinds)
+    if failures:
+        lines += ["", "Not scored (the study went on without them):"]
+        lines += [f"  {f['criterion']}: {f['method']}: {f['error']}" for f in failures]
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""From per-image records to what a study reports: means with bootstrap CIs, paired tests against the
+strongest baseline, Holm's adjustment across the method x criterion grid (TRUST_METRICS.md section 8).
+
+Computed from the records only, never kept separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from bundle.trust.stats import bootstrap_summary, holm, paired_comparison
+
+SUMMARY_KEYS = ["model", "method", "criterion", "metric", "step"]
+
+
+def summarise(records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per (model, method, criterion, metric, step): NaN-skipping mean, 95% bootstrap CI, n, NaN count.
+
+    Values are bootstrapped in image-id order, so the interval does not depend on the order the images came in.
+    """
+    rows = []
+    for keys, group in records.groupby(SUMMARY_KEYS, sort=False):
+        s = bootstrap_summary(group.sort_values("image_id")["value"].to_numpy(), n_resamples=n_resamples, seed=seed)
+        rows.append({**dict(zip(SUMMARY_KEYS, keys)), "kind": kinds.get(keys[1], "model"), "mean": s.mean,
+                     "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n, "n_nan": s.n_nan})
+    return pd.DataFrame(rows, columns=[*SUMMARY_KEYS, "kind", "mean", "ci_low", "ci_high", "n", "n_nan"])
+
+
+def strongest_baseline(records: pd.DataFrame, kinds: Mapping[str, str], criterion: str, metric: str,
+                       higher_is_better: bool = True) -> str | None:
+    """The baseline with the best mean on ``metric`` (references such as the oracle are not baselines)."""
+    rows = records[(records.criterion == criterion) & (records.metric == metric)]
+    means = rows[rows.method.map(kinds).eq("baseline")].groupby("method")["value"].mean().dropna()
+    if means.empty:
+        return None
+    return str(means.idxmax() if higher_is_better else means.idxmin())
+
+
+def compare_to_strongest_baseline(
+    records: pd.DataFrame, kinds: Mapping[str, str], criterion: str, metric: str, higher_is_better: bool = True,
+    n_resamples: int = 1000, seed: int = 0,
+) -> pd.DataFrame:
+    """Each method against the strongest baseline on the same images: the paired difference (method minus
+    baseline, signed so that positive is better) with its bootstrap CI, and the Wilcoxon signed-rank p-value."""
+    baseline = strongest_baseline(records, kinds, criterion, metric, higher_is_better)
+    rows = records[(records.criterion == criterion) & (records.metric == metric)]
+    if baseline is None:
+        return pd.DataFrame()
+    reference = rows[rows.method == baseline].set_index(["image_id", "model", "step"])["value"]
+    out = []
+    for method, group in rows[rows.method.map(kinds).eq("method")].groupby("method", sort=False):
+        ours = group.set_index(["image_id", "model", "step"])["value"].sort_index()
+        theirs = reference.reindex(ours.index)  # paired by image id, never by position
+        sign = 1.0 if higher_is_better else -1.0
+        c = paired_comparison(sign * ours.to_numpy(), sign * theirs.to_numpy(), n_resamples, seed=seed)
+        out.append({"criterion": criterion, "method": method, "metric": metric, "baseline": baseline, "n_pairs": c.n,
+                    "mean_diff": c.mean_diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "p_value": c.p_value,
+                    "direction": c.direction})
+    return pd.DataFrame(out)
+
+
+def adjust_across_grid(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Holm-adjusted p-values over every paired test of the study (the method x criterion grid)."""
+    comparisons = comparisons.copy()
+    comparisons["p_holm"] = holm(comparisons["p_value"].to_numpy()) if len(comparisons) else np.array([])
+    comparisons["n_tests"] = int(np.isfinite(comparisons["p_value"]).sum()) if len(comparisons) else 0
+    return comparisons

@@ -1,0 +1,165 @@
+"""The study on a small model in-process: records keyed by image id, NaN counted and named, a failing method
+reported while the study goes on, verdicts from Holm-adjusted paired tests, outputs on disk and in MLflow."""
+
+from __future__ import annotations
+
+import logging
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from bundle.criteria import FidelityToPublished, Localization
+from bundle.saliency import get_method
+from bundle.study import SaliencyStudy
+from bundle.trust import OracleMap, PriorMap, RandomMap
+
+
+class SpotNet(nn.Module):
+    """Class 1 logit = mean of a conv response: gradients and CAMs concentrate where the image is bright."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
+
+
+class ConstantMap:
+    """A map source whose maps carry nothing: every score of it is undefined."""
+
+    signed = False
+
+    def __repr__(self) -> str:
+        return "constant()"
+
+    def __call__(self, model, images, target):
+        return torch.ones(images.shape[0], *images.shape[2:])
+
+
+def make_batches(n: int = 10, size: int = 24, order=None) -> list[dict]:
+    """Images with a bright square lesion and its mask; image 3 has an empty mask (no lesion drawn)."""
+    g = torch.Generator().manual_seed(0)
+    images, masks = 0.2 * torch.rand(n, 1, size, size, generator=g), torch.zeros(n, 1, size, size)
+    for i in range(n):
+        if i == 3:
+            continue
+        y, x = 2 + 3 * (i % 5), 2 + 2 * (i % 7)
+        images[i, 0, y : y + 6, x : x + 6] += 0.8
+        masks[i, 0, y : y + 6, x : x + 6] = 1
+    ids = [f"img{i:02d}" for i in range(n)]
+    order = list(order if order is not None else range(n))
+    return [{"image": images[order[i : i + 4]], "mask": masks[order[i : i + 4]],
+             "patient_id": [ids[j] for j in order[i : i + 4]]} for i in range(0, n, 4)]
+
+
+def make_study(tmp_path, batches, methods=None, run_name="study", criteria=None) -> SaliencyStudy:
+    net = SpotNet()
+    (tmp_path / "models").mkdir(exist_ok=True)
+    torch.save(net.state_dict(), tmp_path / "models" / "spotnet_seed0.pt")
+    masks = torch.cat([b["mask"] for b in batches])
+    return SaliencyStudy(
+        network=net, model={"architecture": "spotnet", "seed": 0}, dataloader=batches,
+        methods=methods or {"grad": get_method("grad"), "gradcam": get_method("gradcam", layer="act"),
+                            "ig": get_method("ig", n_steps=4)},
+        baselines={"random": RandomMap(), "prior": PriorMap(masks[:, 0].mean(dim=0))},
+        references={"oracle": OracleMap(sigma=1.0)},
+        criteria=criteria or {"localization": Localization(binarize="topk:10"),
+                              "fidelity_to_published": FidelityToPublished(n_images=3)},
+        output_dir=str(tmp_path / "eval"), tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}",
+        experiment_name="study_test", run_name=run_name, ckpt_dir=str(tmp_path / "models"),
+        params={"dataset": "squares", "split": "test", "n_images": 10}, n_resamples=200,
+        cache_dir=str(tmp_path / "eval" / "cache"), gallery_images=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def broken_run(tmp_path_factory):
+    """A study with a method that cannot run (no such CAM layer) and one whose maps are constant."""
+    tmp = tmp_path_factory.mktemp("study")
+    methods = {"grad": get_method("grad"), "broken": get_method("gradcam", layer="nope"), "flat": ConstantMap(),
+               "ig": get_method("ig", n_steps=4)}
+    study = make_study(tmp, make_batches(), methods=methods)
+    summary = study.run()
+    return tmp, study, summary
+
+
+def test_a_failing_method_is_reported_and_the_study_goes_on(broken_run):
+    tmp, study, summary = broken_run
+    records = pd.read_csv(tmp / "eval" / "study_records.csv")
+    assert set(records.method) == {"grad", "flat", "ig", "random", "prior", "oracle"}
+    verdicts = pd.read_csv(tmp / "eval" / "study_verdicts.csv")
+    broken = verdicts[verdicts.method == "broken"].iloc[0]
+    assert broken.verdict == "INCONCLUSIVE" and "SpotNet has no layer 'nope'" in broken.rule
+    run = mlflow.MlflowClient(study.tracking_uri).search_runs(
+        [mlflow.MlflowClient(study.tracking_uri).get_experiment_by_name("study_test").experiment_id])[0]
+    assert "no layer 'nope'" in run.data.tags["error/localization/broken"]
+    assert run.info.status == "FINISHED"
+
+
+def test_undefined_scores_are_nan_and_counted(broken_run):
+    _, _, summary = broken_run
+    rows = summary[(summary.criterion == "localization") & (summary.metric == "auprc")].set_index("method")
+    assert rows.loc["grad", "n_nan"] == 1 and rows.loc["grad", "n"] == 9  # img03 has an empty mask
+    assert rows.loc["flat", "n_nan"] == 10 and np.isnan(rows.loc["flat", "mean"])
+
+
+def test_nan_messages_name_the_image(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        make_study(tmp_path, make_batches(), methods={"flat": ConstantMap()},
+                   criteria={"localization": Localization()}).run()
+    assert "img03: empty ground-truth mask" in caplog.text
+    assert "the flat map of img00 is constant or not finite" in caplog.text
+
+
+def test_records_are_keyed_by_image_id_whatever_the_order(tmp_path):
+    """Permuting the images permutes the records: every value stays with its image id."""
+    first = make_study(tmp_path, make_batches(), run_name="a").run()
+    order = [7, 2, 9, 0, 5, 3, 1, 8, 6, 4]
+    again = make_study(tmp_path, make_batches(order=order), run_name="b").run()
+    a = pd.read_csv(tmp_path / "eval" / "a_records.csv").set_index(["image_id", "method", "criterion", "metric"])
+    b = pd.read_csv(tmp_path / "eval" / "b_records.csv").set_index(["image_id", "method", "criterion", "metric"])
+    fidelity = "fidelity_to_published"  # compares the first three images, which the permutation changes
+    a_loc, b_loc = a[a.index.get_level_values(2) != fidelity], b[b.index.get_level_values(2) != fidelity]
+    assert list(b_loc.index.get_level_values(0)[:10]) != list(a_loc.index.get_level_values(0)[:10])
+    pd.testing.assert_series_equal(a_loc["value"].sort_index(), b_loc["value"].sort_index(), rtol=1e-5)
+    pd.testing.assert_frame_equal(first[first.criterion != fidelity].reset_index(drop=True),
+                                  again[again.criterion != fidelity].reset_index(drop=True), rtol=1e-5)
+
+
+def test_verdicts_follow_the_holm_adjusted_paired_test(tmp_path):
+    from scipy import stats
+
+    from bundle.trust import holm
+
+    make_study(tmp_path, make_batches(20), criteria={"localization": Localization(binarize="topk:10")}).run()
+    records = pd.read_csv(tmp_path / "eval" / "study_records.csv")
+    comparisons = pd.read_csv(tmp_path / "eval" / "study_comparisons.csv").set_index("method")
+    verdicts = pd.read_csv(tmp_path / "eval" / "study_verdicts.csv").set_index("method")
+    auprc = records[records.metric == "auprc"].pivot(index="image_id", columns="method", values="value")
+    baseline = auprc[["random", "prior"]].mean().idxmax()
+    assert set(comparisons.baseline) == {baseline}  # the strongest baseline; the oracle is a reference
+    p = {m: stats.wilcoxon((auprc[m] - auprc[baseline]).dropna()).pvalue for m in ("grad", "gradcam", "ig")}
+    adjusted = dict(zip(p, holm(list(p.values()))))
+    for method in p:
+        assert comparisons.loc[method, "p_holm"] == pytest.approx(adjusted[method])
+        better = (auprc[method] - auprc[baseline]).median() > 0
+        expected = "INCONCLUSIVE" if adjusted[method] >= 0.05 else "PASS" if better else "FAIL"
+        assert verdicts.loc[method, "verdict"] == expected, verdicts.loc[method, "rule"]
+        assert f"Holm over 3 tests p {adjusted[method]:.2g}" in verdicts.loc[method, "rule"]
+
+
+def test_fidelity_compares_cut_methods_with_their_published_counts(broken_run):
+    tmp, _, summary = broken_run
+    fidelity = summary[summary.criterion == "fidelity_to_published"]
+    assert list(fidelity.method) == ["ig"]  # grad has no pass count to cut; the others are not library methods
+    rows = pd.read_csv(tmp / "eval" / "study_records.csv")
+    assert len(rows[rows.criterion == "fidelity_to_published"]) == 3
+    assert 0.5 < fidelity["mean"].iloc[0] <= 1.0
