@@ -18,14 +18,20 @@ def _lookup(summary: pd.DataFrame) -> dict:
     return {(r.method, r.criterion, r.metric): r for r in summary.itertuples(index=False)}
 
 
+FIDELITY = "fidelity_to_published"
+
+
 def verdict_table(summary: pd.DataFrame, verdicts: pd.DataFrame, order: Sequence[str], kinds: Mapping[str, str],
                   headlines: Mapping[str, str]) -> list[str]:
-    """Methods x criteria: each criterion's headline metric, mean [95% CI], and the method's verdict."""
+    """Methods x criteria: each criterion's headline metric, mean [95% CI], and the method's verdict.
+
+    A method whose cut pass counts change its maps (``fidelity_to_published`` FAIL) is marked ``!``.
+    """
     cells = _lookup(summary)
     verdict_of = {(v.method, v.criterion): v.verdict for v in verdicts.itertuples(index=False)}
     columns = [(c, m) for c, m in headlines.items() if any(k[1] == c and k[0] in kinds for k in cells)]
     widths = [max(36, len(f"{c} ({m})")) for c, m in columns]
-    header = f"{'method':<11}{'kind':<10}" + "".join(f"{f'{c} ({m})':<{w + 2}}" for (c, m), w in zip(columns, widths))
+    header = f"{'method':<12}{'kind':<10}" + "".join(f"{f'{c} ({m})':<{w + 2}}" for (c, m), w in zip(columns, widths))
     lines = [header.rstrip(), "-" * len(header.rstrip())]
     for name in order:
         parts = []
@@ -33,7 +39,11 @@ def verdict_table(summary: pd.DataFrame, verdicts: pd.DataFrame, order: Sequence
             row = cells.get((name, criterion, metric))
             text = "-" if row is None else f"{_cell(row)} {verdict_of.get((name, criterion), '')}".rstrip()
             parts.append(f"{text:<{width + 2}}")
-        lines.append((f"{name:<11}{kinds[name]:<10}" + "".join(parts)).rstrip())
+        flag = "!" if verdict_of.get((name, FIDELITY)) == "FAIL" else ""
+        lines.append((f"{name + flag:<12}{kinds[name]:<10}" + "".join(parts)).rstrip())
+    if any(verdict_of.get((name, FIDELITY)) == "FAIL" for name in order):
+        lines.append("! its cut pass counts change its maps (fidelity_to_published FAIL): confirm its verdicts with "
+                     "the published counts (configs/published.json)")
     return lines
 
 
@@ -42,14 +52,14 @@ def metric_table(summary: pd.DataFrame, criterion: str, order: Sequence[str], ki
     rows = summary[summary.criterion == criterion]
     metrics = list(dict.fromkeys(rows.metric))
     cells = _lookup(rows)
-    header = f"{'method':<11}{'kind':<10}" + "".join(f"{m:<24}" for m in metrics) + "NaN (" + "/".join(metrics) + ")"
+    header = f"{'method':<12}{'kind':<10}" + "".join(f"{m:<24}" for m in metrics) + "NaN (" + "/".join(metrics) + ")"
     lines = [header, "-" * len(header)]
     for name in order:
         if not any((name, criterion, m) in cells for m in metrics):
             continue
         found = [cells.get((name, criterion, m)) for m in metrics]
         nans = "/".join("-" if r is None else str(r.n_nan) for r in found)
-        lines.append(f"{name:<11}{kinds[name]:<10}" + "".join(f"{_cell(r):<24}" for r in found) + nans)
+        lines.append(f"{name:<12}{kinds[name]:<10}" + "".join(f"{_cell(r):<24}" for r in found) + nans)
     return lines
 
 
@@ -58,9 +68,10 @@ def format_report(
     kinds: Mapping[str, str], headlines: Mapping[str, str], notes: Mapping[str, str],
 ) -> str:
     """The whole console report. ``headlines`` names each criterion's headline metric, ``notes`` its settings line."""
-    lines = [title, ""]
-    for v in verdicts[~verdicts.method.isin(list(kinds))].itertuples(index=False):  # about the model itself
-        lines.append(f"{v.criterion} ({v.method}): {v.verdict}: {v.rule}")
+    lines = [title]
+    model_rows = verdicts[~verdicts.method.isin(list(kinds))]  # about the model itself
+    lines += [""] * (len(model_rows) > 0) + [f"{v.criterion} ({v.method}): {v.verdict}: {v.rule}"
+                                              for v in model_rows.itertuples(index=False)]
     lines += ["", "Verdicts (mean [95% bootstrap CI] over images; baselines and references have no verdict)"]
     lines += verdict_table(summary, verdicts, order, kinds, headlines)
     lines += ["", "Deciding rules"]
