@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -247,7 +248,7 @@ DEFAULT_PARAMS = {
     "smoothgrad": {"nt_samples": 50, "nt_samples_batch_size": 4},
     "smoothig": {"nt_samples": 20, "n_steps": 20, "nt_samples_batch_size": 4},
     "scorecam": {},
-    "xrai": {"n_steps": 50},
+    "xrai": {"n_steps": 100},
     "occlusion": {"window": 16, "stride": 8},
     "kernelshap": {"n_samples": 200, "cell": 16},
 }
@@ -288,6 +289,8 @@ def main() -> None:
             for name in args.methods:
                 params = {k: (max(1, round(v * args.steps_scale)) if k in ("n_steps", "nt_samples", "n_samples") else v)
                           for k, v in DEFAULT_PARAMS[name].items()}
+                if name == "kernelshap":  # a scaled count must still determine the fit (cells + intercept)
+                    params["n_samples"] = max(params["n_samples"], math.ceil(size / params["cell"]) ** 2 + 2)
                 if name in ("gbp", "ggcam") and not has_relu_modules(model):
                     continue
                 method = get_method(name, **params)

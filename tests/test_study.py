@@ -32,6 +32,16 @@ class SpotNet(nn.Module):
         return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
 
 
+class MisshapenMap:
+    """A map source that returns maps on the wrong grid (an extra axis)."""
+
+    def __repr__(self) -> str:
+        return "misshapen()"
+
+    def __call__(self, model, images, target):
+        return torch.rand(images.shape[0], 2, *images.shape[2:])
+
+
 class ConstantMap:
     """A map source whose maps carry nothing: every score of it is undefined."""
 
@@ -85,7 +95,7 @@ def broken_run(tmp_path_factory):
     """A study with a method that cannot run (no such CAM layer) and one whose maps are constant."""
     tmp = tmp_path_factory.mktemp("study")
     methods = {"grad": get_method("grad"), "broken": get_method("gradcam", layer="nope"), "flat": ConstantMap(),
-               "ig": get_method("ig", n_steps=4)}
+               "misshapen": MisshapenMap(), "ig": get_method("ig", n_steps=4)}
     study = make_study(tmp, make_batches(), methods=methods)
     summary = study.run()
     return tmp, study, summary
@@ -98,6 +108,9 @@ def test_a_failing_method_is_reported_and_the_study_goes_on(broken_run):
     verdicts = pd.read_csv(tmp / "eval" / "study_verdicts.csv")
     broken = verdicts[verdicts.method == "broken"].iloc[0]
     assert broken.verdict == "INCONCLUSIVE" and "SpotNet has no layer 'nope'" in broken.rule
+    misshapen = verdicts[verdicts.method == "misshapen"].iloc[0].rule
+    assert ("misshapen() returned maps of shape (4, 2, 24, 24) for images ['img00', 'img01', 'img02', 'img03']; "
+            "expected (4, 24, 24)") in misshapen
     run = mlflow.MlflowClient(study.tracking_uri).search_runs(
         [mlflow.MlflowClient(study.tracking_uri).get_experiment_by_name("study_test").experiment_id])[0]
     assert "no layer 'nope'" in run.data.tags["error/localization/broken"]
@@ -163,3 +176,15 @@ def test_fidelity_compares_cut_methods_with_their_published_counts(broken_run):
     rows = pd.read_csv(tmp / "eval" / "study_records.csv")
     assert len(rows[rows.criterion == "fidelity_to_published"]) == 3
     assert 0.5 < fidelity["mean"].iloc[0] <= 1.0
+
+
+def test_records_survive_a_failure_after_scoring(tmp_path):
+    """A damaged MLflow store fails the run at the end; every record computed before is on disk."""
+    study = make_study(tmp_path, make_batches(), criteria={"localization": Localization()})
+    (tmp_path / "eval").mkdir(exist_ok=True)
+    (tmp_path / "eval" / "broken.db").write_bytes(b"this is not a database" * 100)
+    study.tracking_uri = f"sqlite:///{tmp_path / 'eval' / 'broken.db'}"
+    with pytest.raises(Exception):
+        study.run()
+    records = pd.read_csv(tmp_path / "eval" / "study_records.csv")
+    assert len(records) == 6 * 6 * 10  # 3 methods, 2 baselines, 1 reference x 6 metrics x 10 images

@@ -96,8 +96,15 @@ class StudyContext:
 
         def compute(positions: list[int]) -> torch.Tensor:
             if getattr(method, "needs_ground_truth", False):
-                return method(model, images[positions], self.target, masks=self.masks(batch)[positions])
-            return method(model, images[positions], self.target)
+                maps = method(model, images[positions], self.target, masks=self.masks(batch)[positions])
+            else:
+                maps = method(model, images[positions], self.target)
+            expected = (len(positions), *images.shape[2:])
+            if tuple(maps.shape) != expected:  # checked before caching: a malformed map never enters the cache
+                ids = [self.image_ids(batch)[i] for i in positions]
+                raise ValueError(f"{method!r} returned maps of shape {tuple(maps.shape)} for images {ids}; "
+                                 f"expected {expected} (batch, *spatial of the images)")
+            return maps
 
         if self.cache is None:
             return compute(list(range(images.shape[0])))
