@@ -175,8 +175,9 @@ class SaliencyStudy:
             paths.append(self.output_dir / f"{self.run_name}_{name}.csv")
             table.to_csv(paths[-1], index=False)
         gallery = self._gallery(ctx)
-        params = {**self.params, "model": self.primary.name, "target": self.target, "bootstrap_resamples":
-                  self.n_resamples, "seed": self.seed,
+        params = {**self.params, "model": self.primary.name,
+                  "checkpoint_sha256": file_digest(self.primary.checkpoint(self.ckpt_dir)),
+                  "target": self.target, "bootstrap_resamples": self.n_resamples, "seed": self.seed,
                   **{f"{self.kinds[n]}.{n}": repr(s) for n, s in self.sources.items()},
                   **{f"criterion.{n}.{k}": v for n, c in self.criteria.items() for k, v in c.params().items()}}
         from bundle import __version__

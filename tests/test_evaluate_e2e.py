@@ -92,6 +92,7 @@ def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
     assert params["criterion.localization.binarize"] == "otsu" and params["criterion.localization.normalization"] == "pair"
     assert params["baseline.edge"].startswith("edge(") and params["reference.oracle"] == "oracle(sigma=2.0)"
     assert tags["bundle_version"] and tags["dataset"] == "synthetic"
+    assert len(params["checkpoint_sha256"]) == 64 and params["model"] == "densenet121_seed0"
 
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
     for suffix in ("_records.csv", "_summary.csv", "_verdicts.csv", "_comparisons.csv", "_maps.png"):

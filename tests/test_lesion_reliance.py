@@ -81,6 +81,7 @@ def test_lesion_reliance_records_and_verdict(small_dataset, model, verdict):
     verdicts = criterion.verdicts(summarise(frame, {}), None)
     assert verdicts.verdict.tolist() == [verdict], verdicts.rule.tolist()
     assert f"{int(higher.sum())}/{len(items)} pairs" in verdicts.rule.iloc[0]
+    assert f"mean logit difference {differences.mean():+.2f} [" in verdicts.rule.iloc[0]
 
 
 def test_lesion_reliance_is_skipped_without_twins(caplog):

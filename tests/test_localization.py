@@ -244,7 +244,7 @@ def test_maps_on_a_coarser_grid_are_resized_to_the_mask_bilinearly():
         localization_scores(maps, torch.zeros(2, 4, 32, 32))
 
 
-CHEXLOCALIZE = Path(__file__).resolve().parents[2] / "shared" / "data" / "chexlocalize_sample"
+CHEXLOCALIZE = Path(__file__).resolve().parent / "data" / "chexlocalize_sample"  # a copy of ../shared/data's
 
 
 def _chexlocalize_segmentation(cam: np.ndarray) -> np.ndarray:

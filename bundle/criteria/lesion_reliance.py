@@ -70,7 +70,9 @@ class LesionReliance(Criterion):
         return records
 
     def verdicts(self, summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
-        rows = summary[(summary.criterion == self.name) & (summary.metric == "positive_higher")]
+        mine = summary[summary.criterion == self.name]
+        rows = mine[mine.metric == "positive_higher"]
+        differences = {r.method: r for r in mine[mine.metric == "logit_difference"].itertuples(index=False)}
         out = []
         for r in rows.itertuples(index=False):
             higher = int(round(r.mean * r.n)) if r.n else 0
@@ -79,7 +81,9 @@ class LesionReliance(Criterion):
             else:
                 p = binomtest(higher, r.n, 0.5, alternative="greater").pvalue
                 verdict = PASS if p < self.alpha else FAIL
-                rule = (f"positive above its lesion-free twin in {higher}/{r.n} pairs; one-sided sign test "
+                d = differences[r.method]
+                rule = (f"positive above its lesion-free twin in {higher}/{r.n} pairs, mean logit difference "
+                        f"{d.mean:+.2f} [{d.ci_low:+.2f}, {d.ci_high:+.2f}]; one-sided sign test "
                         f"p {p:.2g} {'<' if verdict == PASS else '>='} {self.alpha}")
             out.append({"criterion": self.name, "method": r.method, "verdict": verdict, "rule": rule})
         return pd.DataFrame(out, columns=list(VERDICT_COLUMNS))
