@@ -145,17 +145,17 @@ class SaliencyStudy:
         verdicts = pd.concat([verdicts, pd.DataFrame(
             [{**f, "verdict": "INCONCLUSIVE", "rule": f"not scored: {f['error']}"} for f in ctx.failures],
             columns=verdicts.columns)], ignore_index=True)
-        report = format_report(self._title(), summary, verdicts, ctx.failures, list(self.sources), self.kinds,
+        report = format_report(self._title(records.image_id.nunique()), summary, verdicts, ctx.failures, list(self.sources), self.kinds,
                                {n: c.headline for n, c in self.criteria.items()},
                                {n: repr(c) for n, c in self.criteria.items()})
         print(report, flush=True)
         self._save_and_log(ctx, writer.path, summary, verdicts, comparisons, report)
         return summary
 
-    def _title(self) -> str:
+    def _title(self, n_images: int) -> str:
         p = self.params
         return (f"Saliency trust study: {self.primary.name} on {p.get('dataset', '?')} ({p.get('split', '?')} split, "
-                f"{p.get('n_images', '?')} positive images), target class {self.target}")
+                f"{n_images} positive images), target class {self.target}")
 
     def _gallery(self, ctx: StudyContext) -> Path | None:
         """Every source's maps of the first images, side by side (cached maps: no recomputation)."""
