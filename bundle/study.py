@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -132,6 +133,7 @@ class SaliencyStudy:
         """Train what is missing, run every criterion, print and save the report, log to MLflow; return the summary."""
         self._ensure_models()
         ctx = self.context()
+        self._check_image_ids(ctx)
         writer = RecordWriter(self.output_dir / f"{self.run_name}_records.csv")
         for name, criterion in self.criteria.items():
             logger.info("criterion %s: %r", name, criterion)
@@ -143,7 +145,8 @@ class SaliencyStudy:
             [c.comparisons(records, self.kinds, self.n_resamples, self.seed) for c in self.criteria.values()]))
         verdicts = pd.concat([c.verdicts(summary, comparisons) for c in self.criteria.values()], ignore_index=True)
         verdicts = pd.concat([verdicts, pd.DataFrame(
-            [{**f, "verdict": "INCONCLUSIVE", "rule": f"not scored: {f['error']}"} for f in ctx.failures],
+            [{**f, "verdict": "INCONCLUSIVE", "rule": f"not scored: {f['error']}"} for f in ctx.failures
+             if self.kinds.get(f["method"], "method") == "method"],  # baselines and references get no verdict
             columns=verdicts.columns)], ignore_index=True)
         report = format_report(self._title(records.image_id.nunique()), summary, verdicts, ctx.failures, list(self.sources), self.kinds,
                                {n: c.headline for n, c in self.criteria.items()},
@@ -151,6 +154,14 @@ class SaliencyStudy:
         print(report, flush=True)
         self._save_and_log(ctx, writer.path, summary, verdicts, comparisons, report)
         return summary
+
+    def _check_image_ids(self, ctx: StudyContext) -> None:
+        """Records and cached maps are keyed by image id: two images with one id would swap their maps."""
+        counts = Counter(i for batch in ctx.batches() for i in ctx.image_ids(batch))
+        repeated = sorted(i for i, n in counts.items() if n > 1)
+        if repeated:
+            raise ValueError(f"image ids ({self.id_key!r}) must be unique among the study's images; repeated: "
+                             f"{repeated[:10]}{' ...' if len(repeated) > 10 else ''}")
 
     def _title(self, n_images: int) -> str:
         p = self.params

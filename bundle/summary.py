@@ -44,11 +44,17 @@ def compare_to_strongest_baseline(
     n_resamples: int = 1000, seed: int = 0,
 ) -> pd.DataFrame:
     """Each method against the strongest baseline on the same images: the paired difference (method minus
-    baseline, signed so that positive is better) with its bootstrap CI, and the Wilcoxon signed-rank p-value."""
+    baseline, signed so that positive is better) with its bootstrap CI, and the Wilcoxon signed-rank p-value.
+
+    ``unscored_baselines`` names configured baselines with no records here (they failed): the strongest
+    baseline is then unknown, and a verdict must not rest on the weaker ones that remain.
+    """
     baseline = strongest_baseline(records, kinds, criterion, metric, higher_is_better)
     rows = records[(records.criterion == criterion) & (records.metric == metric)]
     if baseline is None:
         return pd.DataFrame()
+    scored = set(rows.method)
+    unscored = ", ".join(b for b, kind in kinds.items() if kind == "baseline" and b not in scored)
     reference = rows[rows.method == baseline].set_index(["image_id", "model", "step"])["value"]
     out = []
     for method, group in rows[rows.method.map(kinds).eq("method")].groupby("method", sort=False):
@@ -58,7 +64,7 @@ def compare_to_strongest_baseline(
         c = paired_comparison(sign * ours.to_numpy(), sign * theirs.to_numpy(), n_resamples, seed=seed)
         out.append({"criterion": criterion, "method": method, "metric": metric, "baseline": baseline, "n_pairs": c.n,
                     "mean_diff": c.mean_diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "p_value": c.p_value,
-                    "direction": c.direction})
+                    "direction": c.direction, "unscored_baselines": unscored})
     return pd.DataFrame(out)
 
 

@@ -59,6 +59,9 @@ def test_run_generates_data_trains_and_prints_verdicts(quick_run):
         else:
             assert not any(v in line for v in ("PASS", "FAIL", "INCONCLUSIVE")), line
     assert "lesion_reliance (model): " in output and "Deciding rules" in output
+    for method in ("ig", "kernelshap"):  # marked '!' exactly when its cut counts fail fidelity_to_published
+        failed = f"fidelity_to_published  {method:<11} FAIL" in output
+        assert (re.search(rf"^{method}! ", table, re.M) is not None) == failed, method
     assert "localization           gradcam     " in output and "vs prior" in output  # the strongest baseline
 
 
@@ -83,6 +86,7 @@ def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
     for method in METHODS:
         assert tags[f"verdict/localization/{method}"] in ("PASS", "FAIL", "INCONCLUSIVE")
         assert f"localization/auprc/{method}/vs_baseline/p_holm" in metrics
+        assert f"localization/auprc/{method}/vs_baseline/diff" in metrics
     assert not any(k.startswith("verdict/localization/") and k.split("/")[-1] in BASELINES + REFERENCES for k in tags)
     for method in ("ig", "kernelshap"):  # quick.json compares these two with their published counts
         assert f"fidelity_to_published/spearman/{method}" in metrics

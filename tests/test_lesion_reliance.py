@@ -56,14 +56,22 @@ class MeanIntensity(nn.Module):
         return torch.stack([-m, m], dim=1)
 
 
+class Inverted(MeanIntensity):
+    """Class 1 logit falls with intensity: the lesion-free twin always scores higher."""
+
+    def forward(self, x):
+        return -super().forward(x)
+
+
 class Blind(nn.Module):
-    """Ignores its input."""
+    """Ignores its input: every pair is a tie, which a sign test drops."""
 
     def forward(self, x):
         return torch.zeros(x.shape[0], 2)
 
 
-@pytest.mark.parametrize("model, verdict", [(MeanIntensity(), "PASS"), (Blind(), "FAIL")])
+@pytest.mark.parametrize("model, verdict", [(MeanIntensity(), "PASS"), (Inverted(), "FAIL"),
+                                            (Blind(), "INCONCLUSIVE")])
 def test_lesion_reliance_records_and_verdict(small_dataset, model, verdict):
     items = load_rsna_datalist(small_dataset, labels=1)
     pipeline = Compose([*IMAGE_PIPELINE, GroundTruthMaskd(), EnsureTyped(["image", "mask"], track_meta=False)])
@@ -75,13 +83,16 @@ def test_lesion_reliance_records_and_verdict(small_dataset, model, verdict):
     records = [r for batch in criterion.evaluate(ctx) for r in batch]
     assert [r.image_id for r in records if r.metric == "positive_higher"] == [i["patient_id"] for i in items]
     frame = pd.DataFrame([r.__dict__ for r in records])
-    higher = frame[frame.metric == "positive_higher"].value
-    differences = frame[frame.metric == "logit_difference"].value
-    assert ((differences > 0).astype(float).to_numpy() == higher.to_numpy()).all()
+    higher = frame[frame.metric == "positive_higher"].value.to_numpy()
+    differences = frame[frame.metric == "logit_difference"].value.to_numpy()
+    np.testing.assert_array_equal(higher, np.where(differences == 0, np.nan, (differences > 0).astype(float)))
     verdicts = criterion.verdicts(summarise(frame, {}), None)
     assert verdicts.verdict.tolist() == [verdict], verdicts.rule.tolist()
-    assert f"{int(higher.sum())}/{len(items)} pairs" in verdicts.rule.iloc[0]
-    assert f"mean logit difference {differences.mean():+.2f} [" in verdicts.rule.iloc[0]
+    if verdict == "INCONCLUSIVE":  # all ties
+        assert "0 untied pairs: too few for a sign test" in verdicts.rule.iloc[0]
+    else:
+        assert f"{int(np.nansum(higher))}/{len(items)} pairs" in verdicts.rule.iloc[0]
+        assert f"mean logit difference {differences.mean():+.2f} [" in verdicts.rule.iloc[0]
 
 
 def test_lesion_reliance_is_skipped_without_twins(caplog):

@@ -145,6 +145,10 @@ def test_records_are_keyed_by_image_id_whatever_the_order(tmp_path):
     pd.testing.assert_series_equal(a_loc["value"].sort_index(), b_loc["value"].sort_index(), rtol=1e-5)
     pd.testing.assert_frame_equal(first[first.criterion != fidelity].reset_index(drop=True),
                                   again[again.criterion != fidelity].reset_index(drop=True), rtol=1e-5)
+    # the paired tests too: differences, their intervals and p-values follow the images, not their order
+    tests = [pd.read_csv(tmp_path / "eval" / f"{run}_comparisons.csv").set_index("method").sort_index()
+             for run in ("a", "b")]
+    pd.testing.assert_frame_equal(tests[0], tests[1], rtol=1e-5)
 
 
 def test_verdicts_follow_the_holm_adjusted_paired_test(tmp_path):
@@ -188,3 +192,42 @@ def test_records_survive_a_failure_after_scoring(tmp_path):
         study.run()
     records = pd.read_csv(tmp_path / "eval" / "study_records.csv")
     assert len(records) == 6 * 6 * 10  # 3 methods, 2 baselines, 1 reference x 6 metrics x 10 images
+
+
+def test_repeated_image_ids_are_refused_before_any_map(tmp_path):
+    batches = make_batches()
+    batches[2]["patient_id"] = ["img00", "img01"]  # two images that would share cached maps and records
+    with pytest.raises(ValueError, match=r"must be unique among the study's images; repeated: \['img00', 'img01'\]"):
+        make_study(tmp_path, batches).run()
+    assert not (tmp_path / "eval" / "cache").exists()
+
+
+def test_a_failed_baseline_leaves_the_verdicts_inconclusive(tmp_path):
+    study = make_study(tmp_path, make_batches(), criteria={"localization": Localization(binarize="topk:10")})
+    study.sources["prior"] = PriorMap(torch.zeros(5, 5))  # the wrong grid: this baseline fails
+    study.run()
+    verdicts = pd.read_csv(tmp_path / "eval" / "study_verdicts.csv").set_index("method")
+    assert "prior" not in verdicts.index, "baselines get no verdict, even a failed one"
+    for method in ("grad", "gradcam", "ig"):
+        assert verdicts.loc[method, "verdict"] == "INCONCLUSIVE"
+        assert "baseline(s) prior not scored" in verdicts.loc[method, "rule"]
+
+
+def test_nothing_malformed_is_cached_and_derived_models_come_with_their_step(broken_run):
+    tmp, study, _ = broken_run
+    descriptions = [p.read_text() for p in (tmp / "eval" / "cache").rglob("key.json")]
+    assert descriptions and not any("misshapen()" in d for d in descriptions)
+    ctx = study.context()
+    batch = make_batches()[0]
+    with pytest.raises(ValueError, match="derived model together with its step"):
+        ctx.maps(study.primary, "grad", batch, step="cascade:conv")
+    with pytest.raises(ValueError, match="derived model together with its step"):
+        ctx.maps(study.primary, "grad", batch, model=SpotNet())
+
+
+def test_fidelity_without_a_defined_correlation_is_inconclusive():
+    summary = pd.DataFrame([{"model": "m", "method": "ig", "criterion": "fidelity_to_published",
+                             "metric": "spearman", "step": "trained", "kind": "method", "mean": float("nan"),
+                             "ci_low": float("nan"), "ci_high": float("nan"), "n": 0, "n_nan": 4}])
+    verdict = FidelityToPublished().verdicts(summary, pd.DataFrame()).iloc[0]
+    assert verdict.verdict == "INCONCLUSIVE" and "no defined correlation on 4 images" in verdict.rule

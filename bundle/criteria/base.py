@@ -69,7 +69,12 @@ class Criterion:
         raise NotImplementedError
 
     def evaluate(self, ctx) -> Iterator[list[Record]]:
-        for name in self.sources(ctx):
+        try:
+            names = self.sources(ctx)
+        except Exception as error:  # a criterion that cannot start is reported; the other criteria still run
+            ctx.report_failure(self.name, "*", error)
+            return
+        for name in names:
             try:
                 records = self.evaluate_method(ctx, name)
             except Exception as error:  # one source's failure is reported and never stops the study

@@ -84,14 +84,19 @@ class StudyContext:
         """Whether a source's maps are signed attributions (folded by ``|.|`` under ``pair``) or ranking maps."""
         return bool(getattr(self.sources[source] if isinstance(source, str) else source, "signed", True))
 
-    def maps(self, spec: ModelSpec, source: str | object, batch: Mapping, step: str = "trained") -> torch.Tensor:
+    def maps(self, spec: ModelSpec, source: str | object, batch: Mapping, step: str = "trained",
+             model: nn.Module | None = None) -> torch.Tensor:
         """Maps (B, *spatial) of a source (a name or a configured method) on model ``spec`` for a batch.
 
         Cached by value (spec, step, weights digest, the source's repr, target, data context,
-        image id), so every criterion that needs a map shares one computation.
+        image id), so every criterion that needs a map shares one computation. A derived
+        model (``step`` other than ``trained``, e.g. a randomised copy) is passed with its
+        step, so its maps can never be computed from, or stored as, the trained model's.
         """
         method = self.sources[source] if isinstance(source, str) else source
-        model = self.model(spec)
+        if (step == "trained") != (model is None):
+            raise ValueError("pass a derived model together with its step, and neither for the trained model")
+        model = model if model is not None else self.model(spec)
         images = self.images(batch)
 
         def compute(positions: list[int]) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bundle.criteria.base import FAIL, PASS, VERDICT_COLUMNS, Criterion, Record, records_for
+from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, records_for
 from bundle.trust.similarity import spearman
 
 
@@ -53,8 +53,11 @@ class FidelityToPublished(Criterion):
     def verdicts(self, summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
         rows = []
         for r in summary[summary.criterion == self.name].itertuples(index=False):
-            verdict = PASS if r.mean >= self.threshold else FAIL
-            rows.append({"criterion": self.name, "method": r.method, "verdict": verdict,
-                         "rule": f"mean Spearman of cut vs published-count maps on {r.n} images {r.mean:.3f} "
-                                 f"{'>=' if verdict == PASS else '<'} {self.threshold}"})
+            if r.n == 0:
+                verdict, rule = INCONCLUSIVE, f"no defined correlation on {r.n_nan} images (constant maps)"
+            else:
+                verdict = PASS if r.mean >= self.threshold else FAIL
+                rule = (f"mean Spearman of cut vs published-count maps on {r.n} images {r.mean:.3f} "
+                        f"{'>=' if verdict == PASS else '<'} {self.threshold}")
+            rows.append({"criterion": self.name, "method": r.method, "verdict": verdict, "rule": rule})
         return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))

@@ -27,9 +27,11 @@ class LesionReliance(Criterion):
     """Per image pair: whether the positive's target logit is above its lesion-free twin's, and by how much.
 
     Verdict (about the model): PASS when a one-sided sign test says the positive scores
-    higher in more than half of the pairs (p < ``alpha``), else FAIL: the maps of such a
-    model cannot be expected to point at the lesion. Only synthetic data has twins;
-    on other data the criterion is skipped with a message.
+    higher in more than half of the pairs (p < ``alpha``; ties dropped); FAIL when it
+    scores higher in at most half of them (the maps of such a model cannot be expected
+    to point at the lesion); INCONCLUSIVE in between, or with too few pairs for the test
+    to reach ``alpha``. Only synthetic data has twins; on other data the criterion is
+    skipped with a message.
 
     Args:
         dataset_name: the study's dataset; twins exist for ``synthetic`` only.
@@ -65,7 +67,9 @@ class LesionReliance(Criterion):
                 twin = model(twin_images)[:, ctx.target]
             difference = (positive - twin).tolist()
             fields = {"model": ctx.primary.name, "method": MODEL_ROW, "criterion": self.name, "step": "trained"}
-            records += records_for(ids, [float(d > 0) for d in difference], metric="positive_higher", **fields)
+            # a tie or an undefined difference says nothing either way: undefined, as a sign test drops it
+            higher = [float(d > 0) if d == d and d != 0 else float("nan") for d in difference]
+            records += records_for(ids, higher, metric="positive_higher", **fields)
             records += records_for(ids, difference, metric="logit_difference", **fields)
         return records
 
@@ -76,11 +80,11 @@ class LesionReliance(Criterion):
         out = []
         for r in rows.itertuples(index=False):
             higher = int(round(r.mean * r.n)) if r.n else 0
-            if r.n == 0:
-                verdict, rule = INCONCLUSIVE, "no image pairs"
+            if r.n == 0 or 0.5**r.n >= self.alpha:
+                verdict, rule = INCONCLUSIVE, f"{r.n} untied pairs: too few for a sign test to reach p < {self.alpha}"
             else:
                 p = binomtest(higher, r.n, 0.5, alternative="greater").pvalue
-                verdict = PASS if p < self.alpha else FAIL
+                verdict = PASS if p < self.alpha else FAIL if higher <= r.n / 2 else INCONCLUSIVE
                 d = differences[r.method]
                 rule = (f"positive above its lesion-free twin in {higher}/{r.n} pairs, mean logit difference "
                         f"{d.mean:+.2f} [{d.ci_low:+.2f}, {d.ci_high:+.2f}]; one-sided sign test "

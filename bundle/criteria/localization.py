@@ -87,12 +87,14 @@ class Localization(Criterion):
         for c in mine.itertuples(index=False):
             test = (f"{self.verdict_metric} vs {c.baseline}: diff {c.mean_diff:+.3f} [{c.ci_low:+.3f}, "
                     f"{c.ci_high:+.3f}], Wilcoxon p {c.p_value:.2g}, Holm over {c.n_tests} tests p {c.p_holm:.2g}")
-            if c.n_pairs < self.min_pairs:
+            if isinstance(c.unscored_baselines, str) and c.unscored_baselines:
+                verdict, why = INCONCLUSIVE, f"baseline(s) {c.unscored_baselines} not scored: the strongest is unknown"
+            elif c.n_pairs < self.min_pairs:
                 verdict, why = INCONCLUSIVE, f"only {c.n_pairs} paired images (< {self.min_pairs})"
             elif c.p_holm < self.alpha and c.direction > 0:
-                verdict, why = PASS, f"beats {c.baseline} (p_Holm < {self.alpha})"
+                verdict, why = PASS, f"beats {c.baseline} (signed ranks favour it, p_Holm < {self.alpha})"
             elif c.p_holm < self.alpha and c.direction < 0:
-                verdict, why = FAIL, f"below {c.baseline} (p_Holm < {self.alpha})"
+                verdict, why = FAIL, f"below {c.baseline} (signed ranks favour {c.baseline}, p_Holm < {self.alpha})"
             else:
                 verdict, why = INCONCLUSIVE, f"not distinguishable from {c.baseline} (p_Holm >= {self.alpha})"
             rows.append({"criterion": self.name, "method": c.method, "verdict": verdict, "rule": f"{why}; {test}"})

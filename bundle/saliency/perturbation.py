@@ -70,12 +70,13 @@ class KernelShap(SaliencyMethod):
 
     The fit has one unknown per cell plus the intercept: with ``n_samples`` not above
     the number of cells it is under-determined (an exact minimum-norm fit, not a Shapley
-    estimate), so such a configuration is refused. 200 coalitions is the published
-    setting here; captum's own default is 25, the SHAP library's ``2 M + 2048``.
+    estimate), so such a configuration is refused. 200 coalitions of 16-pixel cells is
+    the published setting here (no paper fixes one); captum's own default is 25
+    coalitions, the SHAP library's ``2 M + 2048``.
     """
 
     name = "kernelshap"
-    published = {"n_samples": 200}
+    published = {"n_samples": 200, "cell": 16}
     INF_WEIGHT = 1e6  # captum's weight for the full and the empty coalition
 
     def __init__(
