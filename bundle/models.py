@@ -32,13 +32,15 @@ class ModelSpec:
 
 
 def ensure_trained(
-    spec: ModelSpec, ckpt_dir: str | Path, train_config: str | Path, overrides: Mapping | None = None
+    spec: ModelSpec, ckpt_dir: str | Path, train_config: str | Path | None, overrides: Mapping | None = None
 ) -> Path:
     """The checkpoint of ``spec``, trained first with ``train_config`` (MONAI bundle ``run``) when missing."""
     checkpoint = spec.checkpoint(ckpt_dir)
     if checkpoint.is_file():
         logger.info("using trained model %s", checkpoint)
         return checkpoint
+    if train_config is None:
+        raise FileNotFoundError(f"{checkpoint}: no checkpoint, and no train_config to train one")
     logger.info("checkpoint %s missing: training with %s", checkpoint, train_config)
     from monai.bundle import run
 

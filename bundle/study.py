@@ -117,8 +117,6 @@ class SaliencyStudy:
     def _ensure_models(self) -> None:
         specs = dict.fromkeys(spec for c in self.criteria.values() for spec in c.models(self.primary))
         for spec in specs:
-            if self.train_config is None and not spec.checkpoint(self.ckpt_dir).is_file():
-                raise FileNotFoundError(f"{spec.checkpoint(self.ckpt_dir)}: no checkpoint and no train_config")
             ensure_trained(spec, self.ckpt_dir, self.train_config, self.train_overrides)
 
     def context(self) -> StudyContext:
@@ -148,8 +146,8 @@ class SaliencyStudy:
             [{**f, "verdict": "INCONCLUSIVE", "rule": f"not scored: {f['error']}"} for f in ctx.failures
              if self.kinds.get(f["method"], "method") == "method"],  # baselines and references get no verdict
             columns=verdicts.columns)], ignore_index=True)
-        report = format_report(self._title(records.image_id.nunique()), summary, verdicts, ctx.failures, list(self.sources), self.kinds,
-                               {n: c.headline for n, c in self.criteria.items()},
+        report = format_report(self._title(records.image_id.nunique()), summary, verdicts, ctx.failures,
+                               list(self.sources), self.kinds, {n: c.headline for n, c in self.criteria.items()},
                                {n: repr(c) for n, c in self.criteria.items()})
         print(report, flush=True)
         self._save_and_log(ctx, writer.path, summary, verdicts, comparisons, report)
@@ -187,7 +185,7 @@ class SaliencyStudy:
             table.to_csv(paths[-1], index=False)
         gallery = self._gallery(ctx)
         params = {**self.params, "model": self.primary.name,
-                  "checkpoint_sha256": file_digest(self.primary.checkpoint(self.ckpt_dir)),
+                  "checkpoint_sha256": ctx.weights_digest(self.primary),
                   "target": self.target, "bootstrap_resamples": self.n_resamples, "seed": self.seed,
                   **{f"{self.kinds[n]}.{n}": repr(s) for n, s in self.sources.items()},
                   **{f"criterion.{n}.{k}": v for n, c in self.criteria.items() for k, v in c.params().items()}}

@@ -29,10 +29,9 @@ def summarise(records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int 
     return pd.DataFrame(rows, columns=[*SUMMARY_KEYS, "kind", "mean", "ci_low", "ci_high", "n", "n_nan"])
 
 
-def strongest_baseline(records: pd.DataFrame, kinds: Mapping[str, str], criterion: str, metric: str,
-                       higher_is_better: bool = True) -> str | None:
-    """The baseline with the best mean on ``metric`` (references such as the oracle are not baselines)."""
-    rows = records[(records.criterion == criterion) & (records.metric == metric)]
+def strongest_baseline(rows: pd.DataFrame, kinds: Mapping[str, str], higher_is_better: bool = True) -> str | None:
+    """The baseline with the best mean among the records of one criterion and metric (references such as
+    the oracle are not baselines)."""
     means = rows[rows.method.map(kinds).eq("baseline")].groupby("method")["value"].mean().dropna()
     if means.empty:
         return None
@@ -49,8 +48,8 @@ def compare_to_strongest_baseline(
     ``unscored_baselines`` names configured baselines with no records here (they failed): the strongest
     baseline is then unknown, and a verdict must not rest on the weaker ones that remain.
     """
-    baseline = strongest_baseline(records, kinds, criterion, metric, higher_is_better)
     rows = records[(records.criterion == criterion) & (records.metric == metric)]
+    baseline = strongest_baseline(rows, kinds, higher_is_better)
     if baseline is None:
         return pd.DataFrame()
     scored = set(rows.method)

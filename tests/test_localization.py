@@ -300,3 +300,19 @@ def test_otsu_iou_and_hit_follow_chexlocalize_on_its_real_sample():
         assert scores["iou"].item() == pytest.approx(expected_iou, abs=1e-6, nan_ok=True), f"{cxr_id} {task}"
         assert scores["hit"].item() == pytest.approx(expected_hit, nan_ok=True), f"{cxr_id} {task}"
     assert scored == 4  # the positive findings of the sample that Grad-CAM segments
+
+
+def test_otsu_fills_holes_and_drops_single_pixels_as_chexlocalize_does():
+    """A ring (its hole is filled), a lone bright pixel (a one-point contour: dropped) and a diagonal two-pixel
+    component (kept): cases the real sample does not contain, against the same cheXlocalize reference."""
+    cam = np.zeros((40, 40))
+    yy, xx = np.mgrid[:40, :40]
+    ring = np.hypot(yy - 14, xx - 14)
+    cam[(ring >= 4) & (ring <= 8)] = 1.0
+    cam[33, 5] = 0.9
+    cam[30, 30] = cam[31, 31] = 0.95
+    cam += 0.05 * np.random.default_rng(0).random((40, 40))
+    ours = binarize(torch.from_numpy(cam)[None], "otsu")[0][0].numpy()
+    reference = _chexlocalize_segmentation(cam)
+    np.testing.assert_array_equal(ours, reference)
+    assert ours[14, 14] and not ours[33, 5] and ours[30, 30] and ours[31, 31]

@@ -8,15 +8,12 @@ with the records it hands back.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 
 import pandas as pd
 
 from bundle.models import ModelSpec
-
-logger = logging.getLogger(__name__)
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 VERDICT_COLUMNS = ("criterion", "method", "verdict", "rule")

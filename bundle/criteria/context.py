@@ -14,8 +14,6 @@ from bundle.saliency.cache import MapCache
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("method", "baseline", "reference")
-
 
 @dataclass
 class StudyContext:
@@ -56,6 +54,12 @@ class StudyContext:
         if spec not in self._models:
             self._models[spec] = self.load_model(spec).to(self.device).eval()
         return self._models[spec]
+
+    def weights_digest(self, spec: ModelSpec) -> str:
+        """The digest of a spec's checkpoint, read once per study."""
+        if spec not in self._digests:
+            self._digests[spec] = self.checkpoint_digest(spec)
+        return self._digests[spec]
 
     def batches(self, limit: int | None = None) -> Iterator[dict]:
         """The study's images in a fixed order (the first ``limit`` only, when given)."""
@@ -113,10 +117,8 @@ class StudyContext:
 
         if self.cache is None:
             return compute(list(range(images.shape[0])))
-        if spec not in self._digests:
-            self._digests[spec] = self.checkpoint_digest(spec)
-        description = MapCache.describe(spec.name, self._digests[spec], method, self.target, dict(self.cache_context),
-                                        step)
+        description = MapCache.describe(spec.name, self.weights_digest(spec), method, self.target,
+                                        dict(self.cache_context), step)
         return self.cache.fetch(description, self.image_ids(batch), compute, self.device)
 
     def warn_once(self, message: str) -> None:

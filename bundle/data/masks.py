@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from bundle.trust.baselines import mean_mask
+
 
 def boxes_to_mask(
     boxes: Sequence[Sequence[float]],
@@ -34,8 +36,6 @@ def boxes_to_mask(
 
 def location_prior(dataloader, mask_key: str = "mask") -> torch.Tensor:
     """Average ground-truth mask over a (training-split) dataloader: the location-prior baseline map."""
-    from bundle.trust.baselines import mean_mask
-
     total, count = 0.0, 0
     for batch in dataloader:
         masks = batch[mask_key]
