@@ -42,14 +42,17 @@ def test_inception_relus_are_modules_and_the_network_is_torchvisions():
     from captum.attr import GuidedBackprop
     from torchvision.models import Inception3
 
+    torch.manual_seed(0)
     ours = build_network("inception_v3").eval()
     plain = Inception3(num_classes=2, aux_logits=False, transform_input=False, init_weights=False)
     plain.Conv2d_1a_3x3.conv = torch.nn.Conv2d(1, 32, 3, 2, bias=False)
     assert plain.load_state_dict(ours.state_dict()) is not None  # same keys and shapes: checkpoints interchange
     plain.eval()
     x = torch.rand(2, 1, 80, 80, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():  # ours keeps channels-last weights: the same sums, rounded in another order
-        torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=0)
+    with torch.no_grad():  # ours keeps channels-last weights: the same sums, rounded in another order; this
+        # untrained network's logits reach 1e5 and differ by up to 1e-4 of that scale, a wrong network by ~1
+        expected = plain(x)
+        torch.testing.assert_close(ours(x), expected, rtol=0, atol=1e-3 * expected.abs().max().item())
     n_convs = sum(type(m).__name__ == "ConvBNReLU" for m in ours.modules())
     assert n_convs == sum(isinstance(m, torch.nn.ReLU) for m in ours.modules()) == 94
     # guided backprop now guides InceptionV3 through its ReLU modules
