@@ -1,6 +1,6 @@
 """Saliency trust bundle: everything the configs instantiate."""
 
-from bundle import criteria, data, handlers, models, networks, saliency, study, summary, tracking, trust
+from bundle import criteria, data, handlers, models, networks, profiles, saliency, study, summary, tracking, trust
 
 __version__ = "0.3.0"
-__all__ = ["criteria", "data", "handlers", "models", "networks", "saliency", "study", "summary", "tracking", "trust"]
+__all__ = ["criteria", "data", "handlers", "models", "networks", "profiles", "saliency", "study", "summary", "tracking", "trust"]

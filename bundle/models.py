@@ -17,15 +17,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A trained classifier: ``architecture`` (a ``bundle.networks`` name) trained with ``seed``."""
+    """A trained classifier: ``architecture`` (a ``bundle.networks`` name) trained with ``seed``, on the true
+    labels or, with ``permuted_labels``, on the training labels randomly permuted (TRUST_METRICS.md section 3)."""
 
     architecture: str
     seed: int = 0
+    permuted_labels: bool = False
 
     @property
     def name(self) -> str:
         """The model's name in tables, records and MLflow, and its checkpoint's stem."""
-        return f"{self.architecture}_seed{self.seed}"
+        return f"{self.architecture}_seed{self.seed}" + ("_permuted_labels" if self.permuted_labels else "")
 
     def checkpoint(self, ckpt_dir: str | Path) -> Path:
         return Path(ckpt_dir) / f"{self.name}.pt"
@@ -46,6 +48,7 @@ def ensure_trained(
 
     run("run", config_file=str(train_config), **{
         **dict(overrides or {}), "network_name": spec.architecture, "seed": spec.seed,
+        "permute_labels": spec.permuted_labels,
         "ckpt_dir": str(ckpt_dir), "ckpt_name": checkpoint.name,
     })
     if not checkpoint.is_file():

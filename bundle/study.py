@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -22,9 +23,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bundle.criteria import RECORD_COLUMNS, Criterion, StudyContext
+from bundle.criteria.agreement import READERS
 from bundle.models import ModelSpec, ensure_trained
 from bundle.networks import build_network, load_checkpoint
-from bundle.report import format_report, saliency_gallery
+from bundle.report import format_report, randomization_curves, saliency_gallery
 from bundle.saliency.cache import MapCache, file_digest
 from bundle.summary import adjust_across_grid, summarise
 from bundle.tracking import log_study
@@ -64,6 +66,9 @@ class SaliencyStudy:
             beat, references (the oracle) show each score's ceiling.
         criteria: the trust criteria by name (``bundle.criteria``).
         params: settings of the data pipeline that change a number (logged, and part of map-cache keys).
+        auc_dataloader: labelled images of both classes (the validation split) on which every model the
+            criteria use gets its classification AUC, printed beside the verdicts (agreement only means
+            something between models of similar accuracy; a label-permuted model should be near 0.5).
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class SaliencyStudy:
         cache_dir: str | None = None,
         gallery_images: int = 4,
         id_key: str = "patient_id",
+        auc_dataloader: DataLoader | None = None,
     ) -> None:
         sources = {"method": dict(methods), "baseline": dict(baselines), "reference": dict(references or {})}
         names = [n for group in sources.values() for n in group]
@@ -109,15 +115,39 @@ class SaliencyStudy:
         self.device, self.target, self.params = torch.device(device), target, dict(params or {})
         self.n_resamples, self.seed, self.gallery_images, self.id_key = n_resamples, seed, gallery_images, id_key
         self.cache = MapCache(cache_dir) if cache_dir else None
+        self.auc_dataloader = auc_dataloader
 
     def _load_model(self, spec: ModelSpec) -> nn.Module:
         network = self.network if spec == self.primary else build_network(spec.architecture)
         return load_checkpoint(network, str(spec.checkpoint(self.ckpt_dir)), map_location=self.device)
 
-    def _ensure_models(self) -> None:
-        specs = dict.fromkeys(spec for c in self.criteria.values() for spec in c.models(self.primary))
+    def required_models(self) -> list[ModelSpec]:
+        """Every trained model the configured criteria need, the model under study first (no duplicates)."""
+        return list(dict.fromkeys([self.primary] + [spec for c in self.criteria.values()
+                                                     for spec in c.models(self.primary)]))
+
+    def _ensure_models(self) -> list[ModelSpec]:
+        specs = self.required_models()
         for spec in specs:
             ensure_trained(spec, self.ckpt_dir, self.train_config, self.train_overrides)
+        return specs
+
+    def _model_aucs(self, ctx: StudyContext, specs: list[ModelSpec]) -> dict[str, float]:
+        """Each model's ROC AUC for the target class on ``auc_dataloader`` (true labels)."""
+        if self.auc_dataloader is None:
+            return {}
+        from monai.metrics import compute_roc_auc
+
+        aucs = {}
+        for spec in specs:
+            model, scores, labels = ctx.model(spec), [], []
+            with torch.no_grad():
+                for batch in self.auc_dataloader:
+                    scores.append(torch.softmax(model(batch["image"].to(self.device)), dim=1)[:, self.target].cpu())
+                    labels.append(torch.as_tensor(batch["label"]).reshape(-1) == self.target)
+            aucs[spec.name] = float(compute_roc_auc(torch.cat(scores), torch.cat(labels).float()))
+            logger.info("model %s: AUC %.3f on %d labelled images", spec.name, aucs[spec.name], len(torch.cat(labels)))
+        return aucs
 
     def context(self) -> StudyContext:
         return StudyContext(
@@ -129,16 +159,22 @@ class SaliencyStudy:
 
     def run(self) -> pd.DataFrame:
         """Train what is missing, run every criterion, print and save the report, log to MLflow; return the summary."""
-        self._ensure_models()
+        specs = self._ensure_models()
         ctx = self.context()
-        self._check_image_ids(ctx)
+        n_images = self._check_image_ids(ctx)
+        aucs = self._model_aucs(ctx, specs)
         writer = RecordWriter(self.output_dir / f"{self.run_name}_records.csv")
+        seconds = {}
         for name, criterion in self.criteria.items():
             logger.info("criterion %s: %r", name, criterion)
+            start = time.perf_counter()
             for records in criterion.evaluate(ctx):
                 writer.add(records)
+            seconds[name] = time.perf_counter() - start
+            logger.info("criterion %s took %.1f s", name, seconds[name])
         records = writer.frame()
-        summary = summarise(records, self.kinds, self.n_resamples, self.seed)
+        kinds = {**self.kinds, READERS: "reference"}  # the second reader's agreement is a reference row
+        summary = summarise(records, kinds, self.n_resamples, self.seed)
         comparisons = adjust_across_grid(pd.concat(
             [c.comparisons(records, self.kinds, self.n_resamples, self.seed) for c in self.criteria.values()]))
         verdicts = pd.concat([c.verdicts(summary, comparisons) for c in self.criteria.values()], ignore_index=True)
@@ -146,20 +182,22 @@ class SaliencyStudy:
             [{**f, "verdict": "INCONCLUSIVE", "rule": f"not scored: {f['error']}"} for f in ctx.failures
              if self.kinds.get(f["method"], "method") == "method"],  # baselines and references get no verdict
             columns=verdicts.columns)], ignore_index=True)
-        report = format_report(self._title(records.image_id.nunique()), summary, verdicts, ctx.failures,
-                               list(self.sources), self.kinds, {n: c.headline for n, c in self.criteria.items()},
-                               {n: repr(c) for n, c in self.criteria.items()})
+        report = format_report(self._title(n_images), summary, verdicts, ctx.failures,
+                               [*self.sources, READERS], kinds, {n: c.headline for n, c in self.criteria.items()},
+                               {n: repr(c) for n, c in self.criteria.items()}, aucs, seconds)
         print(report, flush=True)
-        self._save_and_log(ctx, writer.path, summary, verdicts, comparisons, report)
+        self._save_and_log(ctx, writer.path, summary, verdicts, comparisons, report, aucs, seconds)
         return summary
 
-    def _check_image_ids(self, ctx: StudyContext) -> None:
-        """Records and cached maps are keyed by image id: two images with one id would swap their maps."""
+    def _check_image_ids(self, ctx: StudyContext) -> int:
+        """Records and cached maps are keyed by image id: two images with one id would swap their maps.
+        Returns the number of study images."""
         counts = Counter(i for batch in ctx.batches() for i in ctx.image_ids(batch))
         repeated = sorted(i for i, n in counts.items() if n > 1)
         if repeated:
             raise ValueError(f"image ids ({self.id_key!r}) must be unique among the study's images; repeated: "
                              f"{repeated[:10]}{' ...' if len(repeated) > 10 else ''}")
+        return len(counts)
 
     def _title(self, n_images: int) -> str:
         p = self.params
@@ -177,12 +215,17 @@ class SaliencyStudy:
         images, masks = ctx.images(batch)[:, 0].cpu().numpy(), ctx.masks(batch)[:, 0].cpu().numpy()
         return saliency_gallery(images, masks, maps, ctx.image_ids(batch), self.output_dir / f"{self.run_name}_maps.png")
 
-    def _save_and_log(self, ctx, records_csv, summary, verdicts, comparisons, report) -> None:
+    def _save_and_log(self, ctx, records_csv, summary, verdicts, comparisons, report, aucs, seconds) -> None:
         files = {"summary": summary, "verdicts": verdicts, "comparisons": comparisons}
         paths = [records_csv]
         for name, table in files.items():
             paths.append(self.output_dir / f"{self.run_name}_{name}.csv")
             table.to_csv(paths[-1], index=False)
+        (self.output_dir / f"{self.run_name}_report.txt").write_text(report + "\n")  # MLflow gets it as report.txt
+        for name, criterion in self.criteria.items():
+            if getattr(criterion, "curves", False):
+                figure = randomization_curves(summary, name, self.output_dir / f"{self.run_name}_{name}.png")
+                paths += [figure] if figure else []
         gallery = self._gallery(ctx)
         params = {**self.params, "model": self.primary.name,
                   "checkpoint_sha256": ctx.weights_digest(self.primary),
@@ -191,7 +234,9 @@ class SaliencyStudy:
                   **{f"criterion.{n}.{k}": v for n, c in self.criteria.items() for k, v in c.params().items()}}
         from bundle import __version__
 
+        extra = {**{f"model/{n}/auc": v for n, v in aucs.items()}, **{f"time/{n}_s": v for n, v in seconds.items()}}
         log_study(self.tracking_uri, self.experiment_name, self.run_name, self.output_dir, params, summary, verdicts,
                   comparisons, ctx.failures, paths + ([gallery] if gallery else []), report,
-                  tags={"bundle_version": __version__, "dataset": self.params.get("dataset", "")})
+                  tags={"bundle_version": __version__, "dataset": self.params.get("dataset", "")},
+                  primary=self.primary.name, extra_metrics=extra)
         logger.info("records: %s; summary and verdicts in %s", records_csv, self.output_dir)

@@ -68,8 +68,20 @@ def compare_to_strongest_baseline(
 
 
 def adjust_across_grid(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """Holm-adjusted p-values over every paired test of the study (the method x criterion grid)."""
-    comparisons = comparisons.copy()
-    comparisons["p_holm"] = holm(comparisons["p_value"].to_numpy()) if len(comparisons) else np.array([])
-    comparisons["n_tests"] = int(np.isfinite(comparisons["p_value"]).sum()) if len(comparisons) else 0
+    """Holm-adjusted p-values over every test of the study that decides a verdict (the method x criterion grid).
+
+    Rows with ``in_grid`` False (e.g. the intermediate steps of a cascade) are reported with their raw
+    p-value and are neither adjusted nor counted.
+    """
+    comparisons = comparisons.reset_index(drop=True).copy()
+    if not len(comparisons):
+        return comparisons.assign(p_holm=np.array([]), n_tests=0)
+    in_grid = comparisons["in_grid"].fillna(True).astype(bool) if "in_grid" in comparisons else \
+        pd.Series(True, index=comparisons.index)
+    p = comparisons["p_value"].to_numpy(dtype=np.float64)
+    adjusted = np.full_like(p, np.nan)
+    adjusted[in_grid.to_numpy()] = holm(p[in_grid.to_numpy()])
+    comparisons["p_holm"] = adjusted
+    comparisons["in_grid"] = in_grid
+    comparisons["n_tests"] = int(np.isfinite(p[in_grid.to_numpy()]).sum())
     return comparisons

@@ -28,13 +28,13 @@ def unique_run_name(*parts: str) -> str:
 
 def train_params(
     network: str, seed: int, learning_rate: float, epochs: int, batch_size: int, image_size: int,
-    dataset_name: str, dataset_dir: str,
+    dataset_name: str, dataset_dir: str, permute_labels: bool = False,
 ) -> dict:
     """The hyper-parameters a training run logs as MLflow params."""
     return {
         "network": network, "seed": seed, "learning_rate": learning_rate, "epochs": epochs,
         "batch_size": batch_size, "image_size": image_size, "dataset": dataset_name,
-        "dataset_dir": str(Path(dataset_dir).resolve()),
+        "dataset_dir": str(Path(dataset_dir).resolve()), "permute_labels": permute_labels,
     }
 
 
@@ -49,40 +49,67 @@ def ensure_experiment(tracking_uri: str, name: str, output_dir: str | os.PathLik
     return client.create_experiment(name, artifact_location=artifact_uri(output_dir))
 
 
-def metric_key(criterion: str, metric: str, method: str, step: str = "trained") -> str:
-    """The stable MLflow metric key of a summary row: ``criterion/metric/method`` (``/step`` for derived models)."""
+def metric_key(criterion: str, metric: str, method: str, model: str | None = None, primary: str | None = None) -> str:
+    """The stable MLflow metric key of a summary row: ``criterion/metric/method``, plus ``/<model>`` for a model
+    other than the one under study (e.g. the InceptionV3 of a cascading randomisation)."""
     key = f"{criterion}/{metric}/{method}"
-    return key if step == "trained" else f"{key}/{step}"
+    return key if model is None or model == primary else f"{key}/{model}"
+
+
+def _step_indices(frame) -> list[int]:
+    """MLflow steps of a table's rows: 0 for the trained model, else the step's position (from 1) among the
+    steps of its criterion and model, in the order the criterion produced them."""
+    order: dict = {}
+    indices = []
+    for r in frame.itertuples(index=False):
+        if r.step == "trained" or not isinstance(r.step, str):
+            indices.append(0)
+            continue
+        steps = order.setdefault((r.criterion, r.model), [])
+        if r.step not in steps:
+            steps.append(r.step)
+        indices.append(steps.index(r.step) + 1)
+    return indices
 
 
 def log_study(
     tracking_uri: str, experiment_name: str, run_name: str, output_dir: str | os.PathLike, params: dict,
     summary, verdicts, comparisons, failures, artifacts, report: str, tags: dict | None = None,
+    primary: str | None = None, extra_metrics: dict | None = None,
 ) -> str:
     """Log one finished MLflow run for a study; return its id.
 
-    Metrics ``criterion/metric/method`` (mean) with ``/ci_low``, ``/ci_high``, ``/n``, ``/n_nan``; paired
-    tests as ``.../vs_baseline/diff`` and ``.../vs_baseline/p_holm``; verdicts as tags
-    ``verdict/<criterion>/<method>``, failures as ``error/<criterion>/<method>``; ``artifacts`` (files) and
-    the report text as artifacts.
+    Metrics ``criterion/metric/method`` (mean) with ``/ci_low``, ``/ci_high``, ``/n``, ``/n_nan``; a derived
+    model's steps (a cascade's blocks) under the same key with the step's position as the MLflow step;
+    tests as ``.../vs_baseline/diff``, ``/p_value`` and ``/p_holm``; verdicts as tags
+    ``verdict/<criterion>/<method>``, failures as ``error/<criterion>/<method>``; ``extra_metrics`` as they
+    are; ``artifacts`` (files) and the report text as artifacts.
     """
     import math
+    from collections import defaultdict
 
     import mlflow
 
     experiment_id = ensure_experiment(tracking_uri, experiment_name, output_dir)
     mlflow.set_tracking_uri(tracking_uri)
+    by_step: dict[int, dict] = defaultdict(dict)
+    for r, step in zip(summary.itertuples(index=False), _step_indices(summary)):
+        key = metric_key(r.criterion, r.metric, r.method, r.model, primary)
+        by_step[step] |= {key: r.mean, f"{key}/ci_low": r.ci_low, f"{key}/ci_high": r.ci_high, f"{key}/n": r.n,
+                          f"{key}/n_nan": r.n_nan}
+    if len(comparisons):
+        for c, step in zip(comparisons.itertuples(index=False), _step_indices(comparisons.assign(
+                model=comparisons.get("model", primary), step=comparisons.get("step", "trained")))):
+            model = getattr(c, "model", None)
+            key = metric_key(c.criterion, c.metric, c.method, model if isinstance(model, str) else None, primary)
+            key += "/vs_baseline" if c.baseline != "readers" else "/vs_readers"
+            by_step[step] |= {f"{key}/diff": c.mean_diff, f"{key}/p_value": c.p_value, f"{key}/p_holm": c.p_holm}
+    by_step[0] |= extra_metrics or {}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        values = {}
-        for r in summary.itertuples(index=False):
-            key = metric_key(r.criterion, r.metric, r.method, r.step)
-            values |= {key: r.mean, f"{key}/ci_low": r.ci_low, f"{key}/ci_high": r.ci_high, f"{key}/n": r.n,
-                       f"{key}/n_nan": r.n_nan}
-        for c in comparisons.itertuples(index=False) if len(comparisons) else ():
-            key = f"{metric_key(c.criterion, c.metric, c.method)}/vs_baseline"
-            values |= {f"{key}/diff": c.mean_diff, f"{key}/p_value": c.p_value, f"{key}/p_holm": c.p_holm}
-        mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None and not math.isnan(float(v))})
+        for step, values in sorted(by_step.items()):
+            mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None and not math.isnan(float(v))},
+                               step=step)
         mlflow.set_tags({**(tags or {}),
                          **{f"verdict/{v.criterion}/{v.method}": v.verdict for v in verdicts.itertuples(index=False)},
                          **{f"error/{f['criterion']}/{f['method']}": f["error"][:5000] for f in failures}})

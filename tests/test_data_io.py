@@ -163,3 +163,40 @@ def test_corrupt_dicom_is_reported_and_skipped(tmp_path, small_dataset, caplog):
 def test_existing_dataset_with_other_settings_is_an_error(small_dataset):
     with pytest.raises(ValueError, match="other settings"):
         ensure_synthetic_dataset(small_dataset, n_images=25, seed=3)
+
+
+def test_second_reader_masks_are_written_read_and_loaded(small_dataset):
+    item = load_rsna_datalist(small_dataset, labels=1)[0]
+    assert item["reader_mask"].endswith(f"masks_reader2/{item['patient_id']}.png")
+    seed_index = int(item["patient_id"].rsplit("-", 1)[1])
+    manifest = json.loads((small_dataset / "dataset.json").read_text())
+    sample = render(3 * 1_000_003 + seed_index, True, SyntheticConfig(**manifest["config"]))
+    reader = GroundTruthMaskd(mask_key="reader_mask", allow_missing=True)
+    out = reader(_load(dict(item)))
+    np.testing.assert_array_equal(out["reader_mask"][0].numpy() > 0, sample.reader_mask)
+    assert out["mask_source"] == "mask"
+    without = {k: v for k, v in item.items() if k != "reader_mask"}
+    assert "reader_mask" not in reader(_load(without))  # data without a second reader passes unchanged
+
+
+def test_a_dataset_from_the_generator_without_second_readers_is_regenerated(tmp_path, caplog):
+    out = write_synthetic_dataset(tmp_path / "old", n_images=6, seed=1)
+    manifest = json.loads((out / "dataset.json").read_text())
+    del manifest["annotations"]
+    (out / "dataset.json").write_text(json.dumps(manifest))
+    shutil.rmtree(out / "masks_reader2")
+    with caplog.at_level(logging.WARNING):
+        ensure_synthetic_dataset(out, n_images=6, seed=1)
+    assert "regenerating" in caplog.text and len(list((out / "masks_reader2").glob("*.png"))) == 6
+
+
+def test_label_permutation_keeps_images_and_class_balance_and_is_seeded(small_dataset):
+    from bundle.data import permute_labels
+
+    items = load_rsna_datalist(small_dataset)
+    permuted = permute_labels(items, seed=0)
+    assert [i["image"] for i in permuted] == [i["image"] for i in items]
+    assert sorted(i["label"] for i in permuted) == sorted(i["label"] for i in items)
+    assert [i["label"] for i in permuted] != [i["label"] for i in items]
+    assert permute_labels(items, seed=0) == permuted and permute_labels(items, seed=1) != permuted
+    assert permute_labels(items, seed=0, enabled=False) is items

@@ -5,14 +5,17 @@ Adding a criterion is a new module here plus an entry in ``configs/evaluate.json
 
 from __future__ import annotations
 
+from bundle.criteria.agreement import Repeatability, Reproducibility
 from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, RECORD_COLUMNS, Criterion, Record
 from bundle.criteria.context import StudyContext
 from bundle.criteria.fidelity import FidelityToPublished
 from bundle.criteria.lesion_reliance import LesionReliance
 from bundle.criteria.localization import Localization
+from bundle.criteria.randomization import CascadingRandomization, LabelRandomization
 
 CRITERIA: dict[str, type[Criterion]] = {
-    cls.name: cls for cls in (Localization, FidelityToPublished, LesionReliance)
+    cls.name: cls for cls in (Localization, FidelityToPublished, LesionReliance, CascadingRandomization,
+                              LabelRandomization, Repeatability, Reproducibility)
 }
 
 
@@ -26,6 +29,7 @@ def get_criterion(name: str, **settings) -> Criterion:
 
 
 __all__ = [
-    "CRITERIA", "FAIL", "INCONCLUSIVE", "PASS", "RECORD_COLUMNS", "Criterion", "FidelityToPublished",
-    "LesionReliance", "Localization", "Record", "StudyContext", "get_criterion",
+    "CRITERIA", "FAIL", "INCONCLUSIVE", "PASS", "RECORD_COLUMNS", "CascadingRandomization", "Criterion",
+    "FidelityToPublished", "LabelRandomization", "LesionReliance", "Localization", "Record", "Repeatability",
+    "Reproducibility", "StudyContext", "get_criterion",
 ]

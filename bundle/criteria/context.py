@@ -44,6 +44,7 @@ class StudyContext:
     id_key: str = "patient_id"
     image_key: str = "image"
     mask_key: str = "mask"
+    reader_mask_key: str = "reader_mask"
     failures: list[dict] = field(default_factory=list)
     _models: dict = field(default_factory=dict)
     _digests: dict = field(default_factory=dict)
@@ -83,6 +84,11 @@ class StudyContext:
 
     def masks(self, batch: Mapping) -> torch.Tensor:
         return batch[self.mask_key].to(self.device)
+
+    def reader_masks(self, batch: Mapping) -> torch.Tensor | None:
+        """A second reader's masks of a batch, or ``None`` when the data has no second reader."""
+        masks = batch.get(self.reader_mask_key)
+        return None if masks is None else masks.to(self.device)
 
     def signed(self, source: str | object) -> bool:
         """Whether a source's maps are signed attributions (folded by ``|.|`` under ``pair``) or ranking maps."""

@@ -2,7 +2,8 @@
 
 Turns a dataset folder into MONAI data dicts: ``image`` (DICOM path), ``label``
 (0/1), ``boxes`` (list of x, y, w, h in original pixels), ``mask`` (PNG path when
-the folder has lesion masks, else absent), ``patient_id`` and ``split``.
+the folder has lesion masks, else absent), ``reader_mask`` (a second reader's outline,
+when the folder has one), ``patient_id`` and ``split``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bundle.data.dicom import check_dicom
-from bundle.data.synthetic_dataset import IMAGES_DIR, LABELS_CSV, MASKS_DIR, SPLIT_CSV, SPLITS
+from bundle.data.synthetic_dataset import IMAGES_DIR, LABELS_CSV, MASKS_DIR, READER_MASKS_DIR, SPLIT_CSV, SPLITS
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ def load_rsna_datalist(
         mask = root / MASKS_DIR / f"{pid}.png"
         if mask.is_file():
             item["mask"] = str(mask)
+        reader_mask = root / READER_MASKS_DIR / f"{pid}.png"
+        if reader_mask.is_file():
+            item["reader_mask"] = str(reader_mask)
         items.append(item)
         if limit is not None and len(items) >= limit:
             break

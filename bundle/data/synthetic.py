@@ -213,6 +213,7 @@ class SyntheticSample:
 
     image: np.ndarray  # float in [0, 1], MONOCHROME2 display values (bright = dense)
     mask: np.ndarray  # bool, the lesion's attenuation support
+    reader_mask: np.ndarray  # bool, a second reader's outline of the same lesion (see second_reader_outline)
     boxes: list[tuple[int, int, int, int]]  # (x, y, width, height) in pixels
     knobs: dict
 
@@ -250,6 +251,7 @@ def render(seed: int, lesion: bool, cfg: SyntheticConfig | None = None, shortcut
     image = np.clip((log_att - lo) / (hi - lo), 0.0, 1.0) ** gamma
 
     mask = np.abs(lesion_att) > 1e-3 * contrast
+    reader_mask = second_reader_outline(mask, np.random.default_rng([seed, 3]))
     boxes = mask_to_boxes(mask)
     noise_sigma = float(np.median(1.0 / np.sqrt(cfg.photons * np.exp(-anatomy))))
     knobs = {
@@ -262,7 +264,30 @@ def render(seed: int, lesion: bool, cfg: SyntheticConfig | None = None, shortcut
         "gamma": gamma,
         "shortcut": bool(shortcut),
     }
-    return SyntheticSample(image=image.astype(np.float32), mask=mask, boxes=boxes, knobs=knobs)
+    return SyntheticSample(image=image.astype(np.float32), mask=mask, reader_mask=reader_mask, boxes=boxes,
+                           knobs=knobs)
+
+
+def second_reader_outline(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A second annotator's outline of the lesion in ``mask``: same lesion, a hand-drawn boundary.
+
+    The mask is smoothed (a reader draws a smooth contour, not the attenuation support),
+    its boundary moved in or out by a random level and a low-frequency wobble, the whole
+    outline shifted by up to 2% of the side, and holes filled. Reader-vs-reader agreement
+    (the reference of the repeatability criteria, TRUST_METRICS.md section 4) is then high
+    but imperfect, as between radiologists.
+    """
+    if not mask.any():
+        return np.zeros_like(mask, dtype=bool)
+    size = mask.shape[0]
+    soft = ndimage.gaussian_filter(mask.astype(float), size / 96)
+    wobble = ndimage.gaussian_filter(rng.standard_normal(mask.shape), size / 16)
+    wobble *= 0.12 / (wobble.std() + 1e-12)
+    outline = soft + wobble > rng.uniform(0.3, 0.6)
+    shift = np.rint(rng.uniform(-0.02, 0.02, size=2) * size).astype(int)
+    outline = ndimage.shift(outline, shift, order=0, mode="constant", cval=False)
+    outline = ndimage.binary_fill_holes(outline)
+    return outline if outline.any() else mask.copy()
 
 
 def mask_to_boxes(mask: np.ndarray) -> list[tuple[int, int, int, int]]:

@@ -28,6 +28,7 @@ IMAGES_DIR = "stage_2_train_images"
 LABELS_CSV = "stage_2_train_labels.csv"
 CLASS_INFO_CSV = "stage_2_detailed_class_info.csv"
 MASKS_DIR = "masks"
+READER_MASKS_DIR = "masks_reader2"  # a second reader's outlines (the agreement criteria's reference)
 SPLIT_CSV = "split.csv"
 KNOBS_CSV = "knobs.csv"
 MANIFEST = "dataset.json"
@@ -59,6 +60,7 @@ def write_synthetic_dataset(
     out = Path(out_dir)
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     (out / MASKS_DIR).mkdir(exist_ok=True)
+    (out / READER_MASKS_DIR).mkdir(exist_ok=True)
     rng = np.random.default_rng([seed, 99])
     splits = _split_names(n_images, split_fractions, rng)
     labels = rng.uniform(size=n_images) < positive_fraction
@@ -72,6 +74,7 @@ def write_synthetic_dataset(
         sample = render(seed * 1_000_003 + i, bool(labels[i]), cfg, shortcut=bool(shortcut[i]))
         write_radiograph(out / IMAGES_DIR / f"{pid}.dcm", sample.image, pid, bool(monochrome1[i]), body_part)
         Image.fromarray(sample.mask.astype(np.uint8) * 255).save(out / MASKS_DIR / f"{pid}.png")
+        Image.fromarray(sample.reader_mask.astype(np.uint8) * 255).save(out / READER_MASKS_DIR / f"{pid}.png")
         if labels[i]:
             label_rows += [[pid, x, y, w, h, 1] for (x, y, w, h) in sample.boxes]
         else:
@@ -94,7 +97,7 @@ def write_synthetic_dataset(
 
 
 def _manifest(n_images: int, seed: int, positive_fraction: float, split_fractions, cfg: SyntheticConfig) -> dict:
-    return {"generator": "bundle.data.synthetic", "n_images": n_images, "seed": seed,
+    return {"generator": "bundle.data.synthetic", "annotations": [MASKS_DIR, READER_MASKS_DIR], "n_images": n_images, "seed": seed,
             "positive_fraction": positive_fraction, "split_fractions": list(split_fractions),
             "config": cfg.to_dict()}
 
@@ -116,6 +119,9 @@ def ensure_synthetic_dataset(
     wanted = json.loads(json.dumps(_manifest(n_images, seed, positive_fraction, split_fractions, cfg)))
     if (out / MANIFEST).exists():
         found = json.loads((out / MANIFEST).read_text())
+        if {**found, "annotations": wanted["annotations"]} == wanted and found != wanted:
+            logger.warning("%s: made by an older generator without %s; regenerating it", out, READER_MASKS_DIR)
+            return write_synthetic_dataset(out, n_images, seed, positive_fraction, split_fractions, cfg)
         if found != wanted:
             raise ValueError(
                 f"{out / MANIFEST}: this dataset folder was generated with other settings "

@@ -23,7 +23,9 @@ class GroundTruthMaskd(MapTransform):
     of the original image) with inclusive ends, as TRUST_METRICS.md section 1 says.
     When a record has no mask file, its boxes are used, with a warning naming the
     image; ``data["mask_source"]`` records which was used. The boxes entry is
-    removed afterwards because ragged lists do not collate into a batch.
+    removed afterwards because ragged lists do not collate into a batch. With
+    ``allow_missing`` a record without ``mask_key`` passes unchanged (a second reader's
+    outline, which only some datasets have).
     """
 
     def __init__(
@@ -32,15 +34,19 @@ class GroundTruthMaskd(MapTransform):
         mask_key: str = "mask",
         boxes_key: str = "boxes",
         source: str = "mask",
+        allow_missing: bool = False,
     ) -> None:
         super().__init__(keys=[image_key])
         if source not in ("mask", "boxes"):
             raise ValueError(f"source must be 'mask' or 'boxes', got {source!r}")
         self.image_key, self.mask_key, self.boxes_key, self.source = image_key, mask_key, boxes_key, source
+        self.allow_missing = allow_missing
         self.loader = LoadImage(reader=PILReader(reverse_indexing=False), image_only=True, ensure_channel_first=True)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
+        if self.allow_missing and self.mask_key not in d:
+            return d
         image = d[self.image_key]
         spatial = tuple(image.shape[1:])
         original = tuple(int(s) for s in image.meta["spatial_shape"]) if isinstance(image, MetaTensor) else spatial
@@ -49,7 +55,7 @@ class GroundTruthMaskd(MapTransform):
             mask = self.loader(mask_file)
             mask = Resize(spatial, mode="nearest")(mask) if tuple(mask.shape[1:]) != spatial else mask
             mask = torch.as_tensor(np.asarray(mask) > 0, dtype=torch.float32)
-            d["mask_source"] = "mask"
+            d.setdefault("mask_source", "mask")
         else:
             if self.source == "mask":
                 image_id = d.get("patient_id") or getattr(image, "meta", {}).get("filename_or_obj", "?")

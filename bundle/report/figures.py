@@ -70,3 +70,43 @@ def saliency_gallery(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def randomization_curves(summary, criterion: str, path: str | Path, metric: str = "ssim",
+                         baseline_metric: str = "unrelated_ssim") -> Path | None:
+    """One panel per map source: mean ``metric`` (95% CI band) per randomisation step, one line per model,
+    and each model's unrelated-pairs baseline as a dashed line, as the randomisation studies plot it."""
+    rows = summary[summary.criterion == criterion]
+    steps = rows[rows.metric == metric]
+    if steps.empty:
+        return None
+    sources = list(dict.fromkeys(steps.method))
+    columns = min(4, len(sources))
+    n_rows = int(np.ceil(len(sources) / columns))
+    fig, axes = plt.subplots(n_rows, columns, figsize=(3.2 * columns, 2.6 * n_rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(sources):]:
+        ax.axis("off")
+    for ax, source in zip(axes.flat, sources):
+        for colour, (model, curve) in zip(("C0", "C1", "C2", "C3"), steps[steps.method == source].groupby(
+                "model", sort=False)):
+            x = np.arange(1, len(curve) + 1)
+            ax.plot(x, curve["mean"], "o-", color=colour, markersize=3, label=model)
+            ax.fill_between(x, curve.ci_low, curve.ci_high, color=colour, alpha=0.2)
+            base = rows[(rows.method == source) & (rows.model == model) & (rows.metric == baseline_metric)]
+            if len(base):
+                ax.axhline(float(base["mean"].iloc[0]), color=colour, linestyle="--", linewidth=0.8)
+            ax.set_xticks(x)
+        ax.set_title(source, fontsize=9)
+        ax.set_ylim(-0.1, 1.05)
+    axes[0][0].set_ylabel(f"{metric} to trained map")
+    axes[0][0].legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"{criterion}: {metric} per step (dashed: unrelated-pairs baseline)", fontsize=9)
+    legend = [f"{model}: " + ", ".join(f"{i} {s.split(':')[-1]}" for i, s in enumerate(dict.fromkeys(g.step), 1))
+              for model, g in steps.groupby("model", sort=False)]
+    fig.text(0.01, 0.005, "steps, output to input. " + "; ".join(legend), fontsize=6, wrap=True)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

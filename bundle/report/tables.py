@@ -15,7 +15,32 @@ def _cell(row) -> str:
 
 
 def _lookup(summary: pd.DataFrame) -> dict:
-    return {(r.method, r.criterion, r.metric): r for r in summary.itertuples(index=False)}
+    """Summary rows by (source, criterion, metric): of the first model seen, its last step (a cascade's fully
+    randomised model); the other models and steps are in :func:`step_table`, the figures and the CSVs."""
+    cells: dict = {}
+    for r in summary.itertuples(index=False):
+        key = (r.method, r.criterion, r.metric)
+        if key not in cells or cells[key].model == r.model:
+            cells[key] = r
+    return cells
+
+
+def step_table(summary: pd.DataFrame, criterion: str, metric: str, order: Sequence[str]) -> list[str]:
+    """Mean ``metric`` per step (columns) for each model and source (rows): a cascade read left to right."""
+    rows = summary[(summary.criterion == criterion) & (summary.metric == metric) & (summary.step != "trained")]
+    lines = []
+    for model, group in rows.groupby("model", sort=False):
+        steps = list(dict.fromkeys(group.step))
+        if len(steps) < 2:
+            continue
+        names = [s.split(":")[-1][:11] for s in steps]
+        header = f"{model[:24]:<24}" + "".join(f"{n:>12}" for n in names)
+        lines += ["", f"{metric} per step (mean over images)", header, "-" * len(header)]
+        values = {(r.method, r.step): r.mean for r in group.itertuples(index=False)}
+        for name in order:
+            if any((name, s) in values for s in steps):
+                lines.append(f"{name:<24}" + "".join(f"{values.get((name, s), float('nan')):>12.3f}" for s in steps))
+    return lines
 
 
 FIDELITY = "fidelity_to_published"
@@ -66,13 +91,20 @@ def metric_table(summary: pd.DataFrame, criterion: str, order: Sequence[str], ki
 def format_report(
     title: str, summary: pd.DataFrame, verdicts: pd.DataFrame, failures: Sequence[Mapping], order: Sequence[str],
     kinds: Mapping[str, str], headlines: Mapping[str, str], notes: Mapping[str, str],
+    aucs: Mapping[str, float] | None = None, seconds: Mapping[str, float] | None = None,
 ) -> str:
-    """The whole console report. ``headlines`` names each criterion's headline metric, ``notes`` its settings line."""
+    """The whole console report. ``headlines`` names each criterion's headline metric, ``notes`` its settings line,
+    ``aucs`` each model's classification AUC, ``seconds`` each criterion's time."""
     lines = [title]
+    if aucs:
+        lines += ["", "Models (classification AUC on the labelled validation images; agreement only means something "
+                      "between models of similar AUC, a label-permuted model should be near 0.5)"]
+        lines += [f"  {name:<36} AUC {auc:.3f}" for name, auc in aucs.items()]
     model_rows = verdicts[~verdicts.method.isin(list(kinds))]  # about the model itself
     lines += [""] * (len(model_rows) > 0) + [f"{v.criterion} ({v.method}): {v.verdict}: {v.rule}"
                                               for v in model_rows.itertuples(index=False)]
-    lines += ["", "Verdicts (mean [95% bootstrap CI] over images; baselines and references have no verdict)"]
+    lines += ["", "Verdicts (mean [95% bootstrap CI] over images; baselines are judged only by the sensitivity "
+                  "criteria, where a map that ignores the model must FAIL)"]
     lines += verdict_table(summary, verdicts, order, kinds, headlines)
     lines += ["", "Deciding rules"]
     for v in verdicts[verdicts.method.isin(list(kinds))].itertuples(index=False):
@@ -80,6 +112,9 @@ def format_report(
     for criterion in dict.fromkeys(summary[summary.method.isin(list(kinds))].criterion):
         lines += ["", f"{criterion}: {notes.get(criterion, '')}".rstrip(": ")]
         lines += metric_table(summary, criterion, order, kinds)
+        lines += step_table(summary, criterion, headlines.get(criterion, ""), order)
+    if seconds:
+        lines += ["", "Time per criterion: " + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items())]
     if failures:
         lines += ["", "Not scored (the study went on without them):"]
         lines += [f"  {f['criterion']}: {f['method']}: {f['error']}" for f in failures]

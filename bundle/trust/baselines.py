@@ -32,6 +32,10 @@ class RandomMap:
     def __repr__(self) -> str:
         return f"random(seed={self.seed})"
 
+    def independent_draw(self) -> RandomMap:
+        """Another uniform random map source (the next seed): the agreement criteria's chance level."""
+        return RandomMap(self.seed + 1)
+
     def __call__(self, model: nn.Module | None, images: torch.Tensor, target=None) -> torch.Tensor:
         spatial = tuple(images.shape[2:])
         maps = [torch.rand(spatial, generator=g) for g in image_generators(images, self.seed)]

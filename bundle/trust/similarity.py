@@ -26,3 +26,32 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = np.where(finite & (denominator > 0), (rx * ry).sum(axis=1) / denominator, np.nan)
     return torch.as_tensor(rho, dtype=torch.float32)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, win_size: int = 7) -> torch.Tensor:
+    """Mean structural similarity of each pair of maps (B, *spatial), 2-D or 3-D, one value per pair.
+
+    ``skimage.metrics.structural_similarity`` semantics: a ``win_size`` uniform window,
+    sample covariances, K1 = 0.01, K2 = 0.03, the mean taken over the windows that fit
+    inside the map (skimage's crop of the border). ``data_range`` is explicit: 1.0 for maps
+    in [0, 1] (default); 2.0 reproduces the published randomisation code, which relied on
+    an old skimage default. NaN when either map is not finite. Batched on tensors with an
+    average pool instead of skimage's per-image filters (which would be a Python loop).
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"maps to compare must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    spatial = a.ndim - 1
+    if spatial not in (2, 3) or min(a.shape[1:]) < win_size:
+        raise ValueError(f"ssim needs 2-D or 3-D maps of at least {win_size} pixels per side, got {tuple(a.shape)}")
+    x, y = a.detach().double().unsqueeze(1), b.detach().double().unsqueeze(1)
+    finite = torch.isfinite(x).flatten(1).all(dim=1) & torch.isfinite(y).flatten(1).all(dim=1)
+    pool = torch.nn.functional.avg_pool2d if spatial == 2 else torch.nn.functional.avg_pool3d
+    mean = lambda t: pool(t, win_size, stride=1)  # noqa: E731 - valid windows only: skimage's cropped region
+    ux, uy = mean(x), mean(y)
+    cov_norm = win_size**spatial / (win_size**spatial - 1)  # sample covariance, as skimage's default
+    vx, vy = cov_norm * (mean(x * x) - ux * ux), cov_norm * (mean(y * y) - uy * uy)
+    vxy = cov_norm * (mean(x * y) - ux * uy)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    values = s.flatten(1).mean(dim=1)
+    return torch.where(finite, values, torch.full_like(values, float("nan"))).float()

@@ -82,3 +82,32 @@ def holm(p_values) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[index]))
         adjusted[index] = running
     return adjusted
+
+
+@dataclass(frozen=True)
+class OneSampleTest:
+    """A one-sided one-sample t-test of per-image values against a reference value."""
+
+    n: int
+    mean: float
+    reference: float
+    statistic: float
+    p_value: float
+
+
+def one_sample_test(values, reference: float, alternative: str) -> OneSampleTest:
+    """``scipy.stats.ttest_1samp`` of the defined values against ``reference``; ``alternative`` is
+    ``less`` (randomisation: similarity below the unrelated-pairs baseline) or ``greater`` (agreement above 0.5).
+
+    NaN p-value with fewer than two defined values or a reference that is not finite.
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    defined = values[np.isfinite(values)]
+    mean = float(defined.mean()) if defined.size else float("nan")
+    if defined.size < 2 or not np.isfinite(reference):
+        return OneSampleTest(int(defined.size), mean, float(reference), float("nan"), float("nan"))
+    if np.all(defined == defined[0]):  # no spread: the t statistic is infinite, the side decides
+        below = defined[0] < reference if alternative == "less" else defined[0] > reference
+        return OneSampleTest(int(defined.size), mean, float(reference), float("nan"), 0.0 if below else 1.0)
+    test = stats.ttest_1samp(defined, reference, alternative=alternative)
+    return OneSampleTest(int(defined.size), mean, float(reference), float(test.statistic), float(test.pvalue))

@@ -1,0 +1,196 @@
+"""Sensitivity to the model (TRUST_METRICS.md sections 2-3): a trustworthy map changes when the model's
+weights are randomised (cascading or independent re-initialisation) or when the model is retrained on
+permuted labels (Adebayo et al. 2018; Arun et al. 2021; Venkatesh et al. 2024)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, records_for
+from bundle.models import ModelSpec
+from bundle.networks import get_architecture
+from bundle.trust.localization import localization_scores
+from bundle.trust.normalization import normalize_maps
+from bundle.trust.randomization import WeightRandomization
+from bundle.trust.similarity import spearman, ssim
+from bundle.trust.stats import bootstrap_summary, one_sample_test
+
+SENSITIVITY_METRICS = ("ssim", "spearman", "auprc")
+UNRELATED = "unrelated_ssim"  # the baseline: SSIM between the trained model's maps of two different images
+
+
+class MapSensitivity(Criterion):
+    """Maps of a changed model against the trained model's maps of the same images, per step.
+
+    Records per image and step: SSIM and Spearman of the normalised maps, and the changed
+    map's localisation AUPRC; per model and source, the unrelated-pairs baseline (SSIM of
+    the trained maps of ``unrelated_pairs`` distinct image pairs). Verdict (MURA study): a
+    step passes when a one-sided one-sample t-test says the mean SSIM is below the
+    baseline, Holm-adjusted across the study's grid (p_Holm < ``alpha``); a source PASSES
+    when its last step passes on every model, FAILS when it does not on some model, and is
+    INCONCLUSIVE with fewer than ``min_images`` defined images. Baselines get verdicts
+    too: a map that ignores the model (the edge map) must FAIL.
+
+    Args:
+        n_images: the first N study images (all when ``None``): every step costs a map per image.
+        normalization: map normalisation before SSIM and Spearman (``pair`` default).
+        data_range: SSIM's data range, 1.0 for maps in [0, 1]; 2.0 reproduces the published code.
+        unrelated_pairs: image pairs behind the baseline (all distinct pairs when there are fewer).
+        alpha: significance level. seed: draws the unrelated pairs. min_images: fewest for a verdict.
+    """
+
+    headline = "ssim"
+    curves = False  # whether the study draws the per-step curve figure
+
+    def __init__(self, n_images: int | None = None, normalization: str = "pair", data_range: float = 1.0,
+                 unrelated_pairs: int = 50, alpha: float = 0.05, seed: int = 0, min_images: int = 3) -> None:
+        self.n_images, self.normalization, self.data_range = n_images, normalization, data_range
+        self.unrelated_pairs, self.alpha, self.seed, self.min_images = unrelated_pairs, alpha, seed, min_images
+
+    def compared_models(self, primary: ModelSpec) -> list[ModelSpec]:
+        """The trained models whose maps are compared with their changed versions."""
+        return [primary]
+
+    def changed_maps(self, ctx, spec: ModelSpec, name: str, batch) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(step, maps of the changed model)`` for each step, in order."""
+        raise NotImplementedError
+
+    def sources(self, ctx) -> list[str]:
+        return [n for n, kind in ctx.kinds.items() if kind != "reference"]  # the oracle has no model to change
+
+    def evaluate_method(self, ctx, name: str) -> list[Record]:
+        signed, records = ctx.signed(name), []
+        for spec in self.compared_models(ctx.primary):
+            fields = {"model": spec.name, "method": name, "criterion": self.name}
+            trained_units, all_ids = [], []
+            for batch in ctx.batches(self.n_images):
+                ids, masks = ctx.image_ids(batch), ctx.masks(batch)
+                trained, flat = normalize_maps(ctx.maps(spec, name, batch), self.normalization, signed)
+                trained_units.append(torch.where(flat.reshape(-1, *[1] * (trained.ndim - 1)), float("nan"), trained))
+                all_ids += ids
+                for step, maps in self.changed_maps(ctx, spec, name, batch):
+                    unit, changed_flat = normalize_maps(maps, self.normalization, signed)
+                    undefined = (flat | changed_flat).to(unit.device)
+                    scores = {"ssim": ssim(trained, unit, self.data_range), "spearman": spearman(trained, unit),
+                              "auprc": localization_scores(maps, masks, ["auprc"], self.normalization, signed)["auprc"]}
+                    for metric, values in scores.items():
+                        if metric != "auprc":
+                            values = torch.where(undefined.to(values.device), float("nan"), values)
+                        records += records_for(ids, values.tolist(), metric=metric, step=step, **fields)
+            records += self._unrelated(torch.cat(trained_units), all_ids, fields)
+        return records
+
+    def _unrelated(self, units: torch.Tensor, ids: list[str], fields: Mapping) -> list[Record]:
+        """SSIM of the trained maps of distinct image pairs (seeded draw), the baseline a changed map must go below."""
+        pairs = list(combinations(range(len(ids)), 2))
+        if len(pairs) > self.unrelated_pairs:
+            chosen = np.random.default_rng([self.seed, 11]).choice(len(pairs), self.unrelated_pairs, replace=False)
+            pairs = [pairs[i] for i in sorted(chosen)]
+        if not pairs:
+            return []
+        first, second = (torch.as_tensor(side) for side in zip(*pairs))
+        values = ssim(units[first], units[second], self.data_range)
+        return records_for([f"{ids[i]}|{ids[j]}" for i, j in pairs], values.tolist(), metric=UNRELATED,
+                           step="trained", **fields)
+
+    def comparisons(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
+        """Per model, source and step: one-sided t-test of SSIM below the unrelated-pairs mean. Only each
+        model's last step enters Holm's adjustment (it decides the verdict); earlier steps keep their raw p."""
+        mine = records[records.criterion == self.name]
+        out = []
+        for (model, method), group in mine.groupby(["model", "method"], sort=False):
+            baseline = float(group[group.metric == UNRELATED].value.mean())
+            similarity = group[group.metric == "ssim"]
+            steps = list(dict.fromkeys(similarity.step))
+            for step in steps:
+                values = similarity[similarity.step == step].sort_values("image_id").value.to_numpy()
+                test = one_sample_test(values, baseline, "less")
+                s = bootstrap_summary(values - baseline, n_resamples, seed=seed)
+                out.append({"criterion": self.name, "method": method, "metric": "ssim", "model": model, "step": step,
+                            "baseline": "unrelated_pairs", "baseline_value": baseline, "n_pairs": test.n,
+                            "mean_diff": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "p_value": test.p_value,
+                            "direction": int(np.sign(s.mean)) if np.isfinite(s.mean) else 0,
+                            "unscored_baselines": "", "in_grid": step == steps[-1]})
+        return pd.DataFrame(out)
+
+    def verdicts(self, summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
+        mine = comparisons[(comparisons.criterion == self.name) & comparisons.in_grid.eq(True)] \
+            if len(comparisons) else comparisons
+        rows = []
+        for method, group in mine.groupby("method", sort=False):
+            outcomes, texts = [], []
+            for c in group.itertuples(index=False):
+                if c.n_pairs < self.min_images or not np.isfinite(c.p_holm):
+                    outcome = INCONCLUSIVE
+                else:
+                    outcome = PASS if c.p_holm < self.alpha and c.direction < 0 else FAIL
+                outcomes.append(outcome)
+                texts.append(f"{c.model} at {c.step}: SSIM {c.baseline_value + c.mean_diff:.3f} vs unrelated pairs "
+                             f"{c.baseline_value:.3f} (n {c.n_pairs}, one-sided t-test p {c.p_value:.2g}, "
+                             f"p_Holm {c.p_holm:.2g}) {outcome}")
+            verdict = FAIL if FAIL in outcomes else PASS if outcomes and set(outcomes) == {PASS} else INCONCLUSIVE
+            rule = (f"PASS needs SSIM(trained, changed) below the unrelated-pairs baseline, p_Holm < {self.alpha}, "
+                    f"on every model: " + "; ".join(texts))
+            rows.append({"criterion": self.name, "method": method, "verdict": verdict, "rule": rule})
+        return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
+
+
+class CascadingRandomization(MapSensitivity):
+    """Weight randomisation (TRUST_METRICS.md section 2): blocks re-initialised from the output back to the
+    input, cumulatively (``cascading``) or one at a time (``independent``), in place from one saved state.
+
+    Args:
+        architectures: the architectures randomised (each trained with the primary model's seed); the
+            primary model is always one of them.
+        mode: ``cascading`` (default) or ``independent``.
+        steps: per architecture, the block names to stop at (all blocks when missing or ``None``):
+            a cheaper profile can skip intermediate steps and keep the fully randomised one.
+        randomization_seed: seeds each block's re-initialisation.
+    """
+
+    name = "cascading_randomization"
+    curves = True
+
+    def __init__(self, architectures: Sequence[str] = (), mode: str = "cascading",
+                 steps: Mapping[str, Sequence[str] | None] | None = None, randomization_seed: int = 0,
+                 **settings) -> None:
+        super().__init__(**settings)
+        self.architectures, self.mode = tuple(architectures), mode
+        self.steps = {k: list(v) if v is not None else None for k, v in (steps or {}).items()}
+        self.randomization_seed = randomization_seed
+
+    def models(self, primary: ModelSpec) -> list[ModelSpec]:
+        return [primary] + [ModelSpec(a, primary.seed) for a in dict.fromkeys(self.architectures)
+                            if a != primary.architecture]
+
+    def compared_models(self, primary: ModelSpec) -> list[ModelSpec]:
+        return self.models(primary)
+
+    def _randomization(self, ctx, spec: ModelSpec) -> WeightRandomization:
+        blocks = get_architecture(spec.architecture).randomisation_blocks
+        return WeightRandomization(ctx.model(spec), blocks, self.mode, self.randomization_seed,
+                                   self.steps.get(spec.architecture))
+
+    def changed_maps(self, ctx, spec: ModelSpec, name: str, batch) -> Iterator[tuple[str, torch.Tensor]]:
+        for step, model in self._randomization(ctx, spec):
+            # the cache key's step carries the seed: another seed is another randomised model
+            yield step, ctx.maps(spec, name, batch, step=f"{step}:seed{self.randomization_seed}", model=model)
+
+
+class LabelRandomization(MapSensitivity):
+    """Label randomisation (TRUST_METRICS.md section 3): the same architecture and seed retrained on
+    permuted labels (the study trains it when missing); its maps should differ from the trained model's."""
+
+    name = "label_randomization"
+    STEP = "permuted_labels"
+
+    def models(self, primary: ModelSpec) -> list[ModelSpec]:
+        return [primary, ModelSpec(primary.architecture, primary.seed, permuted_labels=True)]
+
+    def changed_maps(self, ctx, spec: ModelSpec, name: str, batch) -> Iterator[tuple[str, torch.Tensor]]:
+        yield self.STEP, ctx.maps(self.models(spec)[1], name, batch)

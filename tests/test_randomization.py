@@ -1,0 +1,81 @@
+"""Cascading and independent weight randomisation: in place, exactly the right blocks, restorable, seeded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bundle.networks import build_network, get_architecture
+from bundle.trust.randomization import WeightRandomization
+
+
+def _changed_parameters(model, trained) -> set[str]:
+    return {k for k, v in model.state_dict().items() if not torch.equal(v, trained[k])}
+
+
+def _block_of(key: str, blocks) -> str | None:
+    return next((name for name, paths in blocks for p in paths if key == p or key.startswith(p + ".")), None)
+
+
+@pytest.fixture(scope="module")
+def densenet():
+    torch.manual_seed(0)
+    model = build_network("densenet121").eval()
+    with torch.no_grad():  # trained-like running statistics, so that resetting them is visible
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    return model
+
+
+@pytest.mark.parametrize("mode", ["cascading", "independent"])
+def test_each_step_changes_exactly_its_blocks_and_the_trained_weights_come_back(densenet, mode):
+    blocks = get_architecture("densenet121").randomisation_blocks
+    trained = {k: v.clone() for k, v in densenet.state_dict().items()}
+    randomization = WeightRandomization(densenet, blocks, mode, seed=0)
+    names = [n for n, _ in blocks]
+    assert randomization.steps == names
+    for index, (step, model) in enumerate(randomization):
+        assert model is densenet and step == f"{mode}:{names[index]}"
+        changed = {_block_of(k, blocks) for k in _changed_parameters(model, trained) if "num_batches" not in k}
+        expected = set(names[: index + 1]) if mode == "cascading" else {names[index]}
+        assert changed == expected, (step, changed)
+    assert _changed_parameters(densenet, trained) == set()
+
+
+def test_batchnorm_statistics_are_reset_and_the_global_rng_is_untouched(densenet):
+    blocks = get_architecture("densenet121").randomisation_blocks
+    randomization = WeightRandomization(densenet, blocks, "cascading", seed=0, steps=["denseblock4"])
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    with randomization.randomized("denseblock4") as model:
+        norm5 = model.features.norm5
+        assert torch.equal(norm5.running_mean, torch.zeros_like(norm5.running_mean))
+        assert torch.equal(norm5.running_var, torch.ones_like(norm5.running_var))
+    assert torch.equal(torch.rand(3), expected_next)
+
+
+def test_same_seed_same_randomised_model_and_cumulative_blocks_keep_their_draw(densenet):
+    blocks = get_architecture("densenet121").randomisation_blocks
+    draws = []
+    for seed in (0, 0, 1):
+        with WeightRandomization(densenet, blocks, seed=seed).randomized("denseblock4") as model:
+            draws.append({k: v.clone() for k, v in model.state_dict().items()})
+    key = "class_layers.out.weight"
+    assert torch.equal(draws[0][key], draws[1][key]) and not torch.equal(draws[0][key], draws[2][key])
+    # class_layers gets the same random weights at step 1 and at step 2 of the cascade
+    with WeightRandomization(densenet, blocks, seed=0).randomized("class_layers") as model:
+        assert torch.equal(model.state_dict()[key], draws[0][key])
+
+
+def test_inception_cascade_and_unknown_steps():
+    model = build_network("inception_v3").eval()
+    blocks = get_architecture("inception_v3").randomisation_blocks
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    with WeightRandomization(model, blocks, steps=["Mixed_7c", "Conv2d_1a_3x3"]).randomized("Mixed_7c") as m:
+        assert {_block_of(k, blocks) for k in _changed_parameters(m, trained) if "num_batches" not in k} == {
+            "fc", "Mixed_7c"}
+    with pytest.raises(ValueError, match="unknown randomisation step"):
+        WeightRandomization(model, blocks, steps=["Mixed_9z"])
