@@ -32,6 +32,8 @@ def test_network_is_chosen_by_config_key(name):
     net = _parser("train.json", network_name=name).get_parsed_content("network_def")
     assert net.architecture == name
     assert _parser("train.json", network_name=name, seed=3).get_parsed_content("ckpt_name") == f"{name}_seed3.pt"
+    permuted = _parser("train.json", network_name=name, permute_labels=True)
+    assert permuted.get_parsed_content("ckpt_name") == f"{name}_seed0_permuted_labels.pt"
 
 
 def test_every_run_gets_a_unique_descriptive_name():
@@ -48,10 +50,36 @@ def test_default_study_uses_every_method_and_each_is_configurable():
     assert set(methods) == set(METHODS) and methods["ig"].n_steps == 5
     published = ConfigParser(ConfigParser.load_config_files([str(ROOT / "configs/evaluate.json"),
                                                              str(ROOT / "configs/published.json")]))
-    # the published override runs every method with exactly its published (class default) parameters
+    published["bundle_root"] = str(ROOT)
+    # the published profile runs every method with exactly its published (class default) parameters
     for name, method in published.get_parsed_content("methods").items():
         assert vars(method) == vars(get_method(name)), name
-    assert published["saliency#n_images"] == 64
+    assert published.get_parsed_content("saliency#n_images") == 64
+
+
+def test_profiles_are_one_file_each_and_auto_picks_cpu_without_cuda():
+    import json
+
+    import torch
+
+    from bundle.profiles import resolve_profile
+
+    assert resolve_profile("auto") == ("published" if torch.cuda.is_available() else "cpu")
+    cpu = json.loads((ROOT / "configs/profiles/cpu.json").read_text())
+    parser = _parser("evaluate.json", profile="cpu")
+    assert parser.get_parsed_content("saliency#n_images") == cpu["n_images"] == 32
+    assert parser.get_parsed_content("methods#xrai").n_steps == cpu["methods"]["xrai"]["n_steps"] == 20
+    cascade = parser.get_parsed_content("criteria#cascading_randomization")
+    assert cascade.steps == cpu["cascade_steps"] and cascade.n_images == cpu["sensitivity_images"]
+    assert parser.get_parsed_content("criteria#repeatability").n_images == cpu["agreement_images"]
+    assert parser.get_parsed_content("study").params["profile"] == "cpu"
+    published = _parser("evaluate.json", profile="published")
+    assert published.get_parsed_content("criteria#cascading_randomization").steps == {
+        "densenet121": None, "inception_v3": None}  # every block
+    assert published.get_parsed_content("methods#kernelshap").n_samples == 200
+    with pytest.raises(Exception) as error:
+        _parser("evaluate.json", profile="gpu").get_parsed_content("saliency#n_images")
+    assert "unknown profile 'gpu'" in "".join(str(e) for e in _chain(error.value))
 
 
 def test_dataset_script_writes_a_folder_with_size_and_seed(tmp_path):
@@ -66,16 +94,28 @@ def test_dataset_script_writes_a_folder_with_size_and_seed(tmp_path):
 
 
 def test_criteria_are_config_entries_with_their_own_settings():
-    from bundle.criteria import CRITERIA, FidelityToPublished, LesionReliance, Localization
+    from bundle.criteria import (
+        CRITERIA,
+        CascadingRandomization,
+        FidelityToPublished,
+        LesionReliance,
+        Localization,
+        Reproducibility,
+    )
 
     parser = _parser("evaluate.json")
     parser["criteria#localization#binarize"] = "topk:10"
     criteria = parser.get_parsed_content("criteria")
-    assert list(criteria) == ["localization", "fidelity_to_published", "lesion_reliance"] == list(CRITERIA)
+    assert list(criteria) == ["localization", "fidelity_to_published", "lesion_reliance", "cascading_randomization",
+                              "label_randomization", "repeatability", "reproducibility"] == list(CRITERIA)
     assert isinstance(criteria["localization"], Localization) and criteria["localization"].binarize == "topk:10"
     assert isinstance(criteria["fidelity_to_published"], FidelityToPublished)
     assert criteria["fidelity_to_published"].n_images == 4
     assert isinstance(criteria["lesion_reliance"], LesionReliance)
+    assert isinstance(criteria["cascading_randomization"], CascadingRandomization)
+    assert criteria["cascading_randomization"].architectures == ("densenet121", "inception_v3")
+    assert isinstance(criteria["reproducibility"], Reproducibility)
+    assert criteria["repeatability"].other == {"architecture": "densenet121", "seed": 1}
     assert set(parser["baselines"]) == {"random", "edge", "prior"} and set(parser["references"]) == {"oracle"}
 
 

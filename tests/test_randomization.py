@@ -79,3 +79,15 @@ def test_inception_cascade_and_unknown_steps():
             "fc", "Mixed_7c"}
     with pytest.raises(ValueError, match="unknown randomisation step"):
         WeightRandomization(model, blocks, steps=["Mixed_9z"])
+
+
+def test_a_subset_of_steps_reaches_the_same_fully_randomised_model(densenet):
+    """The CPU profile computes fewer cascade steps; its last step must be the published cascade's last step."""
+    blocks = get_architecture("densenet121").randomisation_blocks
+    subset = WeightRandomization(densenet, blocks, steps=["class_layers", "denseblock2", "conv0"])
+    full = WeightRandomization(densenet, blocks)
+    with subset.randomized("conv0") as model:
+        cut = {k: v.clone() for k, v in model.state_dict().items()}
+    with full.randomized("conv0") as model:
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, cut[key]), key
