@@ -116,6 +116,7 @@ class SaliencyStudy:
         self.n_resamples, self.seed, self.gallery_images, self.id_key = n_resamples, seed, gallery_images, id_key
         self.cache = MapCache(cache_dir) if cache_dir else None
         self.auc_dataloader = auc_dataloader
+        self.required_models()  # a criterion whose models cannot be named fails here, before any training
 
     def _load_model(self, spec: ModelSpec) -> nn.Module:
         network = self.network if spec == self.primary else build_network(spec.architecture)

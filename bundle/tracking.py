@@ -93,18 +93,25 @@ def log_study(
     experiment_id = ensure_experiment(tracking_uri, experiment_name, output_dir)
     mlflow.set_tracking_uri(tracking_uri)
     by_step: dict[int, dict] = defaultdict(dict)
+
+    def add(step: int, values: dict) -> None:
+        clash = sorted(k for k in values if k in by_step[step])
+        if clash:  # two rows under one key and step would silently overwrite each other
+            raise RuntimeError(f"MLflow metric keys logged twice at step {step}: {clash[:5]}")
+        by_step[step].update(values)
+
     for r, step in zip(summary.itertuples(index=False), _step_indices(summary)):
         key = metric_key(r.criterion, r.metric, r.method, r.model, primary)
-        by_step[step] |= {key: r.mean, f"{key}/ci_low": r.ci_low, f"{key}/ci_high": r.ci_high, f"{key}/n": r.n,
-                          f"{key}/n_nan": r.n_nan}
+        add(step, {key: r.mean, f"{key}/ci_low": r.ci_low, f"{key}/ci_high": r.ci_high, f"{key}/n": r.n,
+                   f"{key}/n_nan": r.n_nan})
     if len(comparisons):
         for c, step in zip(comparisons.itertuples(index=False), _step_indices(comparisons.assign(
                 model=comparisons.get("model", primary), step=comparisons.get("step", "trained")))):
             model = getattr(c, "model", None)
             key = metric_key(c.criterion, c.metric, c.method, model if isinstance(model, str) else None, primary)
-            key += "/vs_baseline" if c.baseline != "readers" else "/vs_readers"
-            by_step[step] |= {f"{key}/diff": c.mean_diff, f"{key}/p_value": c.p_value, f"{key}/p_holm": c.p_holm}
-    by_step[0] |= extra_metrics or {}
+            key += {"weak": "/vs_threshold", "strong": "/vs_readers"}.get(getattr(c, "test", None), "/vs_baseline")
+            add(step, {f"{key}/diff": c.mean_diff, f"{key}/p_value": c.p_value, f"{key}/p_holm": c.p_holm})
+    add(0, extra_metrics or {})
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         for step, values in sorted(by_step.items()):

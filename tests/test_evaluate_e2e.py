@@ -149,7 +149,9 @@ def test_sensitivity_and_agreement_records_mlflow_steps_and_figure(quick_run):
     assert len(client.get_metric_history(run_id, "cascading_randomization/ssim/grad/inception_v3_seed0")) == 3
     for key in ("cascading_randomization/unrelated_ssim/grad", "label_randomization/ssim/grad",
                 "repeatability/iou/grad", "reproducibility/ssim/grad", "repeatability/iou/readers",
-                "model/densenet121_seed0_permuted_labels/auc", "time/cascading_randomization_s"):
+                "model/densenet121_seed0_permuted_labels/auc", "time/cascading_randomization_s",
+                "repeatability/iou/grad/vs_threshold/p_value", "repeatability/iou/grad/vs_baseline/p_holm",
+                "repeatability/iou/grad/vs_readers/p_value", "cascading_randomization/ssim/grad/vs_baseline/p_holm"):
         assert key in metrics, key
     for criterion in ("cascading_randomization", "label_randomization", "repeatability", "reproducibility"):
         assert tags[f"verdict/{criterion}/grad"] in ("PASS", "FAIL", "INCONCLUSIVE")

@@ -36,9 +36,10 @@ def test_each_step_changes_exactly_its_blocks_and_the_trained_weights_come_back(
     randomization = WeightRandomization(densenet, blocks, mode, seed=0)
     names = [n for n, _ in blocks]
     assert randomization.steps == names
-    for index, (step, model) in enumerate(randomization):
+    steps = randomization.map_steps(lambda key, model: (model, _changed_parameters(model, trained)))
+    for index, (step, (model, keys)) in enumerate(steps):
         assert model is densenet and step == f"{mode}:{names[index]}"
-        changed = {_block_of(k, blocks) for k in _changed_parameters(model, trained) if "num_batches" not in k}
+        changed = {_block_of(k, blocks) for k in keys if "num_batches" not in k}
         expected = set(names[: index + 1]) if mode == "cascading" else {names[index]}
         assert changed == expected, (step, changed)
     assert _changed_parameters(densenet, trained) == set()
@@ -91,3 +92,22 @@ def test_a_subset_of_steps_reaches_the_same_fully_randomised_model(densenet):
     with full.randomized("conv0") as model:
         for key, value in model.state_dict().items():
             assert torch.equal(value, cut[key]), key
+
+
+def test_weights_are_restored_before_results_are_handed_out_even_when_computing_fails(densenet):
+    blocks = get_architecture("densenet121").randomisation_blocks
+    trained = {k: v.clone() for k, v in densenet.state_dict().items()}
+    randomization = WeightRandomization(densenet, blocks, steps=["class_layers", "conv0"])
+    seen = []
+    for step, changed in randomization.map_steps(lambda key, model: _changed_parameters(model, trained)):
+        assert _changed_parameters(densenet, trained) == set()  # trained weights back before the result arrives
+        seen.append((step, bool(changed)))
+    assert seen == [("cascading:class_layers", True), ("cascading:conv0", True)]
+    assert randomization.cache_step("conv0") == "cascading:conv0:seed0:cpu"
+
+    def fail(key, model):
+        raise RuntimeError("a method failed")
+
+    with pytest.raises(RuntimeError):
+        next(randomization.map_steps(fail))
+    assert _changed_parameters(densenet, trained) == set()

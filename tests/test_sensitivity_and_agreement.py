@@ -63,9 +63,10 @@ def test_cascade_verdicts_follow_the_one_sided_t_test_against_unrelated_pairs():
     rows += _rows(name, "edge", UNRELATED, "trained", [0.4, 0.5], ids=["a|b", "a|c"])
     records = pd.DataFrame(rows)
     comparisons = adjust_across_grid(criterion.comparisons(records, KINDS, 200, 0))
-    last = comparisons[comparisons.in_grid]
+    last = comparisons[comparisons.decides]
     assert set(last.step) == {"cascading:conv0"} and comparisons.p_holm[~comparisons.in_grid].isna().all()
-    assert (last.n_tests == 3).all()
+    # Holm's family is the methods' deciding tests; the baseline's sanity row keeps its raw p
+    assert set(comparisons[comparisons.in_grid].method) == {"grad", "gbp"} and (comparisons.n_tests == 2).all()
     grad = last[last.method == "grad"].iloc[0]
     from scipy import stats
 
@@ -74,6 +75,19 @@ def test_cascade_verdicts_follow_the_one_sided_t_test_against_unrelated_pairs():
     verdicts = criterion.verdicts(summarise(records, KINDS, 200), comparisons).set_index("method")
     assert verdicts.verdict.to_dict() == {"grad": "PASS", "gbp": "FAIL", "edge": "FAIL"}
     assert "below the unrelated-pairs baseline" in verdicts.rule["grad"]
+    assert ", p_Holm " in verdicts.rule["grad"] and "t-test p 1) FAIL" in verdicts.rule["edge"]
+    # independent randomisation has no fully randomised step: reported, not judged
+    independent = CascadingRandomization(["densenet121"], mode="independent")
+    rows = records.assign(criterion=independent.name, step=records.step.str.replace("cascading", "independent"))
+    judged = independent.verdicts(summarise(rows, KINDS, 200),
+                                  adjust_across_grid(independent.comparisons(rows, KINDS, 200, 0)))
+    assert set(judged.verdict) == {"INCONCLUSIVE"} and "one block at a time" in judged.rule.iloc[0]
+
+
+def test_a_cascade_that_stops_before_the_input_block_is_refused():
+    with pytest.raises(ValueError, match="must end at 'conv0'"):
+        CascadingRandomization(["densenet121"], steps={"densenet121": ["class_layers", "denseblock4"]})
+    assert Reproducibility().models(ModelSpec("inception_v3", 2))[1] == ModelSpec("densenet121", 2)
 
 
 def test_agreement_verdicts_weak_strong_and_against_the_random_baseline():

@@ -28,10 +28,10 @@ class ModelAgreement(Criterion):
 
     Verdict on ``verdict_metric``: weak rule, the mean is above ``weak_threshold`` (one-sided
     one-sample t-test); strong rule, it is not significantly below the readers' agreement on
-    the same images (paired Wilcoxon); and, as for every criterion, it must beat the strongest
-    baseline (paired Wilcoxon; two random maps binarised by Otsu agree well, because hole
-    filling turns noise into near-full masks). Every test is Holm-adjusted across the study's
-    grid. PASS when the weak rule holds and the baseline is beaten (the rule says whether the
+    the same images (paired Wilcoxon, reported, not deciding); and, as for every criterion, it
+    must beat the strongest baseline (paired Wilcoxon; two random maps binarised by Otsu agree
+    well, because hole filling turns noise into near-full masks). The deciding tests are
+    Holm-adjusted across the study's grid. PASS when the weak rule holds and the baseline is beaten (the rule says whether the
     strong rule holds too); FAIL when the weak rule fails or the method is significantly below
     the baseline; INCONCLUSIVE otherwise or with fewer than ``min_images`` defined images.
 
@@ -100,14 +100,16 @@ class ModelAgreement(Criterion):
             weak = one_sample_test(values.to_numpy(), self.weak_threshold, "greater")
             row = {"criterion": self.name, "method": method, "metric": self.verdict_metric, "unscored_baselines": "",
                    "in_grid": True}
-            out.append({**row, "test": "weak", "baseline": f"threshold {self.weak_threshold}", "baseline_value": self.weak_threshold,
+            out.append({**row, "test": "weak", "baseline": f"threshold {self.weak_threshold}",
+                        "baseline_value": self.weak_threshold,
                         "n_pairs": weak.n, "mean_diff": weak.mean - self.weak_threshold, "ci_low": np.nan,
                         "ci_high": np.nan, "p_value": weak.p_value,
                         "direction": int(np.sign(weak.mean - self.weak_threshold)) if weak.n else 0})
             if len(readers):
                 c = paired_comparison(values.to_numpy(), readers.reindex(values.index).to_numpy(), n_resamples,
                                       seed=seed)
-                out.append({**row, "test": "strong", "baseline": READERS, "baseline_value": float(readers.mean()), "n_pairs": c.n,
+                out.append({**row, "in_grid": False, "test": "strong", "baseline": READERS,
+                            "baseline_value": float(readers.mean()), "n_pairs": c.n,
                             "mean_diff": c.mean_diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "p_value": c.p_value,
                             "direction": c.direction})
         versus_baseline = compare_to_strongest_baseline(records[records.method != READERS], kinds, self.name,
@@ -137,10 +139,10 @@ class ModelAgreement(Criterion):
             strong = group[group.test == "strong"]
             if len(strong):
                 s = next(strong.itertuples(index=False))
-                below_readers = s.p_holm < self.alpha and s.direction < 0
-                outcome = "untested" if not np.isfinite(s.p_holm) else \
+                below_readers = s.p_value < self.alpha and s.direction < 0
+                outcome = "untested" if not np.isfinite(s.p_value) else \
                     "FAILS, significantly below" if below_readers else "holds, not below"
-                text += f"; strong: {outcome} the readers' {s.baseline_value:.3f} (paired Wilcoxon p_Holm {s.p_holm:.2g})"
+                text += f"; strong: {outcome} the readers' {s.baseline_value:.3f} (paired Wilcoxon p {s.p_value:.2g})"
             else:
                 text += "; strong: no second reader in this data"
             if weak.n_pairs < self.min_images or not np.isfinite(weak.p_holm):
@@ -163,9 +165,11 @@ class Repeatability(ModelAgreement):
 
 
 class Reproducibility(ModelAgreement):
-    """The model under study against another architecture trained with the same seed (default: InceptionV3)."""
+    """The model under study against another architecture trained with the same seed (default: InceptionV3, or
+    DenseNet121 when the model under study is an InceptionV3)."""
 
     name = "reproducibility"
 
     def default_other(self, primary: ModelSpec) -> dict:
-        return {"architecture": "inception_v3", "seed": primary.seed}
+        other = "densenet121" if primary.architecture == "inception_v3" else "inception_v3"
+        return {"architecture": other, "seed": primary.seed}

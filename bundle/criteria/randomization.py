@@ -10,13 +10,14 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 import torch
+from monai.utils import look_up_option
 
 from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, records_for
 from bundle.models import ModelSpec
 from bundle.networks import get_architecture
 from bundle.trust.localization import localization_scores
 from bundle.trust.normalization import normalize_maps
-from bundle.trust.randomization import WeightRandomization
+from bundle.trust.randomization import RANDOMIZATION_MODES, WeightRandomization
 from bundle.trust.similarity import spearman, ssim
 from bundle.trust.stats import bootstrap_summary, one_sample_test
 
@@ -46,6 +47,8 @@ class MapSensitivity(Criterion):
 
     headline = "ssim"
     curves = False  # whether the study draws the per-step curve figure
+    judged = True  # whether the last step is the changed model the pass rule is defined on
+    unjudged_reason = ""
 
     def __init__(self, n_images: int | None = None, normalization: str = "pair", data_range: float = 1.0,
                  unrelated_pairs: int = 50, alpha: float = 0.05, seed: int = 0, min_images: int = 3) -> None:
@@ -99,8 +102,9 @@ class MapSensitivity(Criterion):
                            step="trained", **fields)
 
     def comparisons(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
-        """Per model, source and step: one-sided t-test of SSIM below the unrelated-pairs mean. Only each
-        model's last step enters Holm's adjustment (it decides the verdict); earlier steps keep their raw p."""
+        """Per model, source and step: one-sided t-test of SSIM below the unrelated-pairs mean. Each model's last
+        step decides the verdict; for methods it enters Holm's family, earlier steps and the baselines' sanity
+        rows keep their raw p (outside the method grid)."""
         mine = records[records.criterion == self.name]
         out = []
         for (model, method), group in mine.groupby(["model", "method"], sort=False):
@@ -111,31 +115,36 @@ class MapSensitivity(Criterion):
                 values = similarity[similarity.step == step].sort_values("image_id").value.to_numpy()
                 test = one_sample_test(values, baseline, "less")
                 s = bootstrap_summary(values - baseline, n_resamples, seed=seed)
+                decides = step == steps[-1]
                 out.append({"criterion": self.name, "method": method, "metric": "ssim", "model": model, "step": step,
                             "baseline": "unrelated_pairs", "baseline_value": baseline, "n_pairs": test.n,
                             "mean_diff": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "p_value": test.p_value,
                             "direction": int(np.sign(s.mean)) if np.isfinite(s.mean) else 0,
-                            "unscored_baselines": "", "in_grid": step == steps[-1]})
+                            "unscored_baselines": "", "decides": decides,
+                            "in_grid": decides and kinds.get(method) == "method"})
         return pd.DataFrame(out)
 
     def verdicts(self, summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
-        mine = comparisons[(comparisons.criterion == self.name) & comparisons.in_grid.eq(True)] \
+        mine = comparisons[(comparisons.criterion == self.name) & comparisons.decides.eq(True)] \
             if len(comparisons) else comparisons
         rows = []
         for method, group in mine.groupby("method", sort=False):
             outcomes, texts = [], []
             for c in group.itertuples(index=False):
-                if c.n_pairs < self.min_images or not np.isfinite(c.p_holm):
+                p = c.p_holm if c.in_grid else c.p_value  # baselines' sanity rows: outside the method grid
+                if c.n_pairs < self.min_images or not np.isfinite(p):
                     outcome = INCONCLUSIVE
                 else:
-                    outcome = PASS if c.p_holm < self.alpha and c.direction < 0 else FAIL
+                    outcome = PASS if p < self.alpha and c.direction < 0 else FAIL
                 outcomes.append(outcome)
                 texts.append(f"{c.model} at {c.step}: SSIM {c.baseline_value + c.mean_diff:.3f} vs unrelated pairs "
-                             f"{c.baseline_value:.3f} (n {c.n_pairs}, one-sided t-test p {c.p_value:.2g}, "
-                             f"p_Holm {c.p_holm:.2g}) {outcome}")
+                             f"{c.baseline_value:.3f} (n {c.n_pairs}, one-sided t-test p {c.p_value:.2g}"
+                             + (f", p_Holm {c.p_holm:.2g}" if c.in_grid else "") + f") {outcome}")
             verdict = FAIL if FAIL in outcomes else PASS if outcomes and set(outcomes) == {PASS} else INCONCLUSIVE
-            rule = (f"PASS needs SSIM(trained, changed) below the unrelated-pairs baseline, p_Holm < {self.alpha}, "
-                    f"on every model: " + "; ".join(texts))
+            rule = (f"PASS needs SSIM(trained, changed) below the unrelated-pairs baseline (p_Holm < {self.alpha} "
+                    f"for methods) on every model: " + "; ".join(texts))
+            if not self.judged:
+                verdict, rule = INCONCLUSIVE, f"{self.unjudged_reason}; last steps: " + "; ".join(texts)
             rows.append({"criterion": self.name, "method": method, "verdict": verdict, "rule": rule})
         return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
 
@@ -160,9 +169,17 @@ class CascadingRandomization(MapSensitivity):
                  steps: Mapping[str, Sequence[str] | None] | None = None, randomization_seed: int = 0,
                  **settings) -> None:
         super().__init__(**settings)
-        self.architectures, self.mode = tuple(architectures), mode
+        self.architectures, self.mode = tuple(architectures), look_up_option(mode, RANDOMIZATION_MODES)
         self.steps = {k: list(v) if v is not None else None for k, v in (steps or {}).items()}
         self.randomization_seed = randomization_seed
+        for architecture, chosen in self.steps.items():
+            last = get_architecture(architecture).randomisation_blocks[-1][0]
+            if mode == "cascading" and chosen is not None and chosen[-1:] != [last]:
+                raise ValueError(f"{self.name}: the {architecture} steps {chosen} must end at {last!r}, the fully "
+                                 "randomised model the pass rule is defined on")
+        self.judged = mode == "cascading"
+        self.unjudged_reason = ("independent randomisation changes one block at a time: no step is the fully "
+                                "randomised model the pass rule needs, read the per-step table")
 
     def models(self, primary: ModelSpec) -> list[ModelSpec]:
         return [primary] + [ModelSpec(a, primary.seed) for a in dict.fromkeys(self.architectures)
@@ -177,9 +194,9 @@ class CascadingRandomization(MapSensitivity):
                                    self.steps.get(spec.architecture))
 
     def changed_maps(self, ctx, spec: ModelSpec, name: str, batch) -> Iterator[tuple[str, torch.Tensor]]:
-        for step, model in self._randomization(ctx, spec):
-            # the cache key's step carries the seed: another seed is another randomised model
-            yield step, ctx.maps(spec, name, batch, step=f"{step}:seed{self.randomization_seed}", model=model)
+        # the cache key's step carries the seed and device: either changes the randomised model
+        yield from self._randomization(ctx, spec).map_steps(
+            lambda cache_step, model: ctx.maps(spec, name, batch, step=cache_step, model=model))
 
 
 class LabelRandomization(MapSensitivity):

@@ -10,7 +10,7 @@ saved once and copied back after each step: no model is rebuilt.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -21,8 +21,13 @@ RANDOMIZATION_MODES = ("cascading", "independent")
 
 
 def reset_block(model: nn.Module, paths: Sequence[str], seed: int) -> None:
-    """Re-initialise every module under ``paths`` of ``model`` in place, under a local seed."""
-    with torch.random.fork_rng(devices=[]):
+    """Re-initialise every module under ``paths`` of ``model`` in place, under a local seed.
+
+    The weights are drawn on the parameters' device, so CPU and CUDA give different randomised
+    models for one seed (map-cache keys carry the device type); both generators are restored.
+    """
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         for path in paths:
             for module in model.get_submodule(path).modules():
@@ -58,8 +63,18 @@ class WeightRandomization:
         self._trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def step_name(self, block: str) -> str:
-        """The step's name in records and map-cache keys, e.g. ``cascading:denseblock4``."""
+        """The step's name in records, e.g. ``cascading:denseblock4``."""
         return f"{self.mode}:{block}"
+
+    def cache_step(self, block: str) -> str:
+        """The step's map-cache identity: the step, the seed and the device type that drew the weights."""
+        device = next(self.model.parameters()).device.type
+        return f"{self.step_name(block)}:seed{self.seed}:{device}"
+
+    @property
+    def fully_randomised(self) -> bool:
+        """Whether the last step re-initialises every block (cascading mode ending at the input block)."""
+        return self.mode == "cascading" and bool(self.steps) and self.steps[-1] == self.blocks[-1][0]
 
     def _reset(self, block: str) -> None:
         names = [name for name, _ in self.blocks]
@@ -79,8 +94,13 @@ class WeightRandomization:
             self.model.load_state_dict(self._trained)
             self.model.train(training)
 
-    def __iter__(self) -> Iterator[tuple[str, nn.Module]]:
-        """``(step name, randomised model)`` for every step in order, restoring the trained weights in between."""
+    def map_steps(self, compute: Callable[[str, nn.Module], object]) -> Iterator[tuple[str, object]]:
+        """``(step name, compute(cache step, randomised model))`` for every step in order.
+
+        ``compute`` runs inside the randomised state and the trained weights are back before
+        each result is handed out, so nothing the caller does can meet a randomised model.
+        """
         for block in self.steps:
             with self.randomized(block) as model:
-                yield self.step_name(block), model
+                result = compute(self.cache_step(block), model)
+            yield self.step_name(block), result
