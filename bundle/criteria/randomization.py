@@ -47,8 +47,8 @@ class MapSensitivity(Criterion):
 
     headline = "ssim"
     curves = False  # whether the study draws the per-step curve figure
-    judged = True  # whether the last step is the changed model the pass rule is defined on
-    unjudged_reason = ""
+    _judged = True  # whether the last step is the changed model the pass rule is defined on
+    _unjudged_reason = ""
 
     def __init__(self, n_images: int | None = None, normalization: str = "pair", data_range: float = 1.0,
                  unrelated_pairs: int = 50, alpha: float = 0.05, seed: int = 0, min_images: int = 3) -> None:
@@ -143,8 +143,8 @@ class MapSensitivity(Criterion):
             verdict = FAIL if FAIL in outcomes else PASS if outcomes and set(outcomes) == {PASS} else INCONCLUSIVE
             rule = (f"PASS needs SSIM(trained, changed) below the unrelated-pairs baseline (p_Holm < {self.alpha} "
                     f"for methods) on every model: " + "; ".join(texts))
-            if not self.judged:
-                verdict, rule = INCONCLUSIVE, f"{self.unjudged_reason}; last steps: " + "; ".join(texts)
+            if not self._judged:
+                verdict, rule = INCONCLUSIVE, f"{self._unjudged_reason}; last steps: " + "; ".join(texts)
             rows.append({"criterion": self.name, "method": method, "verdict": verdict, "rule": rule})
         return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
 
@@ -177,8 +177,8 @@ class CascadingRandomization(MapSensitivity):
             if mode == "cascading" and chosen is not None and chosen[-1:] != [last]:
                 raise ValueError(f"{self.name}: the {architecture} steps {chosen} must end at {last!r}, the fully "
                                  "randomised model the pass rule is defined on")
-        self.judged = mode == "cascading"
-        self.unjudged_reason = ("independent randomisation changes one block at a time: no step is the fully "
+        self._judged = mode == "cascading"
+        self._unjudged_reason = ("independent randomisation changes one block at a time: no step is the fully "
                                 "randomised model the pass rule needs, read the per-step table")
 
     def models(self, primary: ModelSpec) -> list[ModelSpec]:
