@@ -72,7 +72,7 @@ def test_profiles_are_one_file_each_and_auto_picks_cpu_without_cuda():
     cascade = parser.get_parsed_content("criteria#cascading_randomization")
     assert cascade.steps == cpu["cascade_steps"] and cascade.n_images == cpu["sensitivity_images"]
     assert parser.get_parsed_content("criteria#repeatability").n_images == cpu["agreement_images"]
-    assert parser.get_parsed_content("study").params["profile"] == "cpu"
+    assert parser.get_parsed_content("study#params#profile") == "cpu"  # logged as an MLflow param
     published = _parser("evaluate.json", profile="published")
     assert published.get_parsed_content("criteria#cascading_randomization").steps == {
         "densenet121": None, "inception_v3": None}  # every block
