@@ -3,4 +3,6 @@
 from bundle import criteria, data, handlers, models, networks, profiles, saliency, study, summary, tracking, trust
 
 __version__ = "0.4.0"
-__all__ = ["criteria", "data", "handlers", "models", "networks", "profiles", "saliency", "study", "summary", "tracking", "trust"]
+__all__ = [
+    "criteria", "data", "handlers", "models", "networks", "profiles", "saliency", "study", "summary", "tracking", "trust",
+]

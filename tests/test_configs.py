@@ -137,3 +137,17 @@ def _chain(error):
     while error is not None:
         yield error
         error = error.__cause__ or error.__context__
+
+
+def test_the_label_permuted_training_reads_permuted_labels(small_dataset):
+    """`permute_labels` reaches the training and validation data, not only the checkpoint name."""
+    def labels(part, permute):
+        parser = _parser("train.json", dataset_dir=str(small_dataset), permute_labels=permute)
+        items = parser.get_parsed_content(f"{part}#datalist")
+        return [i["image"] for i in items], [i["label"] for i in items]
+
+    for part in ("train", "validate"):
+        (images, true), (same_images, permuted) = labels(part, False), labels(part, True)
+        assert images == same_images and sorted(true) == sorted(permuted)
+        if len(set(true)) > 1:
+            assert permuted != true, part

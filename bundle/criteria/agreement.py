@@ -31,9 +31,10 @@ class ModelAgreement(Criterion):
     the same images (paired Wilcoxon, reported, not deciding); and, as for every criterion, it
     must beat the strongest baseline (paired Wilcoxon; two random maps binarised by Otsu agree
     well, because hole filling turns noise into near-full masks). The deciding tests are
-    Holm-adjusted across the study's grid. PASS when the weak rule holds and the baseline is beaten (the rule says whether the
-    strong rule holds too); FAIL when the weak rule fails or the method is significantly below
-    the baseline; INCONCLUSIVE otherwise or with fewer than ``min_images`` defined images.
+    Holm-adjusted across the study's grid. PASS when the weak rule holds and the baseline is
+    beaten (the rule says whether the strong rule holds too); FAIL when the weak rule fails or
+    the method is significantly below the baseline; INCONCLUSIVE otherwise or with fewer than
+    ``min_images`` defined images.
 
     Args:
         other: the second model, ``{"architecture", "seed"}``; missing keys are the primary model's.

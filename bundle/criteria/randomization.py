@@ -21,7 +21,6 @@ from bundle.trust.randomization import RANDOMIZATION_MODES, WeightRandomization
 from bundle.trust.similarity import spearman, ssim
 from bundle.trust.stats import bootstrap_summary, one_sample_test
 
-SENSITIVITY_METRICS = ("ssim", "spearman", "auprc")
 UNRELATED = "unrelated_ssim"  # the baseline: SSIM between the trained model's maps of two different images
 
 

@@ -97,7 +97,8 @@ def write_synthetic_dataset(
 
 
 def _manifest(n_images: int, seed: int, positive_fraction: float, split_fractions, cfg: SyntheticConfig) -> dict:
-    return {"generator": "bundle.data.synthetic", "annotations": [MASKS_DIR, READER_MASKS_DIR], "n_images": n_images, "seed": seed,
+    return {"generator": "bundle.data.synthetic", "annotations": [MASKS_DIR, READER_MASKS_DIR],
+            "n_images": n_images, "seed": seed,
             "positive_fraction": positive_fraction, "split_fractions": list(split_fractions),
             "config": cfg.to_dict()}
 

@@ -71,11 +71,6 @@ class WeightRandomization:
         device = next(self.model.parameters()).device.type
         return f"{self.step_name(block)}:seed{self.seed}:{device}"
 
-    @property
-    def fully_randomised(self) -> bool:
-        """Whether the last step re-initialises every block (cascading mode ending at the input block)."""
-        return self.mode == "cascading" and bool(self.steps) and self.steps[-1] == self.blocks[-1][0]
-
     def _reset(self, block: str) -> None:
         names = [name for name, _ in self.blocks]
         last = names.index(block)
