@@ -26,7 +26,7 @@ from bundle.criteria import RECORD_COLUMNS, Criterion, StudyContext
 from bundle.criteria.agreement import READERS
 from bundle.models import ModelSpec, ensure_trained
 from bundle.networks import build_network, load_checkpoint
-from bundle.report import format_report, randomization_curves, saliency_gallery
+from bundle.report import FIGURES, format_report, saliency_gallery
 from bundle.saliency.cache import MapCache, file_digest
 from bundle.summary import adjust_across_grid, summarise
 from bundle.tracking import log_study
@@ -175,7 +175,9 @@ class SaliencyStudy:
             logger.info("criterion %s took %.1f s", name, seconds[name])
         records = writer.frame()
         kinds = {**self.kinds, READERS: "reference"}  # the second reader's agreement is a reference row
-        summary = summarise(records, kinds, self.n_resamples, self.seed)
+        aggregates = [c.aggregates(records, kinds, self.n_resamples, self.seed) for c in self.criteria.values()]
+        summary = pd.concat([summarise(records, kinds, self.n_resamples, self.seed), *[a for a in aggregates if len(a)]],
+                            ignore_index=True)
         comparisons = adjust_across_grid(pd.concat(
             [c.comparisons(records, self.kinds, self.n_resamples, self.seed) for c in self.criteria.values()]))
         verdicts = pd.concat([c.verdicts(summary, comparisons) for c in self.criteria.values()], ignore_index=True)
@@ -185,9 +187,10 @@ class SaliencyStudy:
             columns=verdicts.columns)], ignore_index=True)
         report = format_report(self._title(n_images), summary, verdicts, ctx.failures,
                                [*self.sources, READERS], kinds, {n: c.headline for n, c in self.criteria.items()},
-                               {n: repr(c) for n, c in self.criteria.items()}, aucs, seconds)
+                               {n: repr(c) for n, c in self.criteria.items()}, aucs, seconds,
+                               {n: c.tabled for n, c in self.criteria.items()})
         print(report, flush=True)
-        self._save_and_log(ctx, writer.path, summary, verdicts, comparisons, report, aucs, seconds)
+        self._save_and_log(ctx, writer.path, records, summary, verdicts, comparisons, report, aucs, seconds)
         return summary
 
     def _check_image_ids(self, ctx: StudyContext) -> int:
@@ -216,7 +219,8 @@ class SaliencyStudy:
         images, masks = ctx.images(batch)[:, 0].cpu().numpy(), ctx.masks(batch)[:, 0].cpu().numpy()
         return saliency_gallery(images, masks, maps, ctx.image_ids(batch), self.output_dir / f"{self.run_name}_maps.png")
 
-    def _save_and_log(self, ctx, records_csv, summary, verdicts, comparisons, report, aucs, seconds) -> None:
+    def _save_and_log(self, ctx, records_csv, records, summary, verdicts, comparisons, report, aucs,
+                      seconds) -> None:
         files = {"summary": summary, "verdicts": verdicts, "comparisons": comparisons}
         paths = [records_csv]
         for name, table in files.items():
@@ -224,8 +228,8 @@ class SaliencyStudy:
             table.to_csv(paths[-1], index=False)
         (self.output_dir / f"{self.run_name}_report.txt").write_text(report + "\n")  # MLflow gets it as report.txt
         for name, criterion in self.criteria.items():
-            if getattr(criterion, "curves", False):
-                figure = randomization_curves(summary, name, self.output_dir / f"{self.run_name}_{name}.png")
+            if criterion.figure:
+                figure = FIGURES[criterion.figure](summary, records, name, self.output_dir / f"{self.run_name}_{name}.png")
                 paths += [figure] if figure else []
         gallery = self._gallery(ctx)
         params = {**self.params, "model": self.primary.name,

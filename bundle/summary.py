@@ -14,6 +14,7 @@ import pandas as pd
 from bundle.trust.stats import bootstrap_summary, holm, paired_comparison
 
 SUMMARY_KEYS = ["model", "method", "criterion", "metric", "step"]
+SUMMARY_COLUMNS = [*SUMMARY_KEYS, "kind", "mean", "ci_low", "ci_high", "n", "n_nan"]
 
 
 def summarise(records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -26,7 +27,7 @@ def summarise(records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int 
         s = bootstrap_summary(group.sort_values("image_id")["value"].to_numpy(), n_resamples=n_resamples, seed=seed)
         rows.append({**dict(zip(SUMMARY_KEYS, keys)), "kind": kinds.get(keys[1], "model"), "mean": s.mean,
                      "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n, "n_nan": s.n_nan})
-    return pd.DataFrame(rows, columns=[*SUMMARY_KEYS, "kind", "mean", "ci_low", "ci_high", "n", "n_nan"])
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def strongest_baseline(rows: pd.DataFrame, kinds: Mapping[str, str], higher_is_better: bool = True) -> str | None:
@@ -42,18 +43,29 @@ def compare_to_strongest_baseline(
     records: pd.DataFrame, kinds: Mapping[str, str], criterion: str, metric: str, higher_is_better: bool = True,
     n_resamples: int = 1000, seed: int = 0,
 ) -> pd.DataFrame:
-    """Each method against the strongest baseline on the same images: the paired difference (method minus
-    baseline, signed so that positive is better) with its bootstrap CI, and the Wilcoxon signed-rank p-value.
-
-    ``unscored_baselines`` names configured baselines with no records here (they failed): the strongest
-    baseline is then unknown, and a verdict must not rest on the weaker ones that remain.
-    """
+    """Each method against the strongest baseline (:func:`compare_to_baseline`); empty when none was scored."""
     rows = records[(records.criterion == criterion) & (records.metric == metric)]
     baseline = strongest_baseline(rows, kinds, higher_is_better)
     if baseline is None:
         return pd.DataFrame()
+    compared = compare_to_baseline(rows, kinds, criterion, metric, baseline, higher_is_better, n_resamples, seed)
+    # a configured baseline that failed may have been the strongest: a verdict must not rest on the weaker ones
     scored = set(rows.method)
     unscored = ", ".join(b for b, kind in kinds.items() if kind == "baseline" and b not in scored)
+    return compared.assign(unscored_baselines=unscored) if len(compared) else compared
+
+
+def compare_to_baseline(
+    records: pd.DataFrame, kinds: Mapping[str, str], criterion: str, metric: str, baseline: str,
+    higher_is_better: bool = True, n_resamples: int = 1000, seed: int = 0,
+) -> pd.DataFrame:
+    """Each method against ``baseline`` on the same images: the paired difference (method minus baseline,
+    signed so that positive is better) with its bootstrap CI, and the Wilcoxon signed-rank p-value.
+
+    ``unscored_baselines`` names the baseline when it has no records here (it failed).
+    """
+    rows = records[(records.criterion == criterion) & (records.metric == metric)]
+    unscored = "" if (rows.method == baseline).any() else baseline
     reference = rows[rows.method == baseline].set_index(["image_id", "model", "step"])["value"]
     out = []
     for method, group in rows[rows.method.map(kinds).eq("method")].groupby("method", sort=False):

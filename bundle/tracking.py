@@ -58,14 +58,15 @@ def metric_key(criterion: str, metric: str, method: str, model: str | None = Non
 
 def _step_indices(frame) -> list[int]:
     """MLflow steps of a table's rows: 0 for the trained model, else the step's position (from 1) among the
-    steps of its criterion and model, in the order the criterion produced them."""
+    steps of its criterion, model and metric, in the order the criterion produced them (a cascade's blocks,
+    a faithfulness curve's reveal fractions)."""
     order: dict = {}
     indices = []
     for r in frame.itertuples(index=False):
         if r.step == "trained" or not isinstance(r.step, str):
             indices.append(0)
             continue
-        steps = order.setdefault((r.criterion, r.model), [])
+        steps = order.setdefault((r.criterion, r.model, r.metric), [])
         if r.step not in steps:
             steps.append(r.step)
         indices.append(steps.index(r.step) + 1)

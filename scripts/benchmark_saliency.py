@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,42 +29,7 @@ from torch import nn
 from bundle.networks import build_network, cam_layer_of
 from bundle.saliency import get_method
 from bundle.saliency.base import budget_inputs, has_relu_modules, inference_state, inputs_per_pass
-
-
-def _reset_peak() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # resets the resident-set high-water mark (Linux)
-
-
-def _peak_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], object], warmup: int, repeats: int) -> tuple[float, float]:
-    """Best wall time of ``repeats`` calls after ``warmup`` calls (CPU timings fall over the first repeats), peak MB."""
-    for _ in range(warmup):
-        fn()
-    _sync()
-    _reset_peak()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync()
-        best = min(best, time.perf_counter() - start)
-    return best, _peak_mb()
+from timing import timed  # scripts/timing.py, beside this script
 
 
 def pass_times(model: nn.Module, size: int, device: torch.device, batch_sizes: list[int], warmup: int) -> dict:

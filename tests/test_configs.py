@@ -77,6 +77,11 @@ def test_profiles_are_one_file_each_and_auto_picks_cpu_without_cuda():
     assert published.get_parsed_content("criteria#cascading_randomization").steps == {
         "densenet121": None, "inception_v3": None}  # every block
     assert published.get_parsed_content("methods#kernelshap").n_samples == 200
+    psc = parser.get_parsed_content("criteria#psc")  # the cpu profile's attack cut, and the published attack
+    assert (psc.iterations, psc.lr, psc.n_images, psc.attacked) == (5, 0.006, 8, ("grad", "gradcam", "gradcampp"))
+    assert parser.get_parsed_content("criteria#faithfulness").n_images == cpu["faithfulness_images"] == 16
+    published_psc = published.get_parsed_content("criteria#psc")
+    assert (published_psc.iterations, published_psc.lr, published_psc.attacked) == (1000, 2e-4, None)
     with pytest.raises(Exception) as error:
         _parser("evaluate.json", profile="gpu").get_parsed_content("saliency#n_images")
     assert "unknown profile 'gpu'" in "".join(str(e) for e in _chain(error.value))
@@ -97,9 +102,11 @@ def test_criteria_are_config_entries_with_their_own_settings():
     from bundle.criteria import (
         CRITERIA,
         CascadingRandomization,
+        Faithfulness,
         FidelityToPublished,
         LesionReliance,
         Localization,
+        PredictionSaliencyCorrelation,
         Reproducibility,
     )
 
@@ -107,7 +114,8 @@ def test_criteria_are_config_entries_with_their_own_settings():
     parser["criteria#localization#binarize"] = "topk:10"
     criteria = parser.get_parsed_content("criteria")
     assert list(criteria) == ["localization", "fidelity_to_published", "lesion_reliance", "cascading_randomization",
-                              "label_randomization", "repeatability", "reproducibility"] == list(CRITERIA)
+                              "label_randomization", "repeatability", "reproducibility", "faithfulness",
+                              "psc"] == list(CRITERIA)
     assert isinstance(criteria["localization"], Localization) and criteria["localization"].binarize == "topk:10"
     assert isinstance(criteria["fidelity_to_published"], FidelityToPublished)
     assert criteria["fidelity_to_published"].n_images == 4
@@ -116,6 +124,9 @@ def test_criteria_are_config_entries_with_their_own_settings():
     assert criteria["cascading_randomization"].architectures == ("densenet121", "inception_v3")
     assert isinstance(criteria["reproducibility"], Reproducibility)
     assert criteria["repeatability"].other == {"architecture": "densenet121", "seed": 1}
+    assert isinstance(criteria["faithfulness"], Faithfulness) and criteria["faithfulness"].baseline == "random"
+    psc = criteria["psc"]
+    assert isinstance(psc, PredictionSaliencyCorrelation) and psc.epsilon == 0.03 and psc.transfer_from == "grad"
     assert set(parser["baselines"]) == {"random", "edge", "prior"} and set(parser["references"]) == {"oracle"}
 
 

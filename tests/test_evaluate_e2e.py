@@ -14,6 +14,7 @@ from PIL import Image
 
 from bundle.criteria import RECORD_COLUMNS
 from bundle.saliency import METHODS
+from bundle.trust.pic import PIC_FRACTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES, REFERENCES = ["random", "edge", "prior"], ["oracle"]
@@ -56,8 +57,8 @@ def test_run_generates_data_trains_and_prints_verdicts(quick_run):
         line = next(line for line in table.splitlines() if re.match(rf"{name}!? +{kind} ", line))
         assert any(v in line for v in ("PASS", "FAIL", "INCONCLUSIVE")) == (kind != "reference"), line
     verdicts = pd.read_csv(next((tmp / "eval").glob("*_verdicts.csv")))
-    judged = verdicts[verdicts.method.isin(BASELINES)]  # baselines are judged by the sensitivity criteria only
-    assert set(judged.criterion) == {"cascading_randomization", "label_randomization"}
+    judged = verdicts[verdicts.method.isin(BASELINES)]  # baselines are judged where the model or input changes
+    assert set(judged.criterion) == {"cascading_randomization", "label_randomization", "psc"}
     assert "lesion_reliance (model): " in output and "Deciding rules" in output
     for method in ("ig", "kernelshap"):  # marked '!' exactly when its cut counts fail fidelity_to_published
         failed = f"fidelity_to_published  {method:<11} FAIL" in output
@@ -162,6 +163,45 @@ def test_sensitivity_and_agreement_records_mlflow_steps_and_figure(quick_run):
     assert "Time per criterion: localization" in output and "ssim per step" in output
 
 
+def test_faithfulness_and_psc_records_mlflow_keys_and_figures(quick_run):
+    tmp, output = quick_run
+    rows = records(tmp)[0]
+    faithful = rows[rows.criterion == "faithfulness"]
+    assert set(faithful.method) == {"grad", "gradcam", "random", "oracle", "model"}  # quick.json's methods
+    areas = faithful[faithful.metric == "sic_auc"]
+    assert len(areas) == 4 * 4  # configs/quick.json: 4 images
+    points = faithful[(faithful.metric == "sic_score") & (faithful.method == "grad")]
+    assert list(dict.fromkeys(points.step)) == [f"reveal:{t:g}" for t in PIC_FRACTIONS]
+    attacked = rows[rows.criterion == "psc"]
+    assert set(attacked.method) == {"grad", "gradcam", "occlusion", *BASELINES}
+    assert (attacked[attacked.metric.str.endswith("_linf")].value <= 0.03 + 1e-7).all()
+    direct = attacked[attacked.metric == "attacked_directly"].groupby("method").value.first()
+    assert set(direct[direct == 1].index) == {"grad", "gradcam"}  # in the cpu profile's list; occlusion transfers
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
+    evaluate = next(r for r in client.search_runs([client.get_experiment_by_name("saliency_trust").experiment_id])
+                    if r.info.run_name.startswith("evaluate_"))
+    metrics, tags = evaluate.data.metrics, evaluate.data.tags
+    for method in ("grad", "gradcam"):
+        for metric in ("sic_auc", "sic_median_auc", "aic_auc"):  # scored or skipped, every image is counted
+            key = f"faithfulness/{metric}/{method}"
+            assert metrics[f"{key}/n"] + metrics[f"{key}/n_nan"] == 4, key
+        assert "faithfulness/sic_auc/{method}/vs_baseline/diff".format(method=method) in metrics or \
+            metrics[f"faithfulness/sic_auc/{method}/n"] == 0
+        assert tags[f"verdict/faithfulness/{method}"] in ("PASS", "FAIL", "INCONCLUSIVE")
+    for method in ("grad", "gradcam", "occlusion"):
+        for key in (f"psc/sensitivity/{method}/n", f"psc/robustness/{method}/n", f"psc/sensitivity_linf/{method}",
+                    f"psc/robustness_class_changed/{method}"):
+            assert key in metrics, key
+        assert tags[f"verdict/psc/{method}"] in ("PASS", "FAIL", "INCONCLUSIVE")
+    linf = attacked[(attacked.method == "grad") & (attacked.metric == "sensitivity_linf")].value
+    assert linf.mean() == pytest.approx(metrics["psc/sensitivity_linf/grad"], rel=1e-6)
+    artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
+    assert any(a.endswith("_faithfulness.png") for a in artifacts) and any(a.endswith("_psc.png") for a in artifacts)
+    assert "faithfulness           grad" in output and "psc                    occlusion" in output
+    assert "transfer attack" in output and "Zhang et al. 2024" in output
+
+
 def test_the_edge_map_fails_and_the_gradient_passes_cascading_randomization(quick_run):
     """The sanity check of the criterion: a map that ignores the model keeps SSIM 1 and FAILS."""
     tmp, _ = quick_run
@@ -224,8 +264,8 @@ def test_same_seed_same_numbers_and_cached_rerun(quick_run, tmp_path):
 
 @pytest.mark.slow
 def test_the_default_run_of_the_readme(tmp_path):
-    """The README's first command, as shipped (1400 images, four models of 3 epochs, 12 methods, seven criteria,
-    the cpu profile): about 25 minutes."""
+    """The README's first command, as shipped (1400 images, four models of 3 epochs, 12 methods, nine criteria,
+    the cpu profile): about 30 minutes."""
     command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", "configs/evaluate.json",
                "--output_dir", str(tmp_path / "eval"), "--dataset_dir", str(tmp_path / "data"),
                "--ckpt_dir", str(tmp_path / "models")]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
-from sklearn.metrics import auc, average_precision_score, precision_recall_curve
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
 from bundle.handlers import LocalizationScore
 from bundle.trust import (
@@ -26,6 +26,7 @@ from bundle.trust import (
     mass_accuracy,
     normalize_maps,
 )
+from bundle.trust.localization import rank_accuracy, roc_auc
 
 
 def _sklearn_auprc(m: torch.Tensor, y: torch.Tensor) -> float:
@@ -73,6 +74,24 @@ def test_permuting_images_permutes_results():
     maps, masks = torch.rand(6, 10, 10, generator=g), torch.rand(6, 10, 10, generator=g) > 0.7
     perm = torch.tensor([3, 0, 5, 1, 4, 2])
     torch.testing.assert_close(auprc(maps[perm], masks[perm]), auprc(maps, masks)[perm])
+
+
+@pytest.mark.parametrize("levels", [None, 3])
+def test_roc_auc_matches_sklearn_with_ties_and_rank_accuracy_counts_the_top_k(levels):
+    g = torch.Generator().manual_seed(2)
+    maps = torch.rand(6, 12, 10, generator=g, dtype=torch.float64)
+    if levels:
+        maps = (maps * levels).floor()
+    masks = torch.rand(6, 12, 10, generator=g) > 0.7
+    ours = roc_auc(maps, masks)
+    for i in range(6):
+        expected = roc_auc_score(masks[i].flatten().numpy(), maps[i].flatten().numpy())
+        assert ours[i].item() == pytest.approx(expected, abs=1e-6)
+    one = torch.tensor([[[4.0, 3.0, 0.0], [2.0, 1.0, 0.5]]])  # top 3: 4, 3, 2; the mask holds 4 and 1 and 0.5
+    mask = torch.tensor([[[1, 0, 0], [0, 1, 1]]])
+    assert rank_accuracy(one, mask).item() == pytest.approx(1 / 3)
+    assert rank_accuracy(torch.ones(1, 2, 3), mask).isnan().all() and roc_auc(torch.ones(1, 2, 3), mask).isnan().all()
+    assert roc_auc(one, torch.ones(1, 2, 3)).isnan().all()  # no negative pixel: undefined
 
 
 def test_pointing_game_and_mass_accuracy():

@@ -8,7 +8,11 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from bundle.trust.pic import PIC_FRACTIONS, aggregate_pic, blurred_image, information, pic_curves, random_reveal_mask
+from bundle.data.synthetic import SyntheticConfig, render
+from bundle.trust.pic import (
+    PIC_FRACTIONS, aggregate_pic, blurred_image, curve_through, information, median_curve, pic_curves,
+    random_reveal_mask,
+)
 
 pic = pytest.importorskip("saliency.metrics.pic")
 
@@ -52,7 +56,7 @@ def test_curves_and_areas_equal_pair(monkeypatch, kind):
     model = EdgeEnergy().eval()
     images, maps = _images()
     mask = random_reveal_mask(images.shape[1:], 0.01, seed=0)
-    ours = pic_curves(model, images, maps, mask, target=1, kind=kind, min_score=0.0)
+    ours = pic_curves(model, images, maps, mask, target=1, min_score=0.0)[kind]  # both kinds from one pass
     for i in range(len(images)):
         try:
             reference = _pair(model, images[i], maps[i], mask, kind)
@@ -63,6 +67,8 @@ def test_curves_and_areas_equal_pair(monkeypatch, kind):
         np.testing.assert_allclose(ours.curve_x, reference.curve_x, atol=1e-12)
         np.testing.assert_allclose(ours.curves[i], reference.curve_y, atol=1e-6)
         assert ours.auc[i] == pytest.approx(reference.auc, abs=1e-6)
+        # the recorded points rebuild the curve exactly (what the criterion's median curve is made from)
+        np.testing.assert_array_equal(curve_through(ours.points_x[i], ours.points_y[i], ours.curve_x), ours.curves[i])
     scored = sum(s == "" for s in ours.skipped)
     assert scored >= (3 if kind == "sic" else 1) and (kind == "sic" or scored < len(images))  # both paths compared
 
@@ -83,12 +89,51 @@ def test_blur_and_information_follow_pair():
 def test_skipped_images_are_counted_with_the_reason_and_the_median_curve_aggregates():
     images, maps = _images(n=4)
     mask = random_reveal_mask(images.shape[1:], 0.01, seed=0)
-    result = pic_curves(EdgeEnergy(offset=100.0), images, maps, mask, min_score=0.8)  # scores near 0: all skipped
-    assert all(s.startswith("min_score") for s in result.skipped) and np.isnan(result.auc).all()
-    assert np.isnan(aggregate_pic(result)[1])
-    scored = pic_curves(EdgeEnergy(), images, maps, mask, min_score=0.0)
-    median, area = aggregate_pic(scored)
+    result = pic_curves(EdgeEnergy(offset=100.0), images, maps, mask, min_score=0.8)["sic"]  # scores near 0
+    assert result.skipped == ["min_score"] * 4 and np.isnan(result.auc).all()
+    assert np.isnan(aggregate_pic(result.curve_x, result.curves)[1])
+    flat = np.full_like(images, 128)  # nothing to blur: the blurred image is exactly as informative
+    assert pic_curves(EdgeEnergy(offset=-100.0), flat, maps, mask, min_score=0.0)["sic"].skipped == ["blur"] * 4
+    scored = pic_curves(EdgeEnergy(), images, maps, mask, min_score=0.0)["sic"]
+    median, area = aggregate_pic(scored.curve_x, scored.curves)
     kept = scored.curves[~np.isnan(scored.auc)]
     np.testing.assert_allclose(median, np.median(kept, axis=0))
     assert area == pytest.approx(np.trapezoid(np.median(kept, axis=0), scored.curve_x))
     assert median[0] == 0.0 and median[-1] == 1.0 and (np.diff(median) >= -1e-12).all()  # monotonic
+    boot = median_curve(scored.curve_x, scored.curves, n_resamples=200, seed=1)
+    assert boot.auc == area and boot.auc_low <= area <= boot.auc_high and boot.n == len(kept)
+    assert (boot.curve_low <= boot.curve + 1e-12).all() and (boot.curve <= boot.curve_high + 1e-12).all()
+
+
+class LesionContrast(nn.Module):
+    """A model that relies on the lesion: the class-1 logit is the mean intensity inside a known lesion
+    region minus the mean of the ring around it."""
+
+    def __init__(self, lesion: np.ndarray, gain: float = 40.0, offset: float = 1.0) -> None:
+        super().__init__()
+        ring = ndimage.binary_dilation(lesion, iterations=6) & ~lesion
+        self.register_buffer("lesion", torch.as_tensor(lesion / lesion.sum(), dtype=torch.float32))
+        self.register_buffer("ring", torch.as_tensor(ring / ring.sum(), dtype=torch.float32))
+        self.gain, self.offset = gain, offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        contrast = (x[:, 0] * self.lesion).sum(dim=(1, 2)) - (x[:, 0] * self.ring).sum(dim=(1, 2))
+        return torch.stack([torch.zeros_like(contrast), self.gain * contrast - self.offset], dim=1)
+
+
+def test_a_map_that_reveals_the_lesion_first_beats_a_random_map_and_one_that_reveals_background_first_loses():
+    size = 64
+    yy, xx = np.mgrid[:size, :size]
+    lesion = (yy - 40) ** 2 + (xx - 24) ** 2 <= 8**2
+    backgrounds = [render(seed, lesion=False, cfg=SyntheticConfig(size=size)).image for seed in range(6)]
+    images = np.stack([np.round(255 * np.clip(b + 0.35 * lesion, 0, 1)) for b in backgrounds]).astype(np.uint8)
+    oracle = np.stack([ndimage.gaussian_filter(lesion.astype(float), 2.0)] * len(images))
+    background_first = 1.0 - oracle
+    uniform = np.random.default_rng(0).random(images.shape)
+    mask = random_reveal_mask((size, size), 0.01, seed=0)
+    model = LesionContrast(lesion)
+    area = {name: pic_curves(model, images, maps, mask, min_score=0.8)["sic"].auc
+            for name, maps in [("oracle", oracle), ("random", uniform), ("background", background_first)]}
+    assert not any(np.isnan(a).any() for a in area.values())  # every image scored
+    assert (area["oracle"] > area["random"]).all() and (area["random"] > area["background"]).all()
+    assert area["oracle"].mean() > 0.8 and area["background"].mean() < 0.3

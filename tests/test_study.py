@@ -231,3 +231,91 @@ def test_fidelity_without_a_defined_correlation_is_inconclusive():
                              "ci_low": float("nan"), "ci_high": float("nan"), "n": 0, "n_nan": 4}])
     verdict = FidelityToPublished().verdicts(summary, pd.DataFrame()).iloc[0]
     assert verdict.verdict == "INCONCLUSIVE" and "no defined correlation on 4 images" in verdict.rule
+
+
+@pytest.fixture(scope="module")
+def attacked_run(tmp_path_factory):
+    """Faithfulness and PSC in the study: SpotNet (class 1 follows the bright lesion), two directly attacked
+    methods, one that transfers (occlusion), a map with no mass (counted, never a crash)."""
+    from bundle.criteria import Faithfulness, PredictionSaliencyCorrelation
+
+    tmp = tmp_path_factory.mktemp("attacked")
+    methods = {"grad": get_method("grad"), "gradcam": get_method("gradcam", layer="act"),
+               "occlusion": get_method("occlusion", window=6, stride=6), "flat": ZeroMap()}
+    with torch.no_grad():  # a min_score between the scores of the (quantised) images: some are skipped for it
+        quantised = [torch.round(255 * b["image"]) / 255 for b in make_batches(12)]
+        scores = torch.cat([torch.softmax(SpotNet()(x), dim=1)[:, 1] for x in quantised])
+    criteria = {"faithfulness": Faithfulness(min_score=float(scores.quantile(0.3)), workers=2, min_pairs=3),
+                "psc": PredictionSaliencyCorrelation(iterations=4, lr=0.01, epsilon=0.05, min_images=3)}
+    study = make_study(tmp, make_batches(12), methods=methods, criteria=criteria)
+    return tmp, study, study.run()
+
+
+class ZeroMap:
+    """A map source with no mass at all: no distribution, so every divergence of it is undefined."""
+
+    signed = False
+
+    def __repr__(self) -> str:
+        return "zero()"
+
+    def __call__(self, model, images, target):
+        return torch.zeros(images.shape[0], *images.shape[2:])
+
+
+def test_faithfulness_records_curves_and_skips_by_reason(attacked_run):
+    tmp, study, summary = attacked_run
+    records = pd.read_csv(tmp / "eval" / "study_records.csv")
+    mine = records[records.criterion == "faithfulness"]
+    assert set(mine.method) == {"model", "grad", "gradcam", "occlusion", "flat", "random", "oracle"}  # no prior
+    reasons = mine[(mine.method == "model") & mine.metric.str.startswith("sic_skipped_")].pivot(
+        index="image_id", columns="metric", values="value")
+    assert (reasons.sum(axis=1) <= 1).all() and 0 < reasons.sic_skipped_min_score.sum()  # one reason per image
+    skipped = reasons.sum(axis=1)
+    auc = mine[(mine.method == "grad") & (mine.metric == "sic_auc")].set_index("image_id").value
+    assert len(auc) == 12 and (auc.isna() == (skipped == 1)).all() and skipped.sum() < 12
+    rows = summary[summary.criterion == "faithfulness"].set_index(["method", "metric", "step"])
+    oracle, random = rows.loc[("oracle", "sic_median_auc", "trained")], rows.loc[("random", "sic_median_auc", "trained")]
+    assert oracle["mean"] > random["mean"] and oracle.n == 12 - skipped.sum()
+    curve = rows.loc["oracle"].loc["sic_median_curve"]["mean"]
+    assert curve.iloc[0] == 0 and curve.iloc[-1] == 1 and len(curve) == 51
+    verdicts = pd.read_csv(tmp / "eval" / "study_verdicts.csv")
+    grad = verdicts[(verdicts.criterion == "faithfulness") & (verdicts.method == "grad")].iloc[0]
+    assert f"skipped: min_score {int(reasons.sic_skipped_min_score.sum())}" in grad.rule and "vs random" in grad.rule
+    client = mlflow.MlflowClient(study.tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name("study_test").experiment_id])[0]
+    history = client.get_metric_history(run.info.run_id, "faithfulness/sic_median_curve/oracle")
+    assert sorted(m.step for m in history) == list(range(1, 52))  # the median curve, its 51 points as MLflow steps
+    assert run.data.metrics["faithfulness/sic_median_auc/oracle"] == pytest.approx(oracle["mean"])
+    flat = rows.loc[("flat", "sic_auc", "trained")]  # a constant map ranks no pixel first: NaN, counted
+    assert flat.n == 0 and flat.n_nan == 12
+    assert (tmp / "eval" / "study_faithfulness.png").is_file()
+
+
+def test_psc_records_attack_within_epsilon_and_counts_what_it_cannot_judge(attacked_run):
+    tmp, study, summary = attacked_run
+    records = pd.read_csv(tmp / "eval" / "study_records.csv")
+    mine = records[records.criterion == "psc"]
+    assert set(mine.method) == {"grad", "gradcam", "occlusion", "flat", "random", "prior"}  # no oracle
+    assert (mine[mine.metric.str.endswith("_linf")].value <= 0.05 + 1e-7).all()
+    direct = mine[mine.metric == "attacked_directly"].groupby("method").value.mean().to_dict()
+    assert direct == {"grad": 1, "gradcam": 1, "occlusion": 0, "flat": 0, "random": 0, "prior": 0}
+    # a transfer source is scored on grad's attacked images: the same prediction change, image by image
+    pred = mine[mine.metric == "sensitivity_jsd_pred"].pivot(index="image_id", columns="method", values="value")
+    pd.testing.assert_series_equal(pred["occlusion"], pred["grad"], check_names=False)
+    rows = summary[summary.criterion == "psc"].set_index(["method", "metric"])
+    psc_grad = rows.loc[("grad", "sensitivity")]
+    jsd = mine[mine.method == "grad"].pivot(index="image_id", columns="metric", values="value")
+    from scipy import stats
+
+    assert psc_grad["mean"] == pytest.approx(stats.pearsonr(jsd.sensitivity_jsd_pred, jsd.sensitivity_jsd_map)[0])
+    assert rows.loc[("flat", "sensitivity"), "n_nan"] == 12 and np.isnan(rows.loc[("flat", "sensitivity"), "mean"])
+    assert np.isnan(rows.loc[("prior", "robustness"), "mean"])  # a map that never changes: PSC undefined
+    verdicts = pd.read_csv(tmp / "eval" / "study_verdicts.csv")
+    psc_verdicts = verdicts[verdicts.criterion == "psc"].set_index("method")
+    assert psc_verdicts.loc["flat", "verdict"] == "INCONCLUSIVE" and "undefined" in psc_verdicts.loc["flat", "rule"]
+    assert "transfer attack" in psc_verdicts.loc["occlusion", "rule"]
+    assert "attacked directly" in psc_verdicts.loc["grad", "rule"]
+    changed = mine[(mine.method == "grad") & (mine.metric == "sensitivity_class_changed")].value.mean()
+    assert f"class changed in {changed:.0%}" in psc_verdicts.loc["grad", "rule"]  # counted, whether or not it did
+    assert (tmp / "eval" / "study_psc.png").is_file()

@@ -8,14 +8,17 @@ from __future__ import annotations
 from bundle.criteria.agreement import Repeatability, Reproducibility
 from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, RECORD_COLUMNS, Criterion, Record
 from bundle.criteria.context import StudyContext
+from bundle.criteria.faithfulness import Faithfulness
 from bundle.criteria.fidelity import FidelityToPublished
 from bundle.criteria.lesion_reliance import LesionReliance
 from bundle.criteria.localization import Localization
+from bundle.criteria.psc import PredictionSaliencyCorrelation
 from bundle.criteria.randomization import CascadingRandomization, LabelRandomization
 
 CRITERIA: dict[str, type[Criterion]] = {
     cls.name: cls for cls in (Localization, FidelityToPublished, LesionReliance, CascadingRandomization,
-                              LabelRandomization, Repeatability, Reproducibility)
+                              LabelRandomization, Repeatability, Reproducibility, Faithfulness,
+                              PredictionSaliencyCorrelation)
 }
 
 
@@ -30,6 +33,6 @@ def get_criterion(name: str, **settings) -> Criterion:
 
 __all__ = [
     "CRITERIA", "FAIL", "INCONCLUSIVE", "PASS", "RECORD_COLUMNS", "CascadingRandomization", "Criterion",
-    "FidelityToPublished", "LabelRandomization", "LesionReliance", "Localization", "Record", "Repeatability",
-    "Reproducibility", "StudyContext", "get_criterion",
+    "Faithfulness", "FidelityToPublished", "LabelRandomization", "LesionReliance", "Localization",
+    "PredictionSaliencyCorrelation", "Record", "Repeatability", "Reproducibility", "StudyContext", "get_criterion",
 ]

@@ -53,6 +53,8 @@ class Criterion:
 
     name: str = ""
     headline: str = ""  # the metric the report's verdict table shows for this criterion
+    figure: str = ""  # the figure the study draws for it (a name in bundle.report.FIGURES), if any
+    tabled: tuple[str, ...] | None = None  # the metrics of its table in the report (None: every metric)
 
     def models(self, primary: ModelSpec) -> list[ModelSpec]:
         """The trained models this criterion needs (the study trains missing ones first)."""
@@ -79,6 +81,11 @@ class Criterion:
                 continue
             yield records
 
+    def aggregates(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
+        """Summary rows of statistics that are not a mean over images (a correlation across images, the area
+        of a median curve), in the summary's columns, computed from the records (none by default)."""
+        return pd.DataFrame()
+
     def comparisons(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
         """Paired tests whose p-values the study Holm-adjusts across every criterion (none by default)."""
         return pd.DataFrame()
@@ -93,3 +100,32 @@ class Criterion:
 
     def __repr__(self) -> str:
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in sorted(self.params().items()))})"
+
+
+def verdict_against_baseline(c, metric: str, alpha: float, min_pairs: int, which: str = "the") -> tuple[str, str]:
+    """PASS / FAIL / INCONCLUSIVE and its rule from one row of a baseline comparison (``bundle.summary``):
+    PASS when the Holm-adjusted paired test favours the method, FAIL when it favours the baseline,
+    INCONCLUSIVE when neither, with fewer than ``min_pairs`` images, or when a baseline was not scored
+    (``which`` names the baseline that is then unknown, e.g. "the strongest")."""
+    test = (f"{metric} vs {c.baseline}: diff {c.mean_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}], "
+            f"Wilcoxon p {c.p_value:.2g}, Holm over {c.n_tests} tests p {c.p_holm:.2g}")
+    if isinstance(c.unscored_baselines, str) and c.unscored_baselines:
+        verdict, why = INCONCLUSIVE, f"baseline(s) {c.unscored_baselines} not scored: {which} baseline is unknown"
+    elif c.n_pairs < min_pairs:
+        verdict, why = INCONCLUSIVE, f"only {c.n_pairs} paired images (< {min_pairs})"
+    elif c.p_holm < alpha and c.direction > 0:
+        verdict, why = PASS, f"beats {c.baseline} (signed ranks favour it, p_Holm < {alpha})"
+    elif c.p_holm < alpha and c.direction < 0:
+        verdict, why = FAIL, f"below {c.baseline} (signed ranks favour {c.baseline}, p_Holm < {alpha})"
+    else:
+        verdict, why = INCONCLUSIVE, f"not distinguishable from {c.baseline} (p_Holm >= {alpha})"
+    return verdict, f"{why}; {test}"
+
+
+def chosen_methods(ctx, criterion: str, methods) -> set[str]:
+    """The study's methods a criterion scores: ``methods`` (a subset, checked) or all of them when ``None``."""
+    available = {n for n, kind in ctx.kinds.items() if kind == "method"}
+    unknown = sorted(set(methods or ()) - available)
+    if unknown:
+        raise ValueError(f"{criterion}: methods {unknown} are not among the study's methods {sorted(available)}")
+    return available if methods is None else set(methods)

@@ -121,9 +121,16 @@ class StudyContext:
                                  f"expected {expected} (batch, *spatial of the images)")
             return maps
 
+        return self.cached(spec, method, batch, compute, step)
+
+    def cached(self, spec: ModelSpec, what: object, batch: Mapping, compute: Callable[[list[int]], torch.Tensor],
+               step: str = "trained") -> torch.Tensor:
+        """Per-image tensors of a batch that depend on model ``spec`` (at ``step``) and on ``what`` (its ``repr``:
+        a method with its parameters, an attack), from the cache when there, else ``compute(positions)`` of the
+        missing images. Without a cache everything is computed."""
         if self.cache is None:
-            return compute(list(range(images.shape[0])))
-        description = MapCache.describe(spec.name, self.weights_digest(spec), method, self.target,
+            return compute(list(range(len(self.image_ids(batch)))))
+        description = MapCache.describe(spec.name, self.weights_digest(spec), what, self.target,
                                         dict(self.cache_context), step)
         return self.cache.fetch(description, self.image_ids(batch), compute, self.device)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, records_for
+from bundle.criteria.base import (
+    FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, chosen_methods, records_for,
+)
 from bundle.trust.similarity import spearman
 
 
@@ -32,12 +34,8 @@ class FidelityToPublished(Criterion):
         self.n_images, self.threshold, self.methods = n_images, threshold, methods
 
     def sources(self, ctx) -> list[str]:
-        unknown = sorted(set(self.methods or ()) - {n for n, kind in ctx.kinds.items() if kind == "method"})
-        if unknown:
-            raise ValueError(f"{self.name}: methods {unknown} are not among the study's methods")
-        return [name for name, kind in ctx.kinds.items()
-                if kind == "method" and (self.methods is None or name in self.methods)
-                and getattr(ctx.sources[name], "is_cut", lambda: False)()]
+        chosen = chosen_methods(ctx, self.name, self.methods)
+        return [name for name in ctx.sources if name in chosen and getattr(ctx.sources[name], "is_cut", lambda: False)()]
 
     def evaluate_method(self, ctx, name: str) -> list[Record]:
         published = ctx.sources[name].published_method()

@@ -8,9 +8,13 @@ import pandas as pd
 import torch
 from monai.utils import look_up_option
 
-from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, records_for
+from bundle.criteria.base import (
+    INCONCLUSIVE, VERDICT_COLUMNS, Criterion, Record, records_for, verdict_against_baseline,
+)
 from bundle.summary import compare_to_strongest_baseline
-from bundle.trust.localization import LOCALIZATION_METRICS, localization_scores, parse_binarization
+from bundle.trust.localization import (
+    EXTRA_LOCALIZATION_METRICS, LOCALIZATION_METRICS, localization_scores, parse_binarization,
+)
 from bundle.trust.normalization import NORMALIZATIONS, normalize_maps
 
 
@@ -24,7 +28,8 @@ class Localization(Criterion):
     or with fewer than ``min_pairs`` images scored by both, it is INCONCLUSIVE.
 
     Args:
-        metrics: localisation scores to record (:data:`bundle.trust.LOCALIZATION_METRICS`).
+        metrics: localisation scores to record (:data:`bundle.trust.LOCALIZATION_METRICS`, and ``rank`` and
+            ``roc_auc`` by name).
         normalization: map normalisation before scoring: ``pair`` (default), ``minmax``, ``sum_to_one``.
         binarize: binarisation behind IoU and Dice: ``otsu`` (default), ``threshold:t``, ``topk:p``, ``bbox``.
         true_positive_only: IoU and Dice are NaN when either mask is empty (cheXlocalize's default).
@@ -39,7 +44,8 @@ class Localization(Criterion):
         self, metrics: Sequence[str] = LOCALIZATION_METRICS, normalization: str = "pair", binarize: str = "otsu",
         true_positive_only: bool = True, verdict_metric: str = "auprc", alpha: float = 0.05, min_pairs: int = 6,
     ) -> None:
-        self.metrics = tuple(look_up_option(m, LOCALIZATION_METRICS) for m in metrics)
+        available = LOCALIZATION_METRICS + EXTRA_LOCALIZATION_METRICS
+        self.metrics = tuple(look_up_option(m, available) for m in metrics)
         self.normalization = look_up_option(normalization, NORMALIZATIONS)
         parse_binarization(binarize)
         self.binarize, self.true_positive_only = binarize, true_positive_only
@@ -85,19 +91,8 @@ class Localization(Criterion):
         rows = []
         mine = comparisons[comparisons.criterion == self.name] if len(comparisons) else comparisons
         for c in mine.itertuples(index=False):
-            test = (f"{self.verdict_metric} vs {c.baseline}: diff {c.mean_diff:+.3f} [{c.ci_low:+.3f}, "
-                    f"{c.ci_high:+.3f}], Wilcoxon p {c.p_value:.2g}, Holm over {c.n_tests} tests p {c.p_holm:.2g}")
-            if isinstance(c.unscored_baselines, str) and c.unscored_baselines:
-                verdict, why = INCONCLUSIVE, f"baseline(s) {c.unscored_baselines} not scored: the strongest is unknown"
-            elif c.n_pairs < self.min_pairs:
-                verdict, why = INCONCLUSIVE, f"only {c.n_pairs} paired images (< {self.min_pairs})"
-            elif c.p_holm < self.alpha and c.direction > 0:
-                verdict, why = PASS, f"beats {c.baseline} (signed ranks favour it, p_Holm < {self.alpha})"
-            elif c.p_holm < self.alpha and c.direction < 0:
-                verdict, why = FAIL, f"below {c.baseline} (signed ranks favour {c.baseline}, p_Holm < {self.alpha})"
-            else:
-                verdict, why = INCONCLUSIVE, f"not distinguishable from {c.baseline} (p_Holm >= {self.alpha})"
-            rows.append({"criterion": self.name, "method": c.method, "verdict": verdict, "rule": f"{why}; {test}"})
+            verdict, rule = verdict_against_baseline(c, self.verdict_metric, self.alpha, self.min_pairs, "the strongest")
+            rows.append({"criterion": self.name, "method": c.method, "verdict": verdict, "rule": rule})
         compared = {row["method"] for row in rows}
         scored = summary[(summary.criterion == self.name) & (summary.kind == "method")].method.unique()
         rows += [{"criterion": self.name, "method": m, "verdict": INCONCLUSIVE, "rule": "no baseline to compare with"}

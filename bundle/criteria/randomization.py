@@ -45,7 +45,6 @@ class MapSensitivity(Criterion):
     """
 
     headline = "ssim"
-    curves = False  # whether the study draws the per-step curve figure
     _judged = True  # whether the last step is the changed model the pass rule is defined on
     _unjudged_reason = ""
 
@@ -162,7 +161,7 @@ class CascadingRandomization(MapSensitivity):
     """
 
     name = "cascading_randomization"
-    curves = True
+    figure = "randomization_curves"
 
     def __init__(self, architectures: Sequence[str] = (), mode: str = "cascading",
                  steps: Mapping[str, Sequence[str] | None] | None = None, randomization_seed: int = 0,

@@ -1,6 +1,14 @@
 """Tables and figures for people to look at."""
 
-from bundle.report.figures import contact_sheet, randomization_curves, saliency_gallery
+from bundle.report.figures import contact_sheet, pic_curves_figure, psc_scatter, randomization_curves, saliency_gallery
 from bundle.report.tables import format_report
 
-__all__ = ["contact_sheet", "format_report", "randomization_curves", "saliency_gallery"]
+# the figure a criterion asks for (``Criterion.figure``): (summary, records, criterion name, path) -> path or None
+FIGURES = {
+    "randomization_curves": lambda summary, records, criterion, path: randomization_curves(summary, criterion, path),
+    "pic_curves": pic_curves_figure,
+    "psc_scatter": psc_scatter,
+}
+
+__all__ = ["FIGURES", "contact_sheet", "format_report", "pic_curves_figure", "psc_scatter", "randomization_curves",
+           "saliency_gallery"]

@@ -110,3 +110,85 @@ def randomization_curves(summary, criterion: str, path: str | Path, metric: str 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _panels(n: int, width: float = 3.2, height: float = 2.6, columns: int = 4, **kwargs):
+    """A grid of ``n`` panels (the unused ones hidden)."""
+    columns = min(columns, n)
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False, **kwargs)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def pic_curves_figure(summary, records, criterion: str, path: str | Path, baseline: str = "random",
+                      reference: str = "oracle") -> Path | None:
+    """One panel per map source: its point-wise median SIC and AIC curves (95% bootstrap band), with the
+    random-map baseline dashed and the oracle dotted, as Kapishnikov et al. plot performance information curves."""
+    rows = summary[(summary.criterion == criterion) & summary.metric.str.endswith("_median_curve")]
+    if rows.empty:
+        return None
+    sources = [s for s in dict.fromkeys(rows.method) if s not in (baseline, reference)]
+    fig, axes = _panels(len(sources), sharex=True, sharey=True)
+    area = {(r.method, r.metric): r.mean for r in summary[(summary.criterion == criterion)
+                                                         & summary.metric.str.endswith("_median_auc")].itertuples()}
+    for ax, source in zip(axes.flat, sources):
+        for colour, metric in zip(("C0", "C3"), dict.fromkeys(rows.metric)):
+            kind = metric.split("_")[0]
+
+            def curve(name):
+                c = rows[(rows.method == name) & (rows.metric == metric)]
+                return c.step.str.split(":").str[-1].astype(float).to_numpy(), c
+
+            x, c = curve(source)
+            ax.plot(x, c["mean"], color=colour, label=f"{kind.upper()} {area.get((source, f'{kind}_median_auc'), np.nan):.2f}")
+            ax.fill_between(x, c.ci_low, c.ci_high, color=colour, alpha=0.2)
+            for name, style in ((baseline, "--"), (reference, ":")):
+                bx, b = curve(name)
+                if len(b):
+                    ax.plot(bx, b["mean"], color=colour, linestyle=style, linewidth=0.8)
+        ax.set_title(source, fontsize=9)
+        ax.legend(fontsize=6, loc="lower right")
+    for ax in axes[-1]:
+        ax.set_xlabel("information fraction (WebP)", fontsize=7)
+    axes[0][0].set_ylabel("normalised score")
+    fig.suptitle(f"{criterion}: median performance information curves (area in the legend; dashed {baseline}, "
+                 f"dotted {reference})", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def psc_scatter(summary, records, criterion: str, path: str | Path) -> Path | None:
+    """One panel per map source: JSD_pred against JSD_map per image, one colour per attack, PSC in the legend."""
+    mine = records[(records.criterion == criterion) & records.metric.str.endswith("_jsd_pred")]
+    if mine.empty:
+        return None
+    attacks = [m[: -len("_jsd_pred")] for m in dict.fromkeys(mine.metric)]
+    sources = list(dict.fromkeys(mine.method))
+    value = {(r.method, r.metric): r.mean for r in summary[summary.criterion == criterion].itertuples()}
+    fig, axes = _panels(len(sources))
+    for ax, source in zip(axes.flat, sources):
+        rows = records[(records.criterion == criterion) & (records.method == source)]
+        for colour, attack in zip(("C0", "C3"), attacks):
+            x = rows[rows.metric == f"{attack}_jsd_pred"].sort_values("image_id").value
+            y = rows[rows.metric == f"{attack}_jsd_map"].sort_values("image_id").value
+            ax.scatter(x, y, s=10, color=colour, label=f"{attack} PSC {value.get((source, attack), np.nan):.2f}")
+        ax.set_title(source, fontsize=9)
+        ax.legend(fontsize=6)
+        ax.tick_params(labelsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel("JSD_pred", fontsize=7)
+    for row in axes:
+        row[0].set_ylabel("JSD_map", fontsize=7)
+    fig.suptitle(f"{criterion}: prediction vs map divergence under attack, per image", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -72,19 +72,24 @@ def verdict_table(summary: pd.DataFrame, verdicts: pd.DataFrame, order: Sequence
     return lines
 
 
-def metric_table(summary: pd.DataFrame, criterion: str, order: Sequence[str], kinds: Mapping[str, str]) -> list[str]:
-    """Every metric of one criterion: rows are map sources, cells mean [95% CI]; NaN counts at the end."""
+def metric_table(summary: pd.DataFrame, criterion: str, order: Sequence[str], kinds: Mapping[str, str],
+                 metrics: Sequence[str] | None = None) -> list[str]:
+    """The metrics of one criterion (``metrics``, or all): rows are map sources, cells mean [95% CI]; NaN counts
+    at the end."""
     rows = summary[summary.criterion == criterion]
-    metrics = list(dict.fromkeys(rows.metric))
+    metrics = [m for m in (metrics or dict.fromkeys(rows.metric)) if m in set(rows.metric)]
     cells = _lookup(rows)
-    header = f"{'method':<12}{'kind':<10}" + "".join(f"{m:<24}" for m in metrics) + "NaN (" + "/".join(metrics) + ")"
+    widths = [max(24, len(m) + 2) for m in metrics]
+    header = (f"{'method':<12}{'kind':<10}" + "".join(f"{m:<{w}}" for m, w in zip(metrics, widths))
+              + "NaN (" + "/".join(metrics) + ")")
     lines = [header, "-" * len(header)]
     for name in order:
         if not any((name, criterion, m) in cells for m in metrics):
             continue
         found = [cells.get((name, criterion, m)) for m in metrics]
         nans = "/".join("-" if r is None else str(r.n_nan) for r in found)
-        lines.append(f"{name:<12}{kinds[name]:<10}" + "".join(f"{_cell(r):<24}" for r in found) + nans)
+        lines.append(f"{name:<12}{kinds[name]:<10}" + "".join(f"{_cell(r):<{w}}" for r, w in zip(found, widths))
+                     + nans)
     return lines
 
 
@@ -92,9 +97,11 @@ def format_report(
     title: str, summary: pd.DataFrame, verdicts: pd.DataFrame, failures: Sequence[Mapping], order: Sequence[str],
     kinds: Mapping[str, str], headlines: Mapping[str, str], notes: Mapping[str, str],
     aucs: Mapping[str, float] | None = None, seconds: Mapping[str, float] | None = None,
+    tabled: Mapping[str, Sequence[str] | None] | None = None,
 ) -> str:
     """The whole console report. ``headlines`` names each criterion's headline metric, ``notes`` its settings line,
-    ``aucs`` each model's classification AUC, ``seconds`` each criterion's time."""
+    ``aucs`` each model's classification AUC, ``seconds`` each criterion's time, ``tabled`` the metrics of each
+    criterion's table (all when missing; per-step curves are in the CSVs, the figures and MLflow)."""
     lines = [title]
     if aucs:
         lines += ["", "Models (classification AUC on the labelled validation images; agreement only means something "
@@ -103,15 +110,16 @@ def format_report(
     model_rows = verdicts[~verdicts.method.isin(list(kinds))]  # about the model itself
     lines += [""] * (len(model_rows) > 0) + [f"{v.criterion} ({v.method}): {v.verdict}: {v.rule}"
                                               for v in model_rows.itertuples(index=False)]
-    lines += ["", "Verdicts (mean [95% bootstrap CI] over images; baselines are judged only by the sensitivity "
-                  "criteria, where a map that ignores the model must FAIL)"]
+    lines += ["", "Verdicts (mean [95% bootstrap CI] over images; baselines are judged only by the criteria that "
+                  "change the model or the input (randomisation, PSC), where a map that ignores the model must not "
+                  "PASS)"]
     lines += verdict_table(summary, verdicts, order, kinds, headlines)
     lines += ["", "Deciding rules"]
     for v in verdicts[verdicts.method.isin(list(kinds))].itertuples(index=False):
         lines.append(f"  {v.criterion:<22} {v.method:<11} {v.verdict:<13} {v.rule}")
     for criterion in dict.fromkeys(summary[summary.method.isin(list(kinds))].criterion):
         lines += ["", f"{criterion}: {notes.get(criterion, '')}".rstrip(": ")]
-        lines += metric_table(summary, criterion, order, kinds)
+        lines += metric_table(summary, criterion, order, kinds, (tabled or {}).get(criterion))
         lines += step_table(summary, criterion, headlines.get(criterion, ""), order)
     if seconds:
         lines += ["", "Time per criterion: " + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items())]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 from captum.attr import IntegratedGradients as CaptumIG
@@ -92,20 +94,28 @@ class SmoothGrad(SaliencyMethod):
     def _base_kwargs(self, inputs: torch.Tensor) -> dict:
         return {"abs": False}
 
-    def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def noisy_copies(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The noisy copies of a batch, ``nt_samples_batch_size`` per image at a time, as (k, B, *image shape);
+        each image's noise comes from its own generator (seeded by the method's seed and the image)."""
         b, shape = images.shape[0], tuple(images.shape[1:])
         dims = tuple(range(1, images.ndim))
-        sigma = self.noise_level * (images.amax(dim=dims, keepdim=True) - images.amin(dim=dims, keepdim=True))
-        generators = image_generators(images, self.seed)
-        base = self._base(model)
-        total = torch.zeros_like(images)
+        detached = images.detach()
+        sigma = self.noise_level * (detached.amax(dim=dims, keepdim=True) - detached.amin(dim=dims, keepdim=True))
+        generators = image_generators(detached, self.seed)
         chunk = self.nt_samples_batch_size or self.nt_samples
         for start in range(0, self.nt_samples, chunk):
             k = min(chunk, self.nt_samples - start)
             noise = torch.stack([torch.randn((k, *shape), generator=g) for g in generators], dim=1).to(images.device)
-            noisy = (images[None] + noise * sigma[None]).reshape(k * b, *shape)
-            attributions = base.attribute(noisy, target=target.repeat(k), **self._base_kwargs(noisy))
-            total += attributions.reshape(k, b, *shape).sum(dim=0)
+            yield images[None] + noise * sigma[None]
+
+    def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        base = self._base(model)
+        total = torch.zeros_like(images)
+        for noisy in self.noisy_copies(images):
+            k = noisy.shape[0]
+            flat = noisy.reshape(k * images.shape[0], *images.shape[1:])
+            attributions = base.attribute(flat, target=target.repeat(k), **self._base_kwargs(flat))
+            total += attributions.reshape(noisy.shape).sum(dim=0)
         return total / self.nt_samples
 
 

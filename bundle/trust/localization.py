@@ -18,6 +18,7 @@ from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import look_up_option
 from scipy import ndimage
+from scipy.stats import rankdata
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 from skimage.morphology import disk
@@ -131,6 +132,34 @@ def mass_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return torch.where(undefined, torch.full_like(total, float("nan")), inside / total.clamp_min(1e-300)).float()
 
 
+def rank_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Relevance rank accuracy (Arras et al. 2022): the share of the K highest-ranked pixels that lie inside the
+    mask, K the mask's size (ties ranked in pixel order). NaN for an empty mask or a constant map."""
+    scores, labels = _flatten_pair(maps, masks)
+    k = labels.sum(dim=1).long()
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    ranked = torch.gather(labels, 1, order)
+    within = torch.arange(scores.shape[1], device=scores.device)[None] < k[:, None]
+    value = (ranked * within).sum(dim=1) / k.clamp_min(1)
+    undefined = (k == 0) | (scores.amax(dim=1) == scores.amin(dim=1)) | ~torch.isfinite(scores).all(dim=1)
+    return torch.where(undefined, torch.full_like(value, float("nan")), value).float()
+
+
+def roc_auc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per-image ROC AUC of the map's pixels against the mask (as ``sklearn.metrics.roc_auc_score``: the
+    Mann-Whitney statistic with tied scores sharing their average rank). NaN for an empty or full mask or a
+    constant map. Ranked by scipy along the batch at once, as :func:`bundle.trust.similarity.spearman` does."""
+    scores, labels = _flatten_pair(maps, masks)
+    finite = torch.isfinite(scores).all(dim=1)
+    ranks = torch.as_tensor(rankdata(torch.nan_to_num(scores).cpu().numpy(), axis=1), device=scores.device)
+    positives = labels.sum(dim=1)
+    negatives = labels.shape[1] - positives
+    u = (ranks * labels).sum(dim=1) - positives * (positives + 1) / 2
+    value = u / (positives * negatives).clamp_min(1)
+    undefined = (positives == 0) | (negatives == 0) | (scores.amax(dim=1) == scores.amin(dim=1)) | ~finite
+    return torch.where(undefined, torch.full_like(value, float("nan")), value).float()
+
+
 BINARIZATIONS = ("otsu", "threshold", "topk", "bbox")
 
 
@@ -234,7 +263,9 @@ def dice(maps: torch.Tensor, masks: torch.Tensor, binarize: str = "otsu", true_p
     return torch.where(undefined, torch.full_like(value, float("nan")), value).float()
 
 
-LOCALIZATION_METRICS = ("auprc", "ap", "hit", "mass", "iou", "dice")
+LOCALIZATION_METRICS = ("auprc", "ap", "hit", "mass", "iou", "dice")  # the study's scores (TRUST_METRICS section 1)
+# also offered by name: the other localisation scores of Quantus's family, for comparisons with it
+EXTRA_LOCALIZATION_METRICS = ("rank", "roc_auc")
 
 
 def localization_scores(
@@ -249,13 +280,14 @@ def localization_scores(
     """Every requested localisation score of a batch, one value per image, under one sign convention.
 
     The map is normalised once (``signed`` maps folded by ``|.|`` under ``pair``):
-    AUPRC and AP use the normalised map; hit, mass and the binarisations behind IoU
-    and Dice use it without the 99th-percentile clip, which would turn the top 1% of
+    AUPRC and AP use the normalised map; hit, mass, rank accuracy, ROC AUC and the binarisations
+    behind IoU and Dice use it without the 99th-percentile clip, which would turn the top 1% of
     pixels into ties at 1. A map that cannot be normalised scores NaN everywhere.
     """
-    unknown = [m for m in metrics if m not in LOCALIZATION_METRICS]
+    available = LOCALIZATION_METRICS + EXTRA_LOCALIZATION_METRICS
+    unknown = [m for m in metrics if m not in available]
     if unknown:
-        raise ValueError(f"unknown localisation metric(s) {unknown}; available: {list(LOCALIZATION_METRICS)}")
+        raise ValueError(f"unknown localisation metric(s) {unknown}; available: {list(available)}")
     look_up_option(normalization, NORMALIZATIONS)
     parse_binarization(binarize)
     scored, degenerate = normalize_maps(maps, normalization, signed)
@@ -265,6 +297,8 @@ def localization_scores(
         "ap": lambda: average_precision(scored, masks),
         "hit": lambda: hit(unclipped, masks),
         "mass": lambda: mass_accuracy(unclipped, masks),
+        "rank": lambda: rank_accuracy(unclipped, masks),
+        "roc_auc": lambda: roc_auc(unclipped, masks),
         "iou": lambda: iou(unclipped, masks, binarize, true_positive_only),
         "dice": lambda: dice(unclipped, masks, binarize, true_positive_only),
     }
@@ -288,7 +322,7 @@ class LocalizationMetric(CumulativeIterationMetric):
         true_positive_only: bool = True, get_not_nans: bool = False,
     ) -> None:
         super().__init__()
-        self.score = look_up_option(score, LOCALIZATION_METRICS)
+        self.score = look_up_option(score, LOCALIZATION_METRICS + EXTRA_LOCALIZATION_METRICS)
         self.normalization, self.signed, self.binarize = normalization, signed, binarize
         self.true_positive_only, self.get_not_nans = true_positive_only, get_not_nans
 
