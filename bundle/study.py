@@ -176,8 +176,8 @@ class SaliencyStudy:
         records = writer.frame()
         kinds = {**self.kinds, READERS: "reference"}  # the second reader's agreement is a reference row
         aggregates = [c.aggregates(records, kinds, self.n_resamples, self.seed) for c in self.criteria.values()]
-        summary = pd.concat([summarise(records, kinds, self.n_resamples, self.seed), *[a for a in aggregates if len(a)]],
-                            ignore_index=True)
+        summary = pd.concat([summarise(records, kinds, self.n_resamples, self.seed),
+                             *[a for a in aggregates if len(a)]], ignore_index=True)
         comparisons = adjust_across_grid(pd.concat(
             [c.comparisons(records, self.kinds, self.n_resamples, self.seed) for c in self.criteria.values()]))
         verdicts = pd.concat([c.verdicts(summary, comparisons) for c in self.criteria.values()], ignore_index=True)
@@ -229,7 +229,8 @@ class SaliencyStudy:
         (self.output_dir / f"{self.run_name}_report.txt").write_text(report + "\n")  # MLflow gets it as report.txt
         for name, criterion in self.criteria.items():
             if criterion.figure:
-                figure = FIGURES[criterion.figure](summary, records, name, self.output_dir / f"{self.run_name}_{name}.png")
+                path = self.output_dir / f"{self.run_name}_{name}.png"
+                figure = FIGURES[criterion.figure](summary, records, name, path)
                 paths += [figure] if figure else []
         gallery = self._gallery(ctx)
         params = {**self.params, "model": self.primary.name,

@@ -82,7 +82,8 @@ def localisation_rows(images, masks, maps, args) -> list[dict]:
     rows = []
     for name, (ours_fn, metric) in pairs.items():
         ours = lambda: ours_fn(maps, masks)  # noqa: E731
-        theirs = lambda: metric(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True)  # noqa: E731
+        theirs = lambda: metric(  # noqa: E731
+            model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True)
         seconds = alternate(ours, theirs, args.warmup, args.repeats)
         rows.append(row("localisation", name, seconds, len(x), largest_difference(ours(), np.asarray(theirs(), float))))
     return rows
@@ -189,8 +190,9 @@ def pic_row(model, images, maps, args) -> dict:
 
 def row(family: str, name: str, seconds: tuple[float, float], n: int, difference: float) -> dict:
     ours, theirs = seconds
-    return {"family": family, "pair": name, "ours_ms_per_image": 1e3 * ours / n, "theirs_ms_per_image": 1e3 * theirs / n,
-            "theirs_over_ours": theirs / ours, "largest_difference": difference}
+    return {"family": family, "pair": name, "ours_ms_per_image": 1e3 * ours / n,
+            "theirs_ms_per_image": 1e3 * theirs / n, "theirs_over_ours": theirs / ours,
+            "largest_difference": difference}
 
 
 def main() -> None:

@@ -157,3 +157,38 @@ def test_sensitivity_lowers_the_score_and_robustness_moves_the_map_towards_its_t
     distance = lambda maps: jensen_shannon(map_distribution(maps, True)[0], goal)  # noqa: E731
     # on the real (ReLU) model the smoothed attack transfers on average; one image of this tiny net resists it
     assert distance(method(net, moved, 1)).mean() < distance(method(net, images, 1)).mean() - 0.005
+
+
+def test_the_attack_differentiates_a_cheaper_map_only_where_surrogate_counts_say_so():
+    from bundle.criteria import PredictionSaliencyCorrelation
+
+    class Context:
+        kinds = {"ig": "method", "grad": "method", "xrai": "method", "random": "baseline"}
+        sources = {"ig": get_method("ig", n_steps=16), "grad": get_method("grad"), "xrai": get_method("xrai"),
+                   "random": object()}
+
+    criterion = PredictionSaliencyCorrelation(surrogates={"ig": {"n_steps": 10}})
+    attacked, direct = criterion.attacked_source(Context, "ig")
+    assert direct and attacked.n_steps == 10 and Context.sources["ig"].n_steps == 16  # the scored map keeps 16
+    assert criterion.attacked_source(Context, "grad") == (Context.sources["grad"], True)
+    assert [criterion.attacked_source(Context, n)[1] for n in ("xrai", "random")] == [False, False]  # transfer
+    assert repr(criterion.attacked_source(Context, "xrai")[0]) == "grad(output='logit')"
+    few = PredictionSaliencyCorrelation(surrogates={"ig": {"n_steps": 32}})  # never more than configured
+    assert few.attacked_source(Context, "ig")[0] is Context.sources["ig"]
+
+
+def test_an_attack_on_a_saturated_prediction_stays_finite(images):
+    """p rounds to 1 in float32: the divergence's gradient must stay finite (it was -inf, and the image NaN)."""
+    net = relu_net()
+    net[-1].weight.data *= 1e4  # logits far apart: softmax gives exactly 1 and 0
+    target, method = torch.ones(3, dtype=torch.long), get_method("grad")
+    with torch.no_grad():
+        p = class_probability(net(images), target)
+    assert ((p == 1) | (p == 0)).any()
+    for kind in ("sensitivity", "robustness"):
+        adversarial = attacked_images(net, images, target, lambda m, x, t: differentiable_map(method, m, x, t),
+                                      Attack(kind, 0.05, 3, 0.01))
+        assert torch.isfinite(adversarial).all(), kind
+    p = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    jensen_shannon(p, torch.tensor([[0.5, 0.5]])).sum().backward()
+    assert torch.isfinite(p.grad).all()

@@ -20,7 +20,7 @@ from bundle.saliency.base import budget_inputs
 from bundle.summary import SUMMARY_COLUMNS, compare_to_baseline
 from bundle.trust.normalization import normalize_maps
 from bundle.trust.pic import (
-    INFORMATION, PIC_FRACTIONS, PIC_KINDS, SKIP_REASONS, curve_through, median_curve, pic_curves,
+    INFORMATION, PIC_FRACTIONS, PIC_KINDS, SKIP_REASONS, PicResult, curve_through, median_curve, pic_curves,
     random_reveal_mask, to_uint8,
 )
 
@@ -81,7 +81,7 @@ class Faithfulness(Criterion):
             raise ValueError(f"verdict_metric must be the area of a recorded kind {[f'{k}_auc' for k in self.kinds]}, "
                              f"got {verdict_metric!r}")
         self.verdict_metric, self.alpha, self.min_pairs, self._workers = verdict_metric, alpha, min_pairs, workers
-        self._pool = None
+        self._pool, self._unscored = None, set()
 
     @property
     def headline(self) -> str:
@@ -102,7 +102,8 @@ class Faithfulness(Criterion):
                              if (kind == "method" and n in chosen) or kind == "reference" or n == self.baseline]]
 
     def evaluate(self, ctx) -> Iterator[list[Record]]:
-        if self._workers < 2:
+        self._unscored = set()  # images every kind skips, found by the model row and then not blurred again
+        if self._workers < 2 or "fork" not in multiprocessing.get_all_start_methods():  # Windows has no fork
             yield from super().evaluate(ctx)
             return
         # forked once for the whole criterion; the workers only blur and encode (scipy, PIL), never run torch, and
@@ -112,12 +113,25 @@ class Faithfulness(Criterion):
             yield from super().evaluate(ctx)
         self._pool = None
 
-    def _curves(self, ctx, batch, maps: np.ndarray, fractions: Sequence[float]):
+    def _curves(self, ctx, batch, maps: np.ndarray, fractions: Sequence[float], keep: list[int]):
+        """Curves of the images at positions ``keep``, as arrays over the whole batch (NaN elsewhere)."""
         images = to_uint8(ctx.images(batch))
-        mask = random_reveal_mask(images.shape[1:], self.reveal_fraction, self.seed)
-        return pic_curves(ctx.model(ctx.primary), images, maps, mask, ctx.target, self.kinds, fractions,
-                          self.min_score, self.monotonic, information_kind=self.information,
-                          batch_size=budget_inputs(ctx.images(batch)), executor=self._pool, device=ctx.device)
+        n, mask = len(images), random_reveal_mask(images.shape[1:], self.reveal_fraction, self.seed)
+        results = pic_curves(ctx.model(ctx.primary), images[keep], maps[keep], mask, ctx.target, self.kinds,
+                             fractions, self.min_score, self.monotonic, information_kind=self.information,
+                             batch_size=budget_inputs(ctx.images(batch)), executor=self._pool,
+                             device=ctx.device) if keep else {}
+        out = {}
+        for kind in self.kinds:
+            r = results.get(kind, PicResult(None, None, np.zeros(0), np.zeros((0, len(fractions))),
+                                            np.zeros((0, len(fractions))), []))
+            auc, px, py = np.full(n, np.nan), np.full((n, len(fractions)), np.nan), np.full((n, len(fractions)), np.nan)
+            auc[keep], px[keep], py[keep] = r.auc, r.points_x, r.points_y
+            skipped = ["min_score"] * n  # positions not kept were skipped for every kind, a reason already counted
+            for position, reason in zip(keep, r.skipped):
+                skipped[position] = reason
+            out[kind] = (auc, px, py, skipped)
+        return out
 
     def evaluate_method(self, ctx, name: str) -> list[Record]:
         fields = {"model": ctx.primary.name, "method": name, "criterion": self.name}
@@ -125,23 +139,25 @@ class Faithfulness(Criterion):
         for batch in ctx.batches(self.n_images):
             ids = ctx.image_ids(batch)
             if name == MODEL_ROW:  # the skip rules read only the original and the fully blurred image
-                results = self._curves(ctx, batch, np.zeros(ctx.images(batch)[:, 0].shape), ())
-                for kind, result in results.items():
+                everything = list(range(len(ids)))
+                results = self._curves(ctx, batch, np.zeros(ctx.images(batch)[:, 0].shape), (), everything)
+                for kind, (*_, skipped) in results.items():
                     for reason in SKIP_REASONS:
-                        records += records_for(ids, [float(s == reason) for s in result.skipped],
+                        records += records_for(ids, [float(s == reason) for s in skipped],
                                                metric=f"{kind}_skipped_{reason}", step="trained", **fields)
+                self._unscored |= {i for j, i in enumerate(ids) if all(r[3][j] for r in results.values())}
                 continue
             maps, constant = normalize_maps(ctx.maps(ctx.primary, name, batch), "pair", ctx.signed(name), clip=False)
             for image_id in (i for i, flat in zip(ids, constant.tolist()) if flat):
                 ctx.warn_once(f"{self.name}: the {name} map of {image_id} is constant or not finite: it ranks no "
                               "pixel before another, its curves are NaN (counted)")
-            results = self._curves(ctx, batch, maps.cpu().numpy(), self.fractions)
+            keep = [j for j, i in enumerate(ids) if i not in self._unscored]
+            results = self._curves(ctx, batch, maps.cpu().numpy(), self.fractions, keep)
             undefined = constant.cpu().numpy()[:, None]
-            for kind, result in results.items():
-                points = {"score": result.points_y, "information": result.points_x}
-                records += records_for(ids, np.where(undefined[:, 0], np.nan, result.auc), metric=f"{kind}_auc",
+            for kind, (auc, points_x, points_y, _) in results.items():
+                records += records_for(ids, np.where(undefined[:, 0], np.nan, auc), metric=f"{kind}_auc",
                                        step="trained", **fields)
-                for what, values in points.items():
+                for what, values in {"score": points_y, "information": points_x}.items():
                     values = np.where(undefined, np.nan, values)
                     for j, fraction in enumerate(self.fractions):
                         records += records_for(ids, values[:, j], metric=f"{kind}_{what}",

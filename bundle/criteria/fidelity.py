@@ -35,7 +35,8 @@ class FidelityToPublished(Criterion):
 
     def sources(self, ctx) -> list[str]:
         chosen = chosen_methods(ctx, self.name, self.methods)
-        return [name for name in ctx.sources if name in chosen and getattr(ctx.sources[name], "is_cut", lambda: False)()]
+        return [name for name in ctx.sources
+                if name in chosen and getattr(ctx.sources[name], "is_cut", lambda: False)()]
 
     def evaluate_method(self, ctx, name: str) -> list[Record]:
         published = ctx.sources[name].published_method()

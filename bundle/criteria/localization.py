@@ -91,7 +91,8 @@ class Localization(Criterion):
         rows = []
         mine = comparisons[comparisons.criterion == self.name] if len(comparisons) else comparisons
         for c in mine.itertuples(index=False):
-            verdict, rule = verdict_against_baseline(c, self.verdict_metric, self.alpha, self.min_pairs, "the strongest")
+            verdict, rule = verdict_against_baseline(c, self.verdict_metric, self.alpha, self.min_pairs,
+                                                     "the strongest")
             rows.append({"criterion": self.name, "method": c.method, "verdict": verdict, "rule": rule})
         compared = {row["method"] for row in rows}
         scored = summary[(summary.criterion == self.name) & (summary.kind == "method")].method.unique()

@@ -150,7 +150,8 @@ def pic_curves_figure(summary, records, criterion: str, path: str | Path, baseli
                 return c.step.str.split(":").str[-1].astype(float).to_numpy(), c
 
             x, c = curve(source)
-            ax.plot(x, c["mean"], color=colour, label=f"{kind.upper()} {area.get((source, f'{kind}_median_auc'), np.nan):.2f}")
+            label = f"{kind.upper()} {area.get((source, f'{kind}_median_auc'), np.nan):.2f}"
+            ax.plot(x, c["mean"], color=colour, label=label)
             ax.fill_between(x, c.ci_low, c.ci_high, color=colour, alpha=0.2)
             for name, style in ((baseline, "--"), (reference, ":")):
                 bx, b = curve(name)

@@ -162,8 +162,9 @@ def pic_curves(
     salient (fold signed maps first), one ``reveal_mask`` (H, W) for all (the seeded random 1%).
 
     Every kind is read from the same blurred images and logits; ``executor`` (e.g. a process pool) makes
-    the blurred images of different images in parallel. Skipped images (NaN curve, reason recorded): the original scores below ``min_score``, the fully blurred image is not less
-    informative than the original, or it does not score lower.
+    the blurred images of different images in parallel. Skipped images (NaN curve, reason recorded): the
+    original scores below ``min_score``, the fully blurred image is not less informative than the original,
+    or it does not score lower.
     """
     for kind in kinds:
         if kind not in PIC_KINDS:

@@ -42,7 +42,12 @@ def jensen_shannon(p: torch.Tensor, q: torch.Tensor, clamp: float = JSD_CLAMP) -
     0.5 KL(p || m) + 0.5 KL(q || m), m = (p + q) / 2 clamped to [``clamp``, 1] inside the log, 0 log 0 = 0.
     Equals ``scipy.spatial.distance.jensenshannon(p, q) ** 2`` (tested)."""
     log_m = ((p + q) / 2).clamp(clamp, 1.0).log()
-    return 0.5 * (F.kl_div(log_m, p, reduction="none").sum(-1) + F.kl_div(log_m, q, reduction="none").sum(-1))
+    # p log(p / m) with 0 log 0 = 0, written so that its gradient stays finite where p is 0 (F.kl_div's is
+    # -inf there, which turned an attack on a saturated prediction into NaN images)
+    def kl(d: torch.Tensor) -> torch.Tensor:
+        return (d * (d.clamp_min(1e-30).log() - log_m)).sum(-1)
+
+    return 0.5 * (kl(p) + kl(q))
 
 
 def class_probability(logits: torch.Tensor, target: torch.Tensor, prediction: str = "softmax") -> torch.Tensor:
@@ -206,6 +211,7 @@ def attacked_images(model: nn.Module, images: torch.Tensor, target: torch.Tensor
                 loss = jensen_shannon(unit, goal) + attack.keep_weight * prediction_divergence(p, reference_p)
             optimiser.zero_grad()
             loss.sum().backward()
+            delta.grad.nan_to_num_(0.0, posinf=0.0, neginf=0.0)  # a pixel without a finite gradient stays put
             optimiser.step()
             with torch.no_grad():
                 delta.clamp_(-attack.epsilon, attack.epsilon)
