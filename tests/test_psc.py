@@ -17,15 +17,7 @@ from bundle.trust.psc import (
     Attack, attacked_images, class_probability, jensen_shannon, map_distribution, map_divergence,
     prediction_divergence, psc, target_region_map,
 )
-
-
-def relu_net() -> nn.Module:
-    """A small CNN of modules: ReLUs guided backprop can hook and an attack can smooth; conv "2" is the CAM layer."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2),
-    ).eval()
+from nets import relu_net  # tests/nets.py
 
 
 @pytest.fixture

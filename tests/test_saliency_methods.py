@@ -13,15 +13,7 @@ from torch import nn
 
 from bundle.saliency import METHODS, get_method
 from bundle.saliency.xrai import dilated_segment_masks, xrai_regions
-
-
-def relu_net() -> nn.Module:
-    """A small CNN built from modules (so guided backprop can hook its ReLUs); conv2 is the CAM layer."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2),
-    ).eval()
+from nets import relu_net  # tests/nets.py
 
 
 class Linear(nn.Module):

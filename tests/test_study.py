@@ -43,15 +43,18 @@ class MisshapenMap:
 
 
 class ConstantMap:
-    """A map source whose maps carry nothing: every score of it is undefined."""
+    """A map source whose maps carry nothing: every score of it is undefined (``value`` 0: not even mass)."""
 
     signed = False
 
+    def __init__(self, value: float = 1.0) -> None:
+        self.value = value
+
     def __repr__(self) -> str:
-        return "constant()"
+        return f"constant({self.value})"
 
     def __call__(self, model, images, target):
-        return torch.ones(images.shape[0], *images.shape[2:])
+        return torch.full((images.shape[0], *images.shape[2:]), self.value)
 
 
 def make_batches(n: int = 10, size: int = 24, order=None) -> list[dict]:
@@ -241,7 +244,7 @@ def attacked_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("attacked")
     methods = {"grad": get_method("grad"), "gradcam": get_method("gradcam", layer="act"),
-               "occlusion": get_method("occlusion", window=6, stride=6), "flat": ZeroMap()}
+               "occlusion": get_method("occlusion", window=6, stride=6), "flat": ConstantMap(0.0)}
     with torch.no_grad():  # a min_score between the scores of the (quantised) images: some are skipped for it
         quantised = [torch.round(255 * b["image"]) / 255 for b in make_batches(12)]
         scores = torch.cat([torch.softmax(SpotNet()(x), dim=1)[:, 1] for x in quantised])
@@ -249,18 +252,6 @@ def attacked_run(tmp_path_factory):
                 "psc": PredictionSaliencyCorrelation(iterations=4, lr=0.01, epsilon=0.05, min_images=3)}
     study = make_study(tmp, make_batches(12), methods=methods, criteria=criteria)
     return tmp, study, study.run()
-
-
-class ZeroMap:
-    """A map source with no mass at all: no distribution, so every divergence of it is undefined."""
-
-    signed = False
-
-    def __repr__(self) -> str:
-        return "zero()"
-
-    def __call__(self, model, images, target):
-        return torch.zeros(images.shape[0], *images.shape[2:])
 
 
 def test_faithfulness_records_curves_and_skips_by_reason(attacked_run):

@@ -97,11 +97,13 @@ def blurred_measurements(image: np.ndarray, saliency: np.ndarray, reveal_mask: n
 
 
 def _logits(model: Callable, images: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Logits of uint8 (N, H, W) images scored as the model sees them, x / 255, in passes of ``batch_size``."""
+    """Logits of uint8 (N, H, W) images scored as the model sees them, x / 255 in the model's dtype, in passes of
+    ``batch_size``."""
     out = []
+    dtype = next((p.dtype for p in getattr(model, "parameters", lambda: iter(()))()), torch.float32)
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = torch.as_tensor(images[start:start + batch_size], dtype=torch.float32, device=device)[:, None] / 255.0
+            x = torch.as_tensor(images[start:start + batch_size], dtype=dtype, device=device)[:, None] / 255.0
             out.append(model(x).double().cpu())
     return torch.cat(out)
 
