@@ -265,7 +265,7 @@ def test_same_seed_same_numbers_and_cached_rerun(quick_run, tmp_path):
 @pytest.mark.slow
 def test_the_default_run_of_the_readme(tmp_path):
     """The README's first command, as shipped (1400 images, four models of 3 epochs, 12 methods, nine criteria,
-    the cpu profile): about 30 minutes."""
+    the cpu profile): about 30 minutes at the reference machine's speed, an hour on a 2-core EPYC without AVX-512."""
     command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", "configs/evaluate.json",
                "--output_dir", str(tmp_path / "eval"), "--dataset_dir", str(tmp_path / "data"),
                "--ckpt_dir", str(tmp_path / "models")]
@@ -287,3 +287,11 @@ def test_the_default_run_of_the_readme(tmp_path):
     assert abs(float(printed.group(1)) - 0.5) < 0.1  # 175 labelled validation images
     readers = summary.loc[("repeatability", "iou", "readers"), "mean"]
     assert 0.5 < readers < 0.9
+    assert verdict[("faithfulness", "grad")] == "PASS"  # SIC area 0.89 against the random map's 0.74 (26 images)
+    faithfulness = summary.loc["faithfulness"]
+    assert faithfulness.loc[("sic_auc", "oracle"), "mean"] > faithfulness.loc[("sic_auc", "random"), "mean"]
+    psc = summary.loc["psc"]
+    assert psc.loc[("attacked_directly", "grad"), "mean"] == 1 and psc.loc[("attacked_directly", "xrai"), "mean"] == 0
+    assert psc.loc[("sensitivity_class_changed", "grad"), "mean"] > 0.5  # the attack flips most predictions
+    assert psc.loc[("sensitivity_linf", "grad"), "mean"] <= 0.03 + 1e-6  # within the budget
+    assert set(verdicts[verdicts.criterion == "psc"].method) == set(METHODS) | {"random", "edge", "prior"}
