@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from itertools import repeat
+from itertools import chain, repeat
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,7 +100,8 @@ def _logits(model: Callable, images: np.ndarray, batch_size: int, device: torch.
     """Logits of uint8 (N, H, W) images scored as the model sees them, x / 255 in the model's dtype, in passes of
     ``batch_size``."""
     out = []
-    dtype = next((p.dtype for p in getattr(model, "parameters", lambda: iter(()))()), torch.float32)
+    tensors = chain(model.parameters(), model.buffers()) if isinstance(model, torch.nn.Module) else ()
+    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             x = torch.as_tensor(images[start:start + batch_size], dtype=dtype, device=device)[:, None] / 255.0
