@@ -87,6 +87,13 @@ def test_roc_auc_matches_sklearn_with_ties_and_rank_accuracy_counts_the_top_k(le
     for i in range(6):
         expected = roc_auc_score(masks[i].flatten().numpy(), maps[i].flatten().numpy())
         assert ours[i].item() == pytest.approx(expected, abs=1e-6)
+    # rank accuracy against a stable descending argsort (ties ranked in pixel order), every image another K
+    ranks = rank_accuracy(maps, masks)
+    for i in range(6):
+        flat, inside = maps[i].flatten().numpy(), masks[i].flatten().numpy()
+        k = int(inside.sum())
+        assert ranks[i].item() == pytest.approx(inside[np.argsort(-flat, kind="stable")[:k]].mean(), abs=1e-7)
+    assert len(set(masks.flatten(1).sum(1).tolist())) > 1
     one = torch.tensor([[[4.0, 3.0, 0.0], [2.0, 1.0, 0.5]]])  # top 3: 4, 3, 2; the mask holds 4 and 1 and 0.5
     mask = torch.tensor([[[1, 0, 0], [0, 1, 1]]])
     assert rank_accuracy(one, mask).item() == pytest.approx(1 / 3)

@@ -18,7 +18,6 @@ from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import look_up_option
 from scipy import ndimage
-from scipy.stats import rankdata
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 from skimage.morphology import disk
@@ -134,27 +133,48 @@ def mass_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 def rank_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Relevance rank accuracy (Arras et al. 2022): the share of the K highest-ranked pixels that lie inside the
-    mask, K the mask's size (ties ranked in pixel order). NaN for an empty mask or a constant map."""
+    mask, K the mask's size (ties ranked in pixel order). NaN for an empty mask or a constant map.
+
+    Thresholded at each image's K-th largest score (one ``topk``, not a full stable sort): the pixels above it,
+    and of those equal to it the first in pixel order that complete K."""
     scores, labels = _flatten_pair(maps, masks)
     k = labels.sum(dim=1).long()
-    order = scores.argsort(dim=1, descending=True, stable=True)
-    ranked = torch.gather(labels, 1, order)
-    within = torch.arange(scores.shape[1], device=scores.device)[None] < k[:, None]
-    value = (ranked * within).sum(dim=1) / k.clamp_min(1)
-    undefined = (k == 0) | (scores.amax(dim=1) == scores.amin(dim=1)) | ~torch.isfinite(scores).all(dim=1)
+    finite = torch.isfinite(scores).all(dim=1)
+    scores = torch.nan_to_num(scores)
+    largest = scores.topk(int(k.max().clamp_min(1)), dim=1).values
+    kth = torch.gather(largest, 1, (k - 1).clamp_min(0)[:, None])
+    above, tied = scores > kth, scores == kth
+    tied_taken = tied & (tied.cumsum(dim=1) <= (k[:, None] - above.sum(dim=1, keepdim=True)))
+    value = (labels * (above | tied_taken)).sum(dim=1) / k.clamp_min(1)
+    undefined = (k == 0) | (scores.amax(dim=1) == scores.amin(dim=1)) | ~finite
     return torch.where(undefined, torch.full_like(value, float("nan")), value).float()
+
+
+def _average_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Ranks (1-based) of each row of (B, N), tied scores sharing their average rank, in sorted order, with the
+    permutation that sorts them: ``scipy.stats.rankdata`` on tensors, batched (scipy's is one sort per row)."""
+    ordered, order = scores.sort(dim=1)
+    n = scores.shape[1]
+    position = torch.arange(n, device=scores.device).expand_as(ordered)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    first = torch.where(starts, position, 0).cummax(dim=1).values
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    last = torch.where(ends, position, n).flip(1).cummin(dim=1).values.flip(1)
+    return (first + last).double() / 2 + 1, order
 
 
 def roc_auc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Per-image ROC AUC of the map's pixels against the mask (as ``sklearn.metrics.roc_auc_score``: the
     Mann-Whitney statistic with tied scores sharing their average rank). NaN for an empty or full mask or a
-    constant map. Ranked by scipy along the batch at once, as :func:`bundle.trust.similarity.spearman` does."""
+    constant map."""
     scores, labels = _flatten_pair(maps, masks)
     finite = torch.isfinite(scores).all(dim=1)
-    ranks = torch.as_tensor(rankdata(torch.nan_to_num(scores).cpu().numpy(), axis=1), device=scores.device)
+    ranks, order = _average_ranks(torch.nan_to_num(scores))
     positives = labels.sum(dim=1)
     negatives = labels.shape[1] - positives
-    u = (ranks * labels).sum(dim=1) - positives * (positives + 1) / 2
+    u = (ranks * torch.gather(labels, 1, order)).sum(dim=1) - positives * (positives + 1) / 2
     value = u / (positives * negatives).clamp_min(1)
     undefined = (positives == 0) | (negatives == 0) | (scores.amax(dim=1) == scores.amin(dim=1)) | ~finite
     return torch.where(undefined, torch.full_like(value, float("nan")), value).float()
