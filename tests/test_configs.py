@@ -78,7 +78,7 @@ def test_profiles_are_one_file_each_and_auto_picks_cpu_without_cuda():
         "densenet121": None, "inception_v3": None}  # every block
     assert published.get_parsed_content("methods#kernelshap").n_samples == 200
     psc = parser.get_parsed_content("criteria#psc")  # the cpu profile's attack cut, and the published attack
-    assert (psc.iterations, psc.lr, psc.n_images, psc.attacked) == (5, 0.006, 8, ("grad", "gradcam", "gradcampp"))
+    assert (psc.iterations, psc.lr, psc.n_images, psc.attacked) == (10, 0.003, 16, ("grad",))
     assert parser.get_parsed_content("criteria#faithfulness").n_images == cpu["faithfulness_images"] == 32
     published_psc = published.get_parsed_content("criteria#psc")
     assert (published_psc.iterations, published_psc.lr, published_psc.attacked) == (1000, 2e-4, None)
