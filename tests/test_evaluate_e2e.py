@@ -176,7 +176,7 @@ def test_faithfulness_and_psc_records_mlflow_keys_and_figures(quick_run):
     assert set(attacked.method) == {"grad", "gradcam", "occlusion", *BASELINES}
     assert (attacked[attacked.metric.str.endswith("_linf")].value <= 0.03 + 1e-7).all()
     direct = attacked[attacked.metric == "attacked_directly"].groupby("method").value.first()
-    assert set(direct[direct == 1].index) == {"grad", "gradcam"}  # in the cpu profile's list; occlusion transfers
+    assert set(direct[direct == 1].index) == {"grad", "gradcam"}  # quick.json's `attacked`; occlusion transfers
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
     evaluate = next(r for r in client.search_runs([client.get_experiment_by_name("saliency_trust").experiment_id])
