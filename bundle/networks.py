@@ -156,6 +156,28 @@ def cam_layer_of(model: nn.Module) -> str:
     return layer
 
 
+# cascading-randomisation orders of the families users bring, recognised by module type
+KNOWN_RANDOMISATION_BLOCKS: tuple[tuple[type[nn.Module], tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
+    (DenseNet, _DENSENET_BLOCKS),  # every MONAI DenseNet has the same block names
+    (Inception3, ARCHITECTURES["inception_v3"].randomisation_blocks),
+)
+
+
+def randomisation_blocks_of(model: nn.Module) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The cascading-randomisation blocks of ``model``, output first: its architecture's when it was built here
+    or is a known family, else one block per top-level child with parameters, the last child first."""
+    name = getattr(model, "architecture", None)
+    if name is not None:
+        return get_architecture(name).randomisation_blocks
+    known = next((blocks for cls, blocks in KNOWN_RANDOMISATION_BLOCKS if isinstance(model, cls)), None)
+    if known is not None:
+        return known
+    children = [n for n, child in model.named_children() if any(True for _ in child.parameters())]
+    if not children:
+        raise ValueError(f"{type(model).__name__} has no child module with parameters to randomise")
+    return tuple((n, (n,)) for n in reversed(children))
+
+
 def load_checkpoint(model: nn.Module, path: str, map_location: str | torch.device = "cpu") -> nn.Module:
     """Load a state dict saved by the training config's CheckpointSaver into ``model``."""
     state = torch.load(path, map_location=map_location, weights_only=True)

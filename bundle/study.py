@@ -9,12 +9,10 @@ verdicts, and hands everything to the report, the figures and MLflow.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -22,11 +20,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bundle.criteria import RECORD_COLUMNS, Criterion, StudyContext
+from bundle.criteria import Criterion, StudyContext
 from bundle.criteria.agreement import READERS
+from bundle.handlers.trust import latest_epoch_trust_curves
 from bundle.models import ModelSpec, ensure_trained
 from bundle.networks import build_network, load_checkpoint
-from bundle.report import FIGURES, format_report, saliency_gallery
+from bundle.records import RecordWriter
+from bundle.report import FIGURES, agreement_scatter, format_report, saliency_gallery, write_html_report
 from bundle.saliency.cache import MapCache, file_digest
 from bundle.summary import adjust_across_grid, summarise
 from bundle.tracking import log_study
@@ -34,24 +34,13 @@ from bundle.trust.normalization import normalize_maps
 
 logger = logging.getLogger(__name__)
 
-
-class RecordWriter:
-    """Appends records to a CSV as each batch of them arrives, so finished work survives a later failure."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.rows = path, []
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            csv.writer(f).writerow(RECORD_COLUMNS)
-
-    def add(self, records) -> None:
-        rows = [asdict(r) for r in records]
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, RECORD_COLUMNS).writerows(rows)
-        self.rows += rows
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=list(RECORD_COLUMNS))
+# what each criterion figure shows, for the HTML report
+FIGURE_CAPTIONS = {
+    "randomization_curves": "mean SSIM of the changed model's maps to the trained model's per step (95% CI band), "
+                            "one line per model, the unrelated-pairs baseline dashed",
+    "pic_curves": "median SIC and AIC curves per method (95% bootstrap band), the random map dashed, the oracle dotted",
+    "psc_scatter": "JSD of the prediction against JSD of the map per attacked image, per attack",
+}
 
 
 class SaliencyStudy:
@@ -185,12 +174,14 @@ class SaliencyStudy:
             [{**f, "verdict": "INCONCLUSIVE", "rule": f"not scored: {f['error']}"} for f in ctx.failures
              if self.kinds.get(f["method"], "method") == "method"],  # baselines and references get no verdict
             columns=verdicts.columns)], ignore_index=True)
-        report = format_report(self._title(n_images), summary, verdicts, ctx.failures,
-                               [*self.sources, READERS], kinds, {n: c.headline for n, c in self.criteria.items()},
-                               {n: repr(c) for n, c in self.criteria.items()}, aucs, seconds,
-                               {n: c.tabled for n, c in self.criteria.items()})
+        content = {"title": self._title(n_images), "summary": summary, "verdicts": verdicts,
+                   "order": [*self.sources, READERS], "kinds": kinds,
+                   "headlines": {n: c.headline for n, c in self.criteria.items()},
+                   "notes": {n: repr(c) for n, c in self.criteria.items()}, "aucs": aucs, "seconds": seconds,
+                   "tabled": {n: c.tabled for n, c in self.criteria.items()}}
+        report = format_report(failures=ctx.failures, **content)
         print(report, flush=True)
-        self._save_and_log(ctx, writer.path, records, summary, verdicts, comparisons, report, aucs, seconds)
+        self._save_and_log(ctx, writer.path, records, comparisons, report, content)
         return summary
 
     def _check_image_ids(self, ctx: StudyContext) -> int:
@@ -219,20 +210,38 @@ class SaliencyStudy:
         images, masks = ctx.images(batch)[:, 0].cpu().numpy(), ctx.masks(batch)[:, 0].cpu().numpy()
         return saliency_gallery(images, masks, maps, ctx.image_ids(batch), self.output_dir / f"{self.run_name}_maps.png")
 
-    def _save_and_log(self, ctx, records_csv, records, summary, verdicts, comparisons, report, aucs,
-                      seconds) -> None:
+    def _figures(self, ctx, summary, records) -> dict[str, Path]:
+        """Every figure of the study by caption: the maps gallery, each criterion's figure, the agreement scatter,
+        and the per-epoch trust curves of the model under study when its training ran with the handler."""
+        figures = {}
+        gallery = self._gallery(ctx)
+        if gallery:
+            figures[f"Every map source on the first {self.gallery_images} test images, lesion outlined"] = gallery
+        for name, criterion in self.criteria.items():
+            if criterion.figure:
+                figure = FIGURES[criterion.figure](summary, records, name, self.output_dir / f"{self.run_name}_{name}.png")
+                if figure:
+                    figures[f"{name}: {FIGURE_CAPTIONS[criterion.figure]}"] = figure
+        if {"repeatability", "reproducibility"} <= set(self.criteria):
+            figure = agreement_scatter(summary, self.output_dir / f"{self.run_name}_agreement.png")
+            if figure:
+                figures["repeatability against reproducibility: IoU of binarised maps, 95% CI"] = figure
+        curves = latest_epoch_trust_curves(self.output_dir, self.primary.name)
+        if curves:
+            figures[f"{self.primary.name}: saliency trust per training epoch ({curves.parent.name})"] = curves
+        return figures
+
+    def _save_and_log(self, ctx, records_csv, records, comparisons, report, content) -> None:
+        summary, verdicts, aucs, seconds = content["summary"], content["verdicts"], content["aucs"], content["seconds"]
         files = {"summary": summary, "verdicts": verdicts, "comparisons": comparisons}
         paths = [records_csv]
         for name, table in files.items():
             paths.append(self.output_dir / f"{self.run_name}_{name}.csv")
             table.to_csv(paths[-1], index=False)
         (self.output_dir / f"{self.run_name}_report.txt").write_text(report + "\n")  # MLflow gets it as report.txt
-        for name, criterion in self.criteria.items():
-            if criterion.figure:
-                path = self.output_dir / f"{self.run_name}_{name}.png"
-                figure = FIGURES[criterion.figure](summary, records, name, path)
-                paths += [figure] if figure else []
-        gallery = self._gallery(ctx)
+        figures = self._figures(ctx, summary, records)
+        paths += list(figures.values())
+        paths.append(write_html_report(self.output_dir / f"{self.run_name}_report.html", figures=figures, **content))
         params = {**self.params, "model": self.primary.name,
                   "checkpoint_sha256": ctx.weights_digest(self.primary),
                   "target": self.target, "bootstrap_resamples": self.n_resamples, "seed": self.seed,
@@ -242,7 +251,7 @@ class SaliencyStudy:
 
         extra = {**{f"model/{n}/auc": v for n, v in aucs.items()}, **{f"time/{n}_s": v for n, v in seconds.items()}}
         log_study(self.tracking_uri, self.experiment_name, self.run_name, self.output_dir, params, summary, verdicts,
-                  comparisons, ctx.failures, paths + ([gallery] if gallery else []), report,
+                  comparisons, ctx.failures, paths, report,
                   tags={"bundle_version": __version__, "dataset": self.params.get("dataset", "")},
                   primary=self.primary.name, extra_metrics=extra)
         logger.info("records: %s; summary and verdicts in %s", records_csv, self.output_dir)

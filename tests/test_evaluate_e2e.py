@@ -78,6 +78,11 @@ def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
     evaluate = next(r for r in runs if r.info.run_name.startswith("evaluate_"))
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
     assert all("val_auc" in r.data.metrics for r in trained.values())
+    for run in trained.values():  # train.json's per-epoch trust handler: grad and Grad-CAM at every validation
+        assert {"localization/auprc/grad", "localization/hit/gradcam/n", "logits_randomization/ssim/grad",
+                "epoch_trust/seconds"} <= set(run.data.metrics)  # a Grad-CAM of no positive evidence has no hit
+        assert {"epoch_001_maps.png", "epoch_trust_curves.png"} <= {a.path for a in client.list_artifacts(
+            run.info.run_id)}
     metrics, tags, params = evaluate.data.metrics, evaluate.data.tags, evaluate.data.params
     for name in SOURCES:
         for metric in METRICS:
@@ -101,8 +106,13 @@ def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
     assert len(params["checkpoint_sha256"]) == 64 and params["model"] == "densenet121_seed0"
 
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
-    for suffix in ("_records.csv", "_summary.csv", "_verdicts.csv", "_comparisons.csv", "_maps.png"):
+    for suffix in ("_records.csv", "_summary.csv", "_verdicts.csv", "_comparisons.csv", "_maps.png", "_agreement.png",
+                   "_report.html"):
         assert any(a.endswith(suffix) for a in artifacts), suffix
+    html = next((tmp / "eval").glob("*_report.html")).read_text()
+    # the gallery, the randomisation, PIC and PSC figures, the agreement scatter, the per-epoch trust of the model
+    assert html.count("<figure><img src='data:image/png;base64,") == 6
+    assert "saliency trust per training epoch" in html and html.index("id='verdicts'") < html.index("<figure>")
     assert "report.txt" in artifacts
     gallery = client.download_artifacts(evaluate.info.run_id, next(a for a in artifacts if a.endswith("_maps.png")),
                                         str(tmp))
@@ -269,8 +279,13 @@ def test_the_default_run_of_the_readme(tmp_path):
     command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", "configs/evaluate.json",
                "--output_dir", str(tmp_path / "eval"), "--dataset_dir", str(tmp_path / "data"),
                "--ckpt_dir", str(tmp_path / "models")]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=5400)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
+    for run in client.search_runs([client.get_experiment_by_name("saliency_trust").experiment_id]):
+        if run.info.run_name.startswith("train_"):  # trust during training, every epoch, grad and Grad-CAM
+            for key in ("localization/auprc/grad", "logits_randomization/ssim/gradcam", "epoch_trust/seconds"):
+                assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3], key
     summary = pd.read_csv(next((tmp_path / "eval").glob("*_summary.csv"))).set_index(["criterion", "metric", "method"])
     assert summary.loc[("localization", "auprc", "oracle"), "mean"] >= 0.9  # the ceiling is reachable
     random = summary.loc[("localization", "auprc", "random"), "mean"]

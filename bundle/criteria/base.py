@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import pandas as pd
 
 from bundle.models import ModelSpec
+from bundle.progress import progress
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 VERDICT_COLUMNS = ("criterion", "method", "verdict", "rule")
@@ -73,7 +74,7 @@ class Criterion:
         except Exception as error:  # a criterion that cannot start is reported; the other criteria still run
             ctx.report_failure(self.name, "*", error)
             return
-        for name in names:
+        for name in progress(names, self.name, unit="source"):
             try:
                 records = self.evaluate_method(ctx, name)
             except Exception as error:  # one source's failure is reported and never stops the study

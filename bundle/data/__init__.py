@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bundle.data.dicom import RadiographReader, check_dicom, write_radiograph
-from bundle.data.labels import permute_labels
+from bundle.data.labels import permute_labels, seeded_subset
 from bundle.data.masks import boxes_to_mask
 from bundle.data.rsna import load_rsna_datalist
 from bundle.data.synthetic import SyntheticConfig, render
@@ -28,6 +28,6 @@ def prepare_dataset(name: str, dataset_dir: str, synthetic: dict | None = None) 
 
 __all__ = [
     "DATASETS", "GroundTruthMaskd", "RadiographReader", "SyntheticConfig", "boxes_to_mask", "check_dicom",
-    "ensure_synthetic_dataset", "load_rsna_datalist", "permute_labels", "prepare_dataset", "render", "write_radiograph",
-    "write_synthetic_dataset",
+    "ensure_synthetic_dataset", "load_rsna_datalist", "permute_labels", "prepare_dataset", "render", "seeded_subset",
+    "write_radiograph", "write_synthetic_dataset",
 ]

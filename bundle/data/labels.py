@@ -1,4 +1,5 @@
-"""Label permutation for the label-randomisation test (TRUST_METRICS.md section 3)."""
+"""Datalist selections: label permutation for the label-randomisation test (TRUST_METRICS.md section 3), and a
+seeded subset of images."""
 
 from __future__ import annotations
 
@@ -17,3 +18,12 @@ def permute_labels(items: list[dict], seed: int, enabled: bool = True, label_key
     order = np.random.default_rng([seed, 7]).permutation(len(items))
     labels = [items[i][label_key] for i in order]
     return [{**item, label_key: label} for item, label in zip(items, labels)]
+
+
+def seeded_subset(items: list[dict], n: int | None, seed: int = 0) -> list[dict]:
+    """``n`` of ``items`` drawn without replacement with a seeded generator, in their original order (all of them
+    when ``n`` is ``None`` or not smaller): a fixed set that does not depend on how the folder lists its files."""
+    if n is None or n >= len(items):
+        return list(items)
+    chosen = np.random.default_rng([seed, 13]).choice(len(items), size=n, replace=False)
+    return [items[i] for i in sorted(chosen)]

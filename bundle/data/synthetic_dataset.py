@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from bundle.data.dicom import write_radiograph
 from bundle.data.synthetic import CHEST, SyntheticConfig, render
+from bundle.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def write_synthetic_dataset(
     body_part = "CHEST" if cfg.variant == CHEST else "LEG"
 
     label_rows, class_rows, split_rows, knob_rows = [], [], [], []
-    for i in tqdm(range(n_images), desc=f"synthetic {cfg.variant} radiographs", unit="img"):
+    for i in progress(range(n_images), f"synthetic {cfg.variant} radiographs", unit="img"):
         pid = f"{cfg.variant}-{seed}-{i:05d}"
         sample = render(seed * 1_000_003 + i, bool(labels[i]), cfg, shortcut=bool(shortcut[i]))
         write_radiograph(out / IMAGES_DIR / f"{pid}.dcm", sample.image, pid, bool(monochrome1[i]), body_part)

@@ -1,6 +1,10 @@
 """Tables and figures for people to look at."""
 
-from bundle.report.figures import contact_sheet, pic_curves_figure, psc_scatter, randomization_curves, saliency_gallery
+from bundle.report.figures import (
+    agreement_scatter, contact_sheet, epoch_trust_curves, pic_curves_figure, psc_scatter, randomization_curves,
+    saliency_gallery,
+)
+from bundle.report.html import write_html_report
 from bundle.report.tables import format_report
 
 # the figure a criterion asks for (``Criterion.figure``): (summary, records, criterion name, path) -> path or None
@@ -10,5 +14,7 @@ FIGURES = {
     "psc_scatter": psc_scatter,
 }
 
-__all__ = ["FIGURES", "contact_sheet", "format_report", "pic_curves_figure", "psc_scatter", "randomization_curves",
-           "saliency_gallery"]
+__all__ = [
+    "FIGURES", "agreement_scatter", "contact_sheet", "epoch_trust_curves", "format_report", "pic_curves_figure",
+    "psc_scatter", "randomization_curves", "saliency_gallery", "write_html_report",
+]

@@ -193,3 +193,59 @@ def psc_scatter(summary, records, criterion: str, path: str | Path) -> Path | No
     fig.suptitle(f"{criterion}: prediction vs map divergence under attack, per image", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def epoch_trust_curves(summary, path: str | Path) -> Path | None:
+    """One panel per trust metric measured during training: its mean (95% bootstrap band) per epoch, one line per
+    method (``summary``: epoch, criterion, metric, method, mean, ci_low, ci_high)."""
+    if summary.empty:
+        return None
+    panels = list(dict.fromkeys(zip(summary.criterion, summary.metric)))
+    fig, axes = _panels(len(panels), width=3.0, height=2.4, sharex=True)
+    for ax, (criterion, metric) in zip(axes.flat, panels):
+        rows = summary[(summary.criterion == criterion) & (summary.metric == metric)]
+        for colour, (method, curve) in zip([f"C{i}" for i in range(10)], rows.groupby("method", sort=False)):
+            ax.plot(curve.epoch, curve["mean"], "o-", color=colour, markersize=3, label=method)
+            ax.fill_between(curve.epoch, curve.ci_low, curve.ci_high, color=colour, alpha=0.2)
+        ax.set_title(f"{criterion}/{metric}", fontsize=8)
+        ax.set_ylim(-0.05, 1.05)
+        ax.tick_params(labelsize=6)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch", fontsize=7)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("saliency trust during training (mean over the saliency set, 95% bootstrap band)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def agreement_scatter(summary, path: str | Path, x_criterion: str = "repeatability",
+                      y_criterion: str = "reproducibility", metric: str = "iou", readers: str = "readers") -> Path | None:
+    """Each map source's mean agreement between two seeds (x) against its agreement between two architectures (y),
+    95% CI bars, the second reader's agreement with the ground truth dashed on both axes (what a method should
+    reach) and the weak-pass line 0.5 dotted."""
+    rows = summary[summary.metric == metric]
+    x = rows[rows.criterion == x_criterion].set_index("method")
+    y = rows[rows.criterion == y_criterion].set_index("method")
+    sources = [s for s in x.index if s in y.index and s != readers]
+    if not sources:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    for i, source in enumerate(sources):
+        a, b = x.loc[source], y.loc[source]
+        ax.errorbar(a["mean"], b["mean"], xerr=[[a["mean"] - a.ci_low], [a.ci_high - a["mean"]]],
+                    yerr=[[b["mean"] - b.ci_low], [b.ci_high - b["mean"]]], fmt="o", markersize=4, capsize=2,
+                    color=f"C{i % 10}", label=source)
+    if readers in x.index:
+        ax.axvline(float(x.loc[readers, "mean"]), color="grey", linestyle="--", linewidth=0.8)
+        ax.axhline(float(x.loc[readers, "mean"]), color="grey", linestyle="--", linewidth=0.8)
+    for line in (ax.axvline, ax.axhline):
+        line(0.5, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"{x_criterion}: {metric} between two seeds", fontsize=8)
+    ax.set_ylabel(f"{y_criterion}: {metric} between two architectures", fontsize=8)
+    ax.legend(fontsize=6, ncol=2, loc="upper left")
+    ax.set_title(f"agreement of binarised maps (dashed: {readers} vs ground truth; dotted: 0.5)", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

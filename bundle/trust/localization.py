@@ -150,33 +150,26 @@ def rank_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return torch.where(undefined, torch.full_like(value, float("nan")), value).float()
 
 
-def _average_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """Ranks (1-based) of each row of (B, N), tied scores sharing their average rank, in sorted order, with the
-    permutation that sorts them: ``scipy.stats.rankdata`` on tensors, batched (scipy's is one sort per row)."""
-    ordered, order = scores.sort(dim=1)
-    n = scores.shape[1]
-    position = torch.arange(n, device=scores.device).expand_as(ordered)
-    starts = torch.ones_like(ordered, dtype=torch.bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    first = torch.where(starts, position, 0).cummax(dim=1).values
-    ends = torch.ones_like(starts)
-    ends[:, :-1] = starts[:, 1:]
-    last = torch.where(ends, position, n).flip(1).cummin(dim=1).values.flip(1)
-    return (first + last).double() / 2 + 1, order
-
-
 def roc_auc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Per-image ROC AUC of the map's pixels against the mask (as ``sklearn.metrics.roc_auc_score``: the
     Mann-Whitney statistic with tied scores sharing their average rank). NaN for an empty or full mask or a
-    constant map."""
+    constant map.
+
+    A positive pixel of score s has the average rank (lo + hi + 1) / 2 among all pixels (lo of them below s,
+    hi at or below it), so U = sum over positives of (lo + hi) / 2, minus P^2 / 2: one sort of each image's
+    scores and two binary searches per positive, with no permutation to carry and no tie groups to find."""
     scores, labels = _flatten_pair(maps, masks)
     finite = torch.isfinite(scores).all(dim=1)
-    ranks, order = _average_ranks(torch.nan_to_num(scores))
-    positives = labels.sum(dim=1)
-    negatives = labels.shape[1] - positives
-    u = (ranks * torch.gather(labels, 1, order)).sum(dim=1) - positives * (positives + 1) / 2
-    value = u / (positives * negatives).clamp_min(1)
-    undefined = (positives == 0) | (negatives == 0) | (scores.amax(dim=1) == scores.amin(dim=1)) | ~finite
+    values = torch.nan_to_num(scores).cpu().numpy()
+    inside = labels.cpu().numpy() > 0.5
+    ordered = np.sort(values, axis=1)  # numpy's SIMD sort of values alone: about 10x torch's CPU sort here
+    rank_sums = np.array([np.searchsorted(row, v[m], "left").sum() + np.searchsorted(row, v[m], "right").sum()
+                          for row, v, m in zip(ordered, values, inside)], dtype=np.float64) / 2
+    positives = inside.sum(axis=1).astype(np.float64)
+    negatives = inside.shape[1] - positives
+    value = torch.as_tensor((rank_sums - positives**2 / 2) / np.maximum(positives * negatives, 1), device=scores.device)
+    undefined = (torch.as_tensor(positives == 0) | torch.as_tensor(negatives == 0)).to(scores.device)
+    undefined |= (scores.amax(dim=1) == scores.amin(dim=1)) | ~finite
     return torch.where(undefined, torch.full_like(value, float("nan")), value).float()
 
 

@@ -1,0 +1,19 @@
+"""Progress bars on long work, quiet where nobody watches them (output not a terminal, or under CI)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+
+from tqdm.auto import tqdm
+
+
+def quiet() -> bool:
+    """No bars when stderr is not a terminal (a log file, a pipe) or under CI (``CI`` set)."""
+    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
+
+
+def progress(iterable: Iterable, desc: str, total: int | None = None, unit: str = "it") -> Iterable:
+    """``iterable`` with a tqdm bar on a terminal, plain otherwise."""
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=quiet(), leave=False)
