@@ -34,9 +34,11 @@ class ModelSpec:
 
 
 def ensure_trained(
-    spec: ModelSpec, ckpt_dir: str | Path, train_config: str | Path | None, overrides: Mapping | None = None
+    spec: ModelSpec, ckpt_dir: str | Path, train_config: str | Path | None, overrides: Mapping | None = None,
+    run_name: str | None = None,
 ) -> Path:
-    """The checkpoint of ``spec``, trained first with ``train_config`` (MONAI bundle ``run``) when missing."""
+    """The checkpoint of ``spec``, trained first with ``train_config`` (MONAI bundle ``run``) when missing, as the
+    MLflow run ``run_name`` when given."""
     checkpoint = spec.checkpoint(ckpt_dir)
     if checkpoint.is_file():
         logger.info("using trained model %s", checkpoint)
@@ -49,7 +51,7 @@ def ensure_trained(
     run("run", config_file=str(train_config), **{
         **dict(overrides or {}), "network_name": spec.architecture, "seed": spec.seed,
         "permute_labels": spec.permuted_labels,
-        "ckpt_dir": str(ckpt_dir), "ckpt_name": checkpoint.name,
+        "ckpt_dir": str(ckpt_dir), "ckpt_name": checkpoint.name, **({"run_name": run_name} if run_name else {}),
     })
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: training finished but wrote no checkpoint here; check ckpt_dir/ckpt_name")

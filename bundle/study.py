@@ -9,6 +9,7 @@ verdicts, and hands everything to the report, the figures and MLflow.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -29,7 +30,8 @@ from bundle.records import RecordWriter
 from bundle.report import FIGURES, agreement_scatter, format_report, saliency_gallery, write_html_report
 from bundle.saliency.cache import MapCache, file_digest
 from bundle.summary import adjust_across_grid, summarise
-from bundle.tracking import log_study
+from bundle.mirror import mirror_or_explain
+from bundle.tracking import log_study, unique_run_name
 from bundle.trust.normalization import normalize_maps
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ class SaliencyStudy:
         auc_dataloader: labelled images of both classes (the validation split) on which every model the
             criteria use gets its classification AUC, printed beside the verdicts (agreement only means
             something between models of similar accuracy; a label-permuted model should be near 0.5).
+        tracking_uri: the local MLflow store every run is logged to first (a SQLite file next to the results).
+        mirror_uri: a tracking server the study's runs are copied to at the end (``bundle.mirror``); when it
+            cannot be reached, one line says how to log them later. ``None`` or ``tracking_uri``: no copy.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class SaliencyStudy:
         gallery_images: int = 4,
         id_key: str = "patient_id",
         auc_dataloader: DataLoader | None = None,
+        mirror_uri: str | None = None,
     ) -> None:
         sources = {"method": dict(methods), "baseline": dict(baselines), "reference": dict(references or {})}
         names = [n for group in sources.values() for n in group]
@@ -105,6 +111,7 @@ class SaliencyStudy:
         self.n_resamples, self.seed, self.gallery_images, self.id_key = n_resamples, seed, gallery_images, id_key
         self.cache = MapCache(cache_dir) if cache_dir else None
         self.auc_dataloader = auc_dataloader
+        self.mirror_uri, self._trained_runs = mirror_uri, []
         self.required_models()  # a criterion whose models cannot be named fails here, before any training
 
     def _load_model(self, spec: ModelSpec) -> nn.Module:
@@ -117,9 +124,14 @@ class SaliencyStudy:
                                                      for spec in c.models(self.primary)]))
 
     def _ensure_models(self) -> list[ModelSpec]:
+        """Train the missing models, each as an MLflow run that becomes a child of this study's run."""
         specs = self.required_models()
         for spec in specs:
-            ensure_trained(spec, self.ckpt_dir, self.train_config, self.train_overrides)
+            run_name = None
+            if not spec.checkpoint(self.ckpt_dir).is_file():
+                run_name = unique_run_name("train", spec.name)
+                self._trained_runs.append(run_name)
+            ensure_trained(spec, self.ckpt_dir, self.train_config, self.train_overrides, run_name)
         return specs
 
     def _model_aucs(self, ctx: StudyContext, specs: list[ModelSpec]) -> dict[str, float]:
@@ -247,11 +259,16 @@ class SaliencyStudy:
                   "target": self.target, "bootstrap_resamples": self.n_resamples, "seed": self.seed,
                   **{f"{self.kinds[n]}.{n}": repr(s) for n, s in self.sources.items()},
                   **{f"criterion.{n}.{k}": v for n, c in self.criteria.items() for k, v in c.params().items()}}
+        settings = self.output_dir / f"{self.run_name}_settings.json"  # every setting that changes a number
+        settings.write_text(json.dumps({k: str(v) for k, v in params.items()}, indent=1))
+        paths.append(settings)
         from bundle import __version__
 
         extra = {**{f"model/{n}/auc": v for n, v in aucs.items()}, **{f"time/{n}_s": v for n, v in seconds.items()}}
         log_study(self.tracking_uri, self.experiment_name, self.run_name, self.output_dir, params, summary, verdicts,
                   comparisons, ctx.failures, paths, report,
-                  tags={"bundle_version": __version__, "dataset": self.params.get("dataset", "")},
-                  primary=self.primary.name, extra_metrics=extra)
+                  tags={"bundle_version": __version__, "dataset": self.params.get("dataset", ""),
+                        "profile": self.params.get("profile", "")},
+                  primary=self.primary.name, extra_metrics=extra, children=self._trained_runs)
         logger.info("records: %s; summary and verdicts in %s", records_csv, self.output_dir)
+        mirror_or_explain(self.tracking_uri, self.mirror_uri, self.output_dir)

@@ -76,7 +76,7 @@ def _step_indices(frame) -> list[int]:
 def log_study(
     tracking_uri: str, experiment_name: str, run_name: str, output_dir: str | os.PathLike, params: dict,
     summary, verdicts, comparisons, failures, artifacts, report: str, tags: dict | None = None,
-    primary: str | None = None, extra_metrics: dict | None = None,
+    primary: str | None = None, extra_metrics: dict | None = None, children: list[str] | None = None,
 ) -> str:
     """Log one finished MLflow run for a study; return its id.
 
@@ -84,7 +84,8 @@ def log_study(
     model's steps (a cascade's blocks) under the same key with the step's position as the MLflow step;
     tests as ``.../vs_baseline/diff``, ``/p_value`` and ``/p_holm``; verdicts as tags
     ``verdict/<criterion>/<method>``, failures as ``error/<criterion>/<method>``; ``extra_metrics`` as they
-    are; ``artifacts`` (files) and the report text as artifacts.
+    are; ``artifacts`` (files) and the report text as artifacts. The runs named in ``children`` (the trainings
+    this study ran) become nested runs of this one.
     """
     import math
     from collections import defaultdict
@@ -124,4 +125,8 @@ def log_study(
         for path in artifacts:
             mlflow.log_artifact(str(path))
         mlflow.log_text(report, "report.txt")
+        client = mlflow.MlflowClient(tracking_uri)
+        for name in children or ():
+            for child in client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{name}'"):
+                client.set_tag(child.info.run_id, "mlflow.parentRunId", run.info.run_id)
         return run.info.run_id

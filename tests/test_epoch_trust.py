@@ -145,7 +145,7 @@ def test_training_with_the_handler_gives_the_same_weights_and_logs_per_epoch(tmp
     assert all(torch.equal(with_handler[k], without[k]) for k in without), "the handler changed training"
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'with' / 'mlruns.db'}")
-    run = client.search_runs([client.get_experiment_by_name("saliency_trust").experiment_id])[0]
+    run = client.search_runs([client.get_experiment_by_name("saliency_trust_synthetic").experiment_id])[0]
     for key in ("localization/auprc/grad", "localization/hit/gradcam", "logits_randomization/ssim/grad",
                 SECONDS_KEY):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -12,7 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from mlflow_server import MlflowServer
+
 from bundle.criteria import RECORD_COLUMNS
+from bundle.mirror import PARENT_TAG
 from bundle.saliency import METHODS
 from bundle.trust.pic import PIC_FRACTIONS
 
@@ -21,17 +25,21 @@ BASELINES, REFERENCES = ["random", "edge", "prior"], ["oracle"]
 SOURCES = [*METHODS, *BASELINES, *REFERENCES]  # the default study: every method beside the baselines and the oracle
 METRICS = ["auprc", "ap", "hit", "mass", "iou", "dice"]
 N_IMAGES = 8  # configs/quick.json
+EXPERIMENT = "saliency_trust_synthetic"  # one experiment per dataset
 
 
-def run_quick(tmp: Path, *overrides: str) -> str:
+def quick_command(tmp: Path, *overrides: str) -> list[str]:
     """`python -m monai.bundle run evaluate` with configs/quick.json, everything written under ``tmp``."""
-    command = [
+    return [
         sys.executable, "-m", "monai.bundle", "run", "evaluate",
         "--config_file", "['configs/evaluate.json','configs/quick.json']",
         "--output_dir", str(tmp / "eval"), "--dataset_dir", str(tmp / "data"), "--ckpt_dir", str(tmp / "models"),
         *overrides,
     ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+
+
+def run_quick(tmp: Path, *overrides: str) -> str:
+    result = subprocess.run(quick_command(tmp, *overrides), cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return result.stdout + result.stderr
 
@@ -69,7 +77,7 @@ def test_run_generates_data_trains_and_prints_verdicts(quick_run):
 def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
     tmp, _ = quick_run
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
-    experiment = client.get_experiment_by_name("saliency_trust")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id])
     trained = {(r.data.params["network"], r.data.params["seed"], r.data.params["permute_labels"]): r
                for r in runs if r.info.run_name.startswith("train_")}
@@ -77,6 +85,7 @@ def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
                             ("inception_v3", "0", "False"), ("densenet121", "0", "True")}, "one training per model"
     evaluate = next(r for r in runs if r.info.run_name.startswith("evaluate_"))
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags[PARENT_TAG] == evaluate.info.run_id for r in trained.values())  # nested in their study
     assert all("val_auc" in r.data.metrics for r in trained.values())
     for run in trained.values():  # train.json's per-epoch trust handler: grad and Grad-CAM at every validation
         assert {"localization/auprc/grad", "localization/hit/gradcam/n", "logits_randomization/ssim/grad",
@@ -102,12 +111,12 @@ def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
     assert params["method.ig"].startswith("ig(") and "n_steps=4" in params["method.ig"]
     assert params["criterion.localization.binarize"] == "otsu" and params["criterion.localization.normalization"] == "pair"
     assert params["baseline.edge"].startswith("edge(") and params["reference.oracle"] == "oracle(sigma=2.0)"
-    assert tags["bundle_version"] and tags["dataset"] == "synthetic"
+    assert tags["bundle_version"] and tags["dataset"] == "synthetic" and tags["profile"] == "cpu"
     assert len(params["checkpoint_sha256"]) == 64 and params["model"] == "densenet121_seed0"
 
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
     for suffix in ("_records.csv", "_summary.csv", "_verdicts.csv", "_comparisons.csv", "_maps.png", "_agreement.png",
-                   "_report.html"):
+                   "_report.html", "_settings.json"):
         assert any(a.endswith(suffix) for a in artifacts), suffix
     html = next((tmp / "eval").glob("*_report.html")).read_text()
     # the gallery, the randomisation, PIC and PSC figures, the agreement scatter, the per-epoch trust of the model
@@ -149,7 +158,7 @@ def test_sensitivity_and_agreement_records_mlflow_steps_and_figure(quick_run):
     assert set(agreement.method) == {*METHODS, "random", "readers"}  # edge and prior would agree trivially
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
-    evaluate = next(r for r in client.search_runs([client.get_experiment_by_name("saliency_trust").experiment_id])
+    evaluate = next(r for r in client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
                     if r.info.run_name.startswith("evaluate_"))
     run_id, metrics, tags = evaluate.info.run_id, evaluate.data.metrics, evaluate.data.tags
     history = client.get_metric_history(run_id, "cascading_randomization/ssim/grad")
@@ -189,7 +198,7 @@ def test_faithfulness_and_psc_records_mlflow_keys_and_figures(quick_run):
     assert set(direct[direct == 1].index) == {"grad", "gradcam"}  # quick.json's `attacked`; occlusion transfers
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
-    evaluate = next(r for r in client.search_runs([client.get_experiment_by_name("saliency_trust").experiment_id])
+    evaluate = next(r for r in client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
                     if r.info.run_name.startswith("evaluate_"))
     metrics, tags = evaluate.data.metrics, evaluate.data.tags
     for method in ("grad", "gradcam"):
@@ -282,7 +291,7 @@ def test_the_default_run_of_the_readme(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=5400)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
-    for run in client.search_runs([client.get_experiment_by_name("saliency_trust").experiment_id]):
+    for run in client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id]):
         if run.info.run_name.startswith("train_"):  # trust during training, every epoch, grad and Grad-CAM
             for key in ("localization/auprc/grad", "logits_randomization/ssim/gradcam", "epoch_trust/seconds"):
                 assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3], key
@@ -310,3 +319,67 @@ def test_the_default_run_of_the_readme(tmp_path):
     assert psc.loc[("sensitivity_class_changed", "grad"), "mean"] > 0.5  # the attack flips most predictions
     assert psc.loc[("sensitivity_linf", "grad"), "mean"] <= 0.03 + 1e-6  # within the budget
     assert set(verdicts[verdicts.criterion == "psc"].method) == set(METHODS) | {"random", "edge", "prior"}
+
+
+def newest(client: mlflow.MlflowClient, prefix: str):
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    return max((r for r in runs if r.info.run_name.startswith(prefix)), key=lambda r: r.info.start_time)
+
+
+def comparable(client: mlflow.MlflowClient, run) -> tuple:
+    """What two runs of the same study settings must share: metrics (but the times), params, verdict tags and
+    artifact names (without the run name)."""
+    name = run.info.run_name
+    return ({k: v for k, v in run.data.metrics.items() if not k.startswith("time/")}, run.data.params,
+            {k: v for k, v in run.data.tags.items() if k.startswith(("verdict/", "error/", "bundle_version",
+                                                                     "dataset", "profile"))},
+            sorted(a.path.replace(name, "<run>") for a in client.list_artifacts(run.info.run_id)))
+
+
+def test_a_real_server_gets_the_study_over_http_now_or_later(quick_run, tmp_path):
+    """The quick study with ``tracking_uri`` on a real mlflow server: runs, metrics and artifacts read back over
+    HTTP, trainings nested under their study. With the server stopped in the middle of a study, the study finishes,
+    says so in one line, and ``scripts/log_to_mlflow.py`` logs it later exactly as a live run was logged."""
+    tmp, _ = quick_run
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        run_quick(tmp, "--tracking_uri", server.uri)  # models and maps cached: the study part only
+        remote = mlflow.MlflowClient(server.uri)
+        live = newest(remote, "evaluate_")
+        local = mlflow.MlflowClient(f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
+        assert comparable(remote, live) == comparable(local, newest(local, "evaluate_"))
+        assert live.data.metrics["localization/auprc/grad/n"] + live.data.metrics["localization/auprc/grad/n_nan"] \
+            == N_IMAGES and live.data.tags["profile"] == "cpu"
+        trained = [r for r in remote.search_runs([remote.get_experiment_by_name(EXPERIMENT).experiment_id])
+                   if r.info.run_name.startswith("train_")]
+        assert len(trained) == 4 and all(PARENT_TAG in r.data.tags for r in trained)  # nested under the first study
+        assert [m.step for m in remote.get_metric_history(trained[0].info.run_id, "val_auc")] == [1]
+        assert any(a.path.endswith("_report.html") for a in remote.list_artifacts(live.info.run_id))
+
+        log = tmp_path / "study.log"
+        with open(log, "w") as out:  # a study with another setting; the server goes away while it runs
+            study = subprocess.Popen(quick_command(tmp, "--tracking_uri", server.uri, "--saliency#bootstrap_resamples",
+                                                   "100"), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 600
+            while "criterion localization took" not in log.read_text() and time.monotonic() < deadline:
+                assert study.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.5)
+            server.stop()
+            assert study.wait(timeout=900) == 0, log.read_text()[-3000:]
+        said = [line for line in log.read_text().splitlines() if "unreachable" in line]
+        assert len(said) == 1 and "scripts/log_to_mlflow.py" in said[0]
+        offline = newest(local, "evaluate_")
+        assert offline.info.run_id != live.data.tags["mirrored_from"]  # the new study is in the local store
+
+        server.start()
+        result = subprocess.run([sys.executable, "scripts/log_to_mlflow.py", str(tmp / "eval"), "--tracking-uri",
+                                 server.uri], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0 and "logged 1 run(s)" in result.stdout, result.stdout + result.stderr
+        later = newest(remote, "evaluate_")
+        assert later.data.tags["mirrored_from"] == offline.info.run_id
+        assert comparable(remote, later) == comparable(local, offline)  # as the live copy would have sent it
+        # two studies with different settings, side by side: the same metric names, the setting in the params
+        assert set(later.data.metrics) == set(live.data.metrics)
+        assert {k for k, v in later.data.params.items() if live.data.params.get(k) != v} == {"bootstrap_resamples"}
+    finally:
+        server.stop()

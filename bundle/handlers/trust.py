@@ -33,6 +33,7 @@ from bundle.trust.localization import localization_scores
 from bundle.trust.normalization import normalize_maps
 from bundle.trust.randomization import WeightRandomization
 from bundle.trust.similarity import ssim
+from bundle.switches import config_bool
 from bundle.trust.stats import bootstrap_summary
 
 logger = logging.getLogger(__name__)
@@ -45,17 +46,6 @@ EPOCH_TRUST_METRICS: dict[str, tuple[str, str]] = {
     "randomization_ssim": ("logits_randomization", "ssim"),  # SSIM to the maps with the logits layer re-initialised
 }
 SECONDS_KEY = "epoch_trust/seconds"
-
-
-def config_bool(value: bool | str, name: str) -> bool:
-    """A config switch: a bool, or the words a command line gives (``--epoch_trust#enabled false`` arrives as the
-    string ``"false"``, which Python would read as true)."""
-    if isinstance(value, bool):
-        return value
-    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-    if str(value).strip().lower() not in words:
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return words[str(value).strip().lower()]
 
 
 @contextmanager
