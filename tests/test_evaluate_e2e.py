@@ -49,9 +49,19 @@ def records(tmp: Path) -> list[pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def server(tmp_path_factory):
+    """A real ``mlflow server`` on loopback (SQLite backend, local artifact root, a free port)."""
+    running = MlflowServer(tmp_path_factory.mktemp("server")).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, server):
+    """The quick study from scratch, with ``tracking_uri`` on the real server: every run is in the local store
+    ``eval/mlruns.db`` and copied over HTTP when the study ends."""
     tmp = tmp_path_factory.mktemp("bundle_run")
-    return tmp, run_quick(tmp)
+    return tmp, run_quick(tmp, "--tracking_uri", server.uri)
 
 
 def test_run_generates_data_trains_and_prints_verdicts(quick_run):
@@ -336,50 +346,48 @@ def comparable(client: mlflow.MlflowClient, run) -> tuple:
             sorted(a.path.replace(name, "<run>") for a in client.list_artifacts(run.info.run_id)))
 
 
-def test_a_real_server_gets_the_study_over_http_now_or_later(quick_run, tmp_path):
-    """The quick study with ``tracking_uri`` on a real mlflow server: runs, metrics and artifacts read back over
-    HTTP, trainings nested under their study. With the server stopped in the middle of a study, the study finishes,
-    says so in one line, and ``scripts/log_to_mlflow.py`` logs it later exactly as a live run was logged."""
+def test_a_real_server_gets_the_study_over_http_now_or_later(quick_run, server, tmp_path):
+    """The quick study's runs read back over HTTP from the real server, trainings nested under their study. With
+    the server stopped in the middle of another study, that study finishes, says so in one line, and
+    ``scripts/log_to_mlflow.py`` logs it later exactly as a live run was logged."""
     tmp, _ = quick_run
-    server = MlflowServer(tmp_path / "server").start()
-    try:
-        run_quick(tmp, "--tracking_uri", server.uri)  # models and maps cached: the study part only
-        remote = mlflow.MlflowClient(server.uri)
-        live = newest(remote, "evaluate_")
-        local = mlflow.MlflowClient(f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
-        assert comparable(remote, live) == comparable(local, newest(local, "evaluate_"))
-        assert live.data.metrics["localization/auprc/grad/n"] + live.data.metrics["localization/auprc/grad/n_nan"] \
-            == N_IMAGES and live.data.tags["profile"] == "cpu"
-        trained = [r for r in remote.search_runs([remote.get_experiment_by_name(EXPERIMENT).experiment_id])
-                   if r.info.run_name.startswith("train_")]
-        assert len(trained) == 4 and all(PARENT_TAG in r.data.tags for r in trained)  # nested under the first study
-        assert [m.step for m in remote.get_metric_history(trained[0].info.run_id, "val_auc")] == [1]
-        assert any(a.path.endswith("_report.html") for a in remote.list_artifacts(live.info.run_id))
+    remote = mlflow.MlflowClient(server.uri)
+    local = mlflow.MlflowClient(f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
+    live = newest(remote, "evaluate_")
+    assert comparable(remote, live) == comparable(local, local.get_run(live.data.tags["mirrored_from"]))
+    assert live.data.metrics["localization/auprc/grad/n"] + live.data.metrics["localization/auprc/grad/n_nan"] \
+        == N_IMAGES and live.data.tags["profile"] == "cpu"
+    trained = [r for r in remote.search_runs([remote.get_experiment_by_name(EXPERIMENT).experiment_id])
+               if r.info.run_name.startswith("train_")]
+    assert len(trained) == 4 and all(r.data.tags[PARENT_TAG] == live.info.run_id for r in trained)
+    assert [m.step for m in remote.get_metric_history(trained[0].info.run_id, "val_auc")] == [1]
+    assert any(a.path.endswith("_report.html") for a in remote.list_artifacts(live.info.run_id))
 
-        log = tmp_path / "study.log"
-        with open(log, "w") as out:  # a study with another setting; the server goes away while it runs
-            study = subprocess.Popen(quick_command(tmp, "--tracking_uri", server.uri, "--saliency#bootstrap_resamples",
-                                                   "100"), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + 600
-            while "criterion localization took" not in log.read_text() and time.monotonic() < deadline:
-                assert study.poll() is None, log.read_text()[-3000:]
-                time.sleep(0.5)
-            server.stop()
-            assert study.wait(timeout=900) == 0, log.read_text()[-3000:]
-        said = [line for line in log.read_text().splitlines() if "unreachable" in line]
-        assert len(said) == 1 and "scripts/log_to_mlflow.py" in said[0]
-        offline = newest(local, "evaluate_")
-        assert offline.info.run_id != live.data.tags["mirrored_from"]  # the new study is in the local store
-
-        server.start()
-        result = subprocess.run([sys.executable, "scripts/log_to_mlflow.py", str(tmp / "eval"), "--tracking-uri",
-                                 server.uri], cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0 and "logged 1 run(s)" in result.stdout, result.stdout + result.stderr
-        later = newest(remote, "evaluate_")
-        assert later.data.tags["mirrored_from"] == offline.info.run_id
-        assert comparable(remote, later) == comparable(local, offline)  # as the live copy would have sent it
-        # two studies with different settings, side by side: the same metric names, the setting in the params
-        assert set(later.data.metrics) == set(live.data.metrics)
-        assert {k for k, v in later.data.params.items() if live.data.params.get(k) != v} == {"bootstrap_resamples"}
-    finally:
+    log = tmp_path / "study.log"
+    with open(log, "w") as out:  # a study with another setting (models and maps cached); the server goes away
+        study = subprocess.Popen(quick_command(tmp, "--tracking_uri", server.uri, "--saliency#bootstrap_resamples",
+                                               "100"), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        while "criterion localization took" not in log.read_text() and time.monotonic() < deadline:
+            assert study.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
         server.stop()
+        assert study.wait(timeout=900) == 0, log.read_text()[-3000:]
+    said = [line for line in log.read_text().splitlines() if "unreachable" in line]
+    assert len(said) == 1 and "scripts/log_to_mlflow.py" in said[0]
+    offline = newest(local, "evaluate_")
+    assert offline.info.run_id != live.data.tags["mirrored_from"]  # the new study is in the local store
+
+    server.start()
+    waiting = [r for r in local.search_runs([local.get_experiment_by_name(EXPERIMENT).experiment_id])
+               if not any(k.startswith("mirrored_to/") for k in r.data.tags)]  # also earlier tests' local reruns
+    assert offline.info.run_id in {r.info.run_id for r in waiting}
+    result = subprocess.run([sys.executable, "scripts/log_to_mlflow.py", str(tmp / "eval"), "--tracking-uri",
+                             server.uri], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and f"logged {len(waiting)} run(s)" in result.stdout, result.stdout + result.stderr
+    later = newest(remote, "evaluate_")
+    assert later.data.tags["mirrored_from"] == offline.info.run_id
+    assert comparable(remote, later) == comparable(local, offline)  # as the live copy would have sent it
+    # two studies with different settings, side by side: the same metric names, the setting in the params
+    assert set(later.data.metrics) == set(live.data.metrics)
+    assert {k for k, v in later.data.params.items() if live.data.params.get(k) != v} == {"bootstrap_resamples"}

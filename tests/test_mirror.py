@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from mlflow_server import MlflowServer, free_port
 
-from bundle.mirror import PARENT_TAG, mirror_or_explain, mirror_runs
+from bundle.mirror import PARENT_TAG, mirror_or_explain, mirror_runs, mirror_tag
 from bundle.tracking import artifact_uri, sqlite_uri
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,24 +74,23 @@ def test_mirror_copies_finished_runs_with_histories_parents_and_artifacts_once(s
     assert mirror_runs(uri, server.uri) == {}  # nothing is copied twice
 
 
-def test_an_unreachable_server_is_one_line_and_the_script_logs_it_later(tmp_path, capsys):
+def test_an_unreachable_server_is_one_line_and_the_script_logs_it_later(server, tmp_path, capsys):
     uri, runs = local_study(tmp_path / "eval")
-    down = MlflowServer(tmp_path / "server", free_port())
+    down = MlflowServer(tmp_path / "server", free_port())  # nothing listens on its port
     assert mirror_or_explain(uri, down.uri, tmp_path / "eval") == {}
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and "unreachable" in printed[0] and "scripts/log_to_mlflow.py" in printed[0]
-    down.start()
-    try:
-        result = subprocess.run([sys.executable, "scripts/log_to_mlflow.py", str(tmp_path / "eval"), "--tracking-uri",
-                                 down.uri], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0 and "logged 2 run(s)" in result.stdout, result.stdout + result.stderr
-        local, remote = mlflow.MlflowClient(uri), mlflow.MlflowClient(down.uri)
-        for name in ("evaluate_x", "train_x"):
-            remote_id = local.get_run(runs[name]).data.tags[next(k for k in local.get_run(runs[name]).data.tags
-                                                                 if k.startswith("mirrored_to/"))]
-            assert_same_run(local, runs[name], remote, remote_id)
-    finally:
-        down.stop()
+
+    result = subprocess.run([sys.executable, "scripts/log_to_mlflow.py", str(tmp_path / "eval"), "--tracking-uri",
+                             server.uri], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "logged 2 run(s)" in result.stdout, result.stdout + result.stderr
+    local, remote = mlflow.MlflowClient(uri), mlflow.MlflowClient(server.uri)
+    for name in ("evaluate_x", "train_x"):
+        assert_same_run(local, runs[name], remote, local.get_run(runs[name]).data.tags[mirror_tag(server.uri)])
+
     missing = subprocess.run([sys.executable, "scripts/log_to_mlflow.py", str(tmp_path / "nowhere"), "--tracking-uri",
-                              down.uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                              server.uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: ")
+    unreachable = subprocess.run([sys.executable, "scripts/log_to_mlflow.py", str(tmp_path / "eval"), "--tracking-uri",
+                                  down.uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert unreachable.returncode == 1 and "unreachable" in unreachable.stderr.strip().splitlines()[-1]
