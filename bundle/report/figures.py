@@ -195,6 +195,11 @@ def psc_scatter(summary, records, criterion: str, path: str | Path) -> Path | No
     return _save(fig, path)
 
 
+def _style(i: int) -> tuple[str, str]:
+    """The i-th series' colour and marker: matplotlib's ten colours, then the same colours with the next marker."""
+    return f"C{i % 10}", "os^D"[i // 10 % 4]
+
+
 def epoch_trust_curves(summary, path: str | Path) -> Path | None:
     """One panel per trust metric measured during training: its mean (95% bootstrap band) per epoch, one line per
     method (``summary``: epoch, criterion, metric, method, mean, ci_low, ci_high)."""
@@ -204,8 +209,9 @@ def epoch_trust_curves(summary, path: str | Path) -> Path | None:
     fig, axes = _panels(len(panels), width=3.0, height=2.4, sharex=True)
     for ax, (criterion, metric) in zip(axes.flat, panels):
         rows = summary[(summary.criterion == criterion) & (summary.metric == metric)]
-        for colour, (method, curve) in zip([f"C{i}" for i in range(10)], rows.groupby("method", sort=False)):
-            ax.plot(curve.epoch, curve["mean"], "o-", color=colour, markersize=3, label=method)
+        for i, (method, curve) in enumerate(rows.groupby("method", sort=False)):
+            colour, marker = _style(i)
+            ax.plot(curve.epoch, curve["mean"], marker + "-", color=colour, markersize=3, label=method)
             ax.fill_between(curve.epoch, curve.ci_low, curve.ci_high, color=colour, alpha=0.2)
         ax.set_title(f"{criterion}/{metric}", fontsize=8)
         ax.set_ylim(-0.05, 1.05)
@@ -233,9 +239,10 @@ def agreement_scatter(summary, path: str | Path, x_criterion: str = "repeatabili
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     for i, source in enumerate(sources):
         a, b = x.loc[source], y.loc[source]
+        colour, marker = _style(i)
         ax.errorbar(a["mean"], b["mean"], xerr=[[a["mean"] - a.ci_low], [a.ci_high - a["mean"]]],
-                    yerr=[[b["mean"] - b.ci_low], [b.ci_high - b["mean"]]], fmt="o", markersize=4, capsize=2,
-                    color=f"C{i % 10}", label=source)
+                    yerr=[[b["mean"] - b.ci_low], [b.ci_high - b["mean"]]], fmt=marker, markersize=4, capsize=2,
+                    color=colour, label=source)
     if readers in x.index:
         ax.axvline(float(x.loc[readers, "mean"]), color="grey", linestyle="--", linewidth=0.8)
         ax.axhline(float(x.loc[readers, "mean"]), color="grey", linestyle="--", linewidth=0.8)
