@@ -31,7 +31,7 @@ from bundle.report import FIGURES, agreement_scatter, format_report, saliency_ga
 from bundle.saliency.cache import MapCache, file_digest
 from bundle.summary import adjust_across_grid, summarise
 from bundle.mirror import mirror_or_explain
-from bundle.tracking import log_study, unique_run_name
+from bundle.tracking import export_executed_config, log_study, unique_run_name
 from bundle.trust.normalization import normalize_maps
 
 logger = logging.getLogger(__name__)
@@ -262,6 +262,8 @@ class SaliencyStudy:
         settings = self.output_dir / f"{self.run_name}_settings.json"  # every setting that changes a number
         settings.write_text(json.dumps({k: str(v) for k, v in params.items()}, indent=1))
         paths.append(settings)
+        config = export_executed_config(self.output_dir / f"{self.run_name}_config.json")
+        paths += [config] if config else []
         from bundle import __version__
 
         extra = {**{f"model/{n}/auc": v for n, v in aucs.items()}, **{f"time/{n}_s": v for n, v in seconds.items()}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -24,6 +25,23 @@ def unique_run_name(*parts: str) -> str:
     """A descriptive run name that is unique, so MLflow never appends to an unfinished run of the same name."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return "_".join([*map(str, parts), stamp, uuid.uuid4().hex[:6]])
+
+
+def export_executed_config(path: str | os.PathLike) -> Path | None:
+    """Write the config of the MONAI bundle workflow that is running (its files merged, the command line's
+    overrides applied, expressions as written) to ``path``, as MONAI's ``--tracking`` does; ``None`` when no
+    workflow is running (the code was called from Python). MONAI gives its parser to no config expression, so the
+    workflow is found on the call stack."""
+    from monai.bundle import ConfigWorkflow
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        workflow = frame.f_locals.get("self")
+        if isinstance(workflow, ConfigWorkflow):
+            workflow.parser.export_config_file(workflow.parser.get(), str(path))
+            return Path(path)
+        frame = frame.f_back
+    return None
 
 
 def train_params(
