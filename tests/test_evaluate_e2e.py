@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import subprocess
 import sys
@@ -28,18 +30,20 @@ N_IMAGES = 8  # configs/quick.json
 EXPERIMENT = "saliency_trust_synthetic"  # one experiment per dataset
 
 
-def quick_command(tmp: Path, *overrides: str) -> list[str]:
-    """`python -m monai.bundle run evaluate` with configs/quick.json, everything written under ``tmp``."""
+def quick_command(tmp: Path, *overrides: str, models: Path | None = None) -> list[str]:
+    """`python -m monai.bundle run evaluate` with configs/quick.json, everything written under ``tmp`` (the
+    checkpoints under ``models`` when given)."""
     return [
         sys.executable, "-m", "monai.bundle", "run", "evaluate",
         "--config_file", "['configs/evaluate.json','configs/quick.json']",
-        "--output_dir", str(tmp / "eval"), "--dataset_dir", str(tmp / "data"), "--ckpt_dir", str(tmp / "models"),
-        *overrides,
+        "--output_dir", str(tmp / "eval"), "--dataset_dir", str(tmp / "data"),
+        "--ckpt_dir", str(models or tmp / "models"), *overrides,
     ]
 
 
-def run_quick(tmp: Path, *overrides: str) -> str:
-    result = subprocess.run(quick_command(tmp, *overrides), cwd=ROOT, capture_output=True, text=True, timeout=1200)
+def run_quick(tmp: Path, *overrides: str, models: Path | None = None) -> str:
+    result = subprocess.run(quick_command(tmp, *overrides, models=models), cwd=ROOT, capture_output=True, text=True,
+                            timeout=1200)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return result.stdout + result.stderr
 
@@ -126,8 +130,10 @@ def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
 
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
     for suffix in ("_records.csv", "_summary.csv", "_verdicts.csv", "_comparisons.csv", "_maps.png", "_agreement.png",
-                   "_report.html", "_settings.json"):
+                   "_report.html", "_settings.json", "_config.json"):
         assert any(a.endswith(suffix) for a in artifacts), suffix
+    executed = json.loads(next((tmp / "eval").glob("evaluate_*_config.json")).read_text())  # files and overrides
+    assert executed["saliency"]["n_images"] == N_IMAGES and executed["output_dir"] == str(tmp / "eval")
     html = next((tmp / "eval").glob("*_report.html")).read_text()
     # the gallery, the randomisation, PIC and PSC figures, the agreement scatter, the per-epoch trust of the model
     assert html.count("<figure><img src='data:image/png;base64,") == 6
@@ -275,20 +281,19 @@ def test_two_identical_trainings_agree_perfectly(quick_run, tmp_path):
     torch.testing.assert_close(ssim(*scaled), torch.ones(3))
 
 
-def test_same_seed_same_numbers_and_cached_rerun(quick_run, tmp_path):
-    """A second run from scratch reproduces every per-image value; a rerun reuses the model and the maps."""
+def test_same_seed_same_numbers(quick_run, tmp_path):
+    """Every map of every method and baseline, the PIC curves (seeded random masks) and the PSC attacks, computed
+    again in a new folder from the same models (same seeds give bit-identical weights: the test above), reproduce
+    every per-image value. The other criteria run the same map code on other models, and their seeded
+    re-initialisation is tested in test_randomization."""
     tmp, _ = quick_run
-    run_quick(tmp_path)
-    first, fresh = records(tmp)[0], records(tmp_path)[0]
-    pd.testing.assert_frame_equal(first, fresh)
-
-    cached_maps = sorted((tmp / "eval" / "map_cache").rglob("*.npy"))
-    stamps = {p: p.stat().st_mtime_ns for p in cached_maps}
-    output = run_quick(tmp)
-    assert "training with" not in output, "the existing checkpoints must be reused"
-    assert sorted((tmp / "eval" / "map_cache").rglob("*.npy")) == cached_maps, "no map may be computed twice"
-    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "cached maps must not be recomputed"
-    pd.testing.assert_frame_equal(records(tmp)[-1], first)
+    kept = ("localization", "faithfulness", "psc")
+    run_quick(tmp_path, "--study#criteria", f"$dict((k, v) for k, v in @criteria.items() if k in {kept})",
+              models=tmp / "models")
+    first, again = records(tmp)[0], records(tmp_path)[0]
+    assert set(again.criterion) == set(kept)
+    subset = pd.read_csv(io.StringIO(first[first.criterion.isin(kept)].to_csv(index=False)))  # dtypes as read
+    pd.testing.assert_frame_equal(subset, again)
 
 
 @pytest.mark.slow
@@ -348,8 +353,9 @@ def comparable(client: mlflow.MlflowClient, run) -> tuple:
 
 def test_a_real_server_gets_the_study_over_http_now_or_later(quick_run, server, tmp_path):
     """The quick study's runs read back over HTTP from the real server, trainings nested under their study. With
-    the server stopped in the middle of another study, that study finishes, says so in one line, and
-    ``scripts/log_to_mlflow.py`` logs it later exactly as a live run was logged."""
+    the server stopped in the middle of another study (a rerun: it must reuse every model and map), that study
+    finishes, says so in one line, and ``scripts/log_to_mlflow.py`` logs it later exactly as a live run was
+    logged."""
     tmp, _ = quick_run
     remote = mlflow.MlflowClient(server.uri)
     local = mlflow.MlflowClient(f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
@@ -363,6 +369,8 @@ def test_a_real_server_gets_the_study_over_http_now_or_later(quick_run, server, 
     assert [m.step for m in remote.get_metric_history(trained[0].info.run_id, "val_auc")] == [1]
     assert any(a.path.endswith("_report.html") for a in remote.list_artifacts(live.info.run_id))
 
+    cached_maps = sorted((tmp / "eval" / "map_cache").rglob("*.npy"))
+    stamps = {p: p.stat().st_mtime_ns for p in cached_maps}
     log = tmp_path / "study.log"
     with open(log, "w") as out:  # a study with another setting (models and maps cached); the server goes away
         study = subprocess.Popen(quick_command(tmp, "--tracking_uri", server.uri, "--saliency#bootstrap_resamples",
@@ -373,6 +381,11 @@ def test_a_real_server_gets_the_study_over_http_now_or_later(quick_run, server, 
             time.sleep(0.5)
         server.stop()
         assert study.wait(timeout=900) == 0, log.read_text()[-3000:]
+    # the rerun reused every model and map, and bootstrap resamples change no per-image value
+    assert "training with" not in log.read_text(), "the existing checkpoints must be reused"
+    assert sorted((tmp / "eval" / "map_cache").rglob("*.npy")) == cached_maps, "no map may be computed twice"
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "cached maps must not be recomputed"
+    pd.testing.assert_frame_equal(records(tmp)[-1], records(tmp)[0])
     said = [line for line in log.read_text().splitlines() if "unreachable" in line]
     assert len(said) == 1 and "scripts/log_to_mlflow.py" in said[0]
     offline = newest(local, "evaluate_")
