@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -88,9 +89,18 @@ def test_an_unreachable_server_is_one_line_and_the_script_logs_it_later(server, 
     for name in ("evaluate_x", "train_x"):
         assert_same_run(local, runs[name], remote, local.get_run(runs[name]).data.tags[mirror_tag(server.uri)])
 
-    missing = subprocess.run([sys.executable, "scripts/log_to_mlflow.py", str(tmp_path / "nowhere"), "--tracking-uri",
-                              server.uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: ")
-    unreachable = subprocess.run([sys.executable, "scripts/log_to_mlflow.py", str(tmp_path / "eval"), "--tracking-uri",
-                                  down.uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert unreachable.returncode == 1 and "unreachable" in unreachable.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("folder, target, code, said", [
+    ("nowhere", "server", 2, "nowhere/mlruns.db does not exist"),
+    ("eval", "down", 1, "unreachable"),
+])
+def test_the_script_names_the_problem_on_its_last_line(server, tmp_path, capsys, monkeypatch, folder, target, code,
+                                                       said):
+    local_study(tmp_path / "eval")
+    uri = server.uri if target == "server" else MlflowServer(tmp_path / "down", free_port()).uri
+    script = runpy.run_path(str(ROOT / "scripts" / "log_to_mlflow.py"))  # in-process: the subprocess path is above
+    monkeypatch.setattr(sys, "argv", ["log_to_mlflow.py", str(tmp_path / folder), "--tracking-uri", uri])
+    assert script["main"]() == code
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and said in last
