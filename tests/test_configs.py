@@ -163,3 +163,17 @@ def test_the_label_permuted_training_reads_permuted_labels(small_dataset):
         assert images == same_images and sorted(true) == sorted(permuted)
         if len(set(true)) > 1:
             assert permuted != true, part
+        # the words a command line gives (`--permute_labels false` arrives as the string "false")
+        assert labels(part, "false")[1] == true and labels(part, "true")[1] == permuted
+
+
+def test_permute_labels_takes_the_command_line_words_and_refuses_others():
+    names = {word: _parser("train.json", permute_labels=word).get_parsed_content("ckpt_name")
+             for word in ("false", "no", "true", "1")}
+    assert names == {"false": "densenet121_seed0.pt", "no": "densenet121_seed0.pt",
+                     "true": "densenet121_seed0_permuted_labels.pt", "1": "densenet121_seed0_permuted_labels.pt"}
+    assert _parser("train.json", permute_labels="true").get_parsed_content("run_name").startswith(
+        "train_densenet121_seed0_permuted_labels_")  # its MLflow run and epoch-trust folder say so
+    with pytest.raises(Exception) as caught:
+        _parser("train.json", permute_labels="maybe").get_parsed_content("ckpt_name")
+    assert any("permute_labels must be true or false" in str(e) for e in _chain(caught.value))
