@@ -124,14 +124,12 @@ class SaliencyStudy:
                                                      for spec in c.models(self.primary)]))
 
     def _ensure_models(self) -> list[ModelSpec]:
-        """Train the missing models, each as an MLflow run that becomes a child of this study's run."""
+        """Train the missing models, each as an MLflow run that becomes a child of this study's run (a model already
+        trained has no run of that name, so nothing is nested for it)."""
         specs = self.required_models()
         for spec in specs:
-            run_name = None
-            if not spec.checkpoint(self.ckpt_dir).is_file():
-                run_name = unique_run_name("train", spec.name)
-                self._trained_runs.append(run_name)
-            ensure_trained(spec, self.ckpt_dir, self.train_config, self.train_overrides, run_name)
+            self._trained_runs.append(unique_run_name("train", spec.name))
+            ensure_trained(spec, self.ckpt_dir, self.train_config, self.train_overrides, self._trained_runs[-1])
         return specs
 
     def _model_aucs(self, ctx: StudyContext, specs: list[ModelSpec]) -> dict[str, float]:

@@ -32,8 +32,8 @@ from bundle.report import epoch_trust_curves, saliency_gallery
 from bundle.trust.localization import localization_scores
 from bundle.trust.normalization import normalize_maps
 from bundle.trust.randomization import WeightRandomization
-from bundle.trust.similarity import ssim
 from bundle.switches import config_bool
+from bundle.trust.similarity import ssim
 from bundle.trust.stats import bootstrap_summary
 
 logger = logging.getLogger(__name__)
@@ -103,11 +103,12 @@ class EpochTrust:
     ) -> None:
         if interval < 1:
             raise ValueError(f"interval must be at least 1, got {interval}")
-        if config_bool(enabled, "enabled") and not methods:
+        self.enabled = config_bool(enabled, "enabled")
+        if self.enabled and not methods:
             raise ValueError("the per-epoch trust handler needs at least one saliency method")
         self.network, self.dataloader, self.methods = network, dataloader, dict(methods)
         self.metrics = [look_up_option(m, tuple(EPOCH_TRUST_METRICS)) for m in metrics]
-        self.interval, self.enabled, self.target = interval, config_bool(enabled, "enabled"), target
+        self.interval, self.target = interval, target
         self.normalization, self.data_range, self.randomization_seed = normalization, data_range, randomization_seed
         self.folder = Path(folder) if folder is not None else None
         self.model_name, self.figure_images, self.n_resamples, self.id_key = (
