@@ -96,7 +96,8 @@ def get_architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(f"unknown network {name!r}; choose one of {sorted(ARCHITECTURES)}") from None
+        raise ValueError(f"unknown network {name!r} (network_name, or an architecture of a criterion); choose one "
+                         f"of {sorted(ARCHITECTURES)}") from None
 
 
 def build_network(name: str = "densenet121", in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2) -> nn.Module:
@@ -179,9 +180,22 @@ def randomisation_blocks_of(model: nn.Module) -> tuple[tuple[str, tuple[str, ...
 
 
 def load_checkpoint(model: nn.Module, path: str, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load a state dict saved by the training config's CheckpointSaver into ``model``."""
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    """Load a state dict saved by the training config's CheckpointSaver into ``model``.
+
+    A file that cannot be read (cut short by a full disk, not a checkpoint) or that holds another network's
+    weights raises a ``ValueError`` naming the file and what to do."""
+    advice = "delete it to retrain, or point ckpt_dir elsewhere"
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError ... for damaged files
+        cause = str(e).strip().split(". ")[0].splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} cannot be read as a checkpoint (cut short, or not a torch checkpoint; torch says: "
+                         f"{cause}): {advice}") from e
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except Exception as e:
+        raise ValueError(f"{path} does not hold {type(model).__name__} weights ({str(e).strip().splitlines()[0][:120]}): "
+                         f"{advice}") from e
     return model

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from bundle.criteria import Criterion, StudyContext
 from bundle.criteria.agreement import READERS
+from bundle.data.screening import data_issue_counts
 from bundle.handlers.trust import latest_epoch_trust_curves
 from bundle.models import ModelSpec, ensure_trained
 from bundle.networks import build_network, load_checkpoint
@@ -31,7 +32,7 @@ from bundle.report import FIGURES, agreement_scatter, format_report, saliency_ga
 from bundle.saliency.cache import MapCache, file_digest
 from bundle.summary import adjust_across_grid, summarise
 from bundle.mirror import mirror_or_explain
-from bundle.tracking import export_executed_config, log_study, unique_run_name
+from bundle.tracking import check_store, export_executed_config, log_study, unique_run_name
 from bundle.trust.normalization import normalize_maps
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ class SaliencyStudy:
         """Train the missing models, each as an MLflow run that becomes a child of this study's run (a model already
         trained has no run of that name, so nothing is nested for it)."""
         specs = self.required_models()
+        for spec in specs:  # a damaged checkpoint stops the study before any model is trained
+            if spec.checkpoint(self.ckpt_dir).is_file():
+                self._load_model(spec)
         for spec in specs:
             self._trained_runs.append(unique_run_name("train", spec.name))
             ensure_trained(spec, self.ckpt_dir, self.train_config, self.train_overrides, self._trained_runs[-1])
@@ -159,6 +163,7 @@ class SaliencyStudy:
 
     def run(self) -> pd.DataFrame:
         """Train what is missing, run every criterion, print and save the report, log to MLflow; return the summary."""
+        check_store(self.tracking_uri)
         specs = self._ensure_models()
         ctx = self.context()
         n_images = self._check_image_ids(ctx)
@@ -188,7 +193,8 @@ class SaliencyStudy:
                    "order": [*self.sources, READERS], "kinds": kinds,
                    "headlines": {n: c.headline for n, c in self.criteria.items()},
                    "notes": {n: repr(c) for n, c in self.criteria.items()}, "aucs": aucs, "seconds": seconds,
-                   "tabled": {n: c.tabled for n, c in self.criteria.items()}}
+                   "tabled": {n: c.tabled for n, c in self.criteria.items()},
+                   "data_issues": data_issue_counts(getattr(getattr(self.dataloader, "dataset", None), "data", None))}
         report = format_report(failures=ctx.failures, **content)
         print(report, flush=True)
         self._save_and_log(ctx, writer.path, records, comparisons, report, content)
@@ -264,11 +270,34 @@ class SaliencyStudy:
         paths += [config] if config else []
         from bundle import __version__
 
-        extra = {**{f"model/{n}/auc": v for n, v in aucs.items()}, **{f"time/{n}_s": v for n, v in seconds.items()}}
-        log_study(self.tracking_uri, self.experiment_name, self.run_name, self.output_dir, params, summary, verdicts,
-                  comparisons, ctx.failures, paths, report,
-                  tags={"bundle_version": __version__, "dataset": self.params.get("dataset", ""),
-                        "profile": self.params.get("profile", "")},
-                  primary=self.primary.name, extra_metrics=extra, children=self._trained_runs)
+        extra = {**{f"model/{n}/auc": v for n, v in aucs.items()}, **{f"time/{n}_s": v for n, v in seconds.items()},
+                 **{f"data/{action}/{reason}": n for action, counts in content["data_issues"].items()
+                    for reason, n in counts.items()},
+                 **{f"data/{action}": sum(counts.values()) for action, counts in content["data_issues"].items()}}
+        def log(uri: str) -> str:
+            return log_study(uri, self.experiment_name, self.run_name, self.output_dir, params, summary, verdicts,
+                             comparisons, ctx.failures, paths, report,
+                             tags={"bundle_version": __version__, "dataset": self.params.get("dataset", ""),
+                                   "profile": self.params.get("profile", "")},
+                             primary=self.primary.name, extra_metrics=extra, children=self._trained_runs)
+
         logger.info("records: %s; summary and verdicts in %s", records_csv, self.output_dir)
+        try:
+            log(self.tracking_uri)
+        except Exception as error:  # the store broke during the study: everything is on disk; keep the run too
+            self._log_elsewhere(log, error)
         mirror_or_explain(self.tracking_uri, self.mirror_uri, self.output_dir)
+
+    def _log_elsewhere(self, log, error: Exception) -> None:
+        """Log the run to a fresh store beside the results, then stop with what happened, where everything is and
+        the command that copies the run into the intended store (the same copy as a server that was down)."""
+        fallback = f"sqlite:///{(self.output_dir / f'{self.run_name}_mlruns.db').resolve()}"
+        cause = " ".join(str(error).split())[:200] or type(error).__name__
+        try:
+            log(fallback)
+            kept = f"the run is in {fallback}; copy it with: python scripts/log_to_mlflow.py {self.output_dir} " \
+                   f"--from {fallback} --tracking-uri {self.tracking_uri}"
+        except Exception:
+            kept = "rerun the same command once the store works (models and maps are cached)"
+        raise ValueError(f"{self.tracking_uri}: the MLflow store failed at the end of the study ({cause}); nothing "
+                         f"is lost: records, summary, report and figures are in {self.output_dir}, and {kept}") from error

@@ -5,15 +5,42 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
 
+def usable_folder(path: str | os.PathLike, setting: str = "output_dir") -> Path:
+    """``path`` resolved and created, after checking a file can be written in it, so a run stops before any work
+    when its results could not be saved (the error names the folder and the ``setting`` to change)."""
+    folder = Path(path).resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"{folder}: cannot write results here ({e.strerror or e}): set {setting} to a folder you "
+                         "can write to") from e
+    return folder
+
+
 def sqlite_uri(output_dir: str | os.PathLike) -> str:
     """``sqlite:///<abs output_dir>/mlruns.db``, creating the folder (MLflow 3 refuses the plain file store)."""
-    path = Path(output_dir).resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path / 'mlruns.db'}"
+    return f"sqlite:///{usable_folder(output_dir) / 'mlruns.db'}"
+
+
+def check_store(tracking_uri: str) -> None:
+    """Open the MLflow store at ``tracking_uri`` once, so a damaged or unreachable one stops a run before any work
+    (the error names the store and what to do)."""
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    except Exception as e:
+        where = tracking_uri.removeprefix("sqlite:///")
+        cause = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{where}: not a usable MLflow store ({cause}): move it away, or set local_tracking_uri to "
+                         "another store") from e
 
 
 def artifact_uri(output_dir: str | os.PathLike) -> str:

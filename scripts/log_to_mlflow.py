@@ -1,7 +1,10 @@
 """Log a study's runs to an MLflow tracking server after the fact: what a study folder's local store holds and the
-server has not received yet (the server was down, or the study ran offline), exactly as a live run sends it.
+server has not received yet (the server was down, or the study ran offline), exactly as a live run sends it. With
+``--from``, the runs of another store: the fallback store a study wrote beside its results when its own store
+failed at the end (the study's last line gives the command).
 
     python scripts/log_to_mlflow.py eval --tracking-uri http://127.0.0.1:5000
+    python scripts/log_to_mlflow.py eval --from sqlite:///eval/<run>_mlruns.db --tracking-uri sqlite:///eval/mlruns.db
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import sys
 from pathlib import Path
 
 from bundle.mirror import mirror_runs, reachable
-from bundle.tracking import sqlite_uri
 
 
 def main() -> int:
@@ -20,10 +22,13 @@ def main() -> int:
     parser.add_argument("study_folder", help="the study's output_dir (it holds mlruns.db)")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                         help="the tracking server (default: $MLFLOW_TRACKING_URI)")
+    parser.add_argument("--from", dest="source", help="the store to copy from (default: the folder's mlruns.db)")
     args = parser.parse_args()
     folder = Path(args.study_folder)
-    if not (folder / "mlruns.db").is_file():
-        print(f"error: {folder / 'mlruns.db'} does not exist: give the study's output_dir", file=sys.stderr)
+    source = args.source or f"sqlite:///{folder.resolve() / 'mlruns.db'}"
+    if source.startswith("sqlite:///") and not Path(source.removeprefix("sqlite:///")).is_file():
+        print(f"error: {source.removeprefix('sqlite:///')} does not exist: give the study's output_dir (or --from)",
+              file=sys.stderr)
         return 2
     if not args.tracking_uri:
         print("error: no tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI", file=sys.stderr)
@@ -32,7 +37,7 @@ def main() -> int:
     if problem:
         print(f"error: MLflow server {args.tracking_uri} unreachable ({problem}); nothing was logged", file=sys.stderr)
         return 1
-    copied = mirror_runs(sqlite_uri(folder), args.tracking_uri)
+    copied = mirror_runs(source, args.tracking_uri)
     print(f"logged {len(copied)} run(s) from {folder} to {args.tracking_uri}")
     return 0
 

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from monai.bundle import ConfigParser
 
+from bundle.errors import last_line
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -132,17 +134,21 @@ def test_criteria_are_config_entries_with_their_own_settings():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("criteria#localization#name", "saliency_dice", "unknown criterion 'saliency_dice'; available: "),
-    ("methods#ig#name", "lime", "unknown saliency method 'lime'; available: "),
+    ("criteria#localization#name", "saliency_dice", "unknown criterion 'saliency_dice' (a name under criteria); "
+                                                    "available: "),
+    ("methods#ig#name", "lime", "unknown saliency method 'lime' (a name under methods); available: "),
+    ("network_name", "resnet9", "unknown network 'resnet9' (network_name, or an architecture of a criterion)"),
     ("criteria#localization#binarize", "median", "median"),
     ("criteria#localization#verdict_metric", "ssim", "verdict_metric 'ssim' must be one of the recorded metrics"),
 ])
-def test_bad_names_in_the_config_say_what_is_available(key, value, message):
+def test_bad_names_in_the_config_say_what_is_available_on_the_last_line(key, value, message):
+    """Under MONAI's `Failed to instantiate ...` wrappers, the line a user reads last is the bundle's message."""
     parser = _parser("evaluate.json")
     parser[key] = value
     with pytest.raises(Exception) as error:
-        parser.get_parsed_content(key.split("#")[0] + "#" + key.split("#")[1])
-    assert message in "".join(str(e) for e in _chain(error.value))
+        parser.get_parsed_content("network_def" if key == "network_name" else "#".join(key.split("#")[:2]))
+    assert "Failed to instantiate" in str(error.value)
+    assert last_line(error.value).startswith("error: ") and message in last_line(error.value)
 
 
 def _chain(error):

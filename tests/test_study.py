@@ -4,6 +4,9 @@ reported while the study goes on, verdicts from Holm-adjusted paired tests, outp
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -13,9 +16,13 @@ import torch
 from torch import nn
 
 from bundle.criteria import FidelityToPublished, Localization
+from bundle.errors import last_line
 from bundle.saliency import get_method
 from bundle.study import SaliencyStudy
+from bundle.tracking import sqlite_uri
 from bundle.trust import OracleMap, PriorMap, RandomMap
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class SpotNet(nn.Module):
@@ -185,16 +192,59 @@ def test_fidelity_compares_cut_methods_with_their_published_counts(broken_run):
     assert 0.5 < fidelity["mean"].iloc[0] <= 1.0
 
 
-def test_records_survive_a_failure_after_scoring(tmp_path):
-    """A damaged MLflow store fails the run at the end; every record computed before is on disk."""
-    study = make_study(tmp_path, make_batches(), criteria={"localization": Localization()})
-    (tmp_path / "eval").mkdir(exist_ok=True)
-    (tmp_path / "eval" / "broken.db").write_bytes(b"this is not a database" * 100)
-    study.tracking_uri = f"sqlite:///{tmp_path / 'eval' / 'broken.db'}"
-    with pytest.raises(Exception):
+class StoreBreakingLocalization(Localization):
+    """Localization that damages the MLflow store while it scores: the store worked when the study started."""
+
+    def __init__(self, store: Path) -> None:
+        super().__init__()
+        self.store = store
+
+    def evaluate(self, ctx):
+        self.store.write_bytes(b"this is not a database" * 100)
+        yield from super().evaluate(ctx)
+
+
+def test_a_store_that_breaks_during_the_study_loses_nothing(tmp_path):
+    """Every record, table and figure is on disk, the run is in a fallback store beside them, and the last line
+    says so with the command that copies it into the intended store once that works again."""
+    store = tmp_path / "eval" / "broken.db"
+    study = make_study(tmp_path, make_batches(), criteria={"localization": StoreBreakingLocalization(store)})
+    study.tracking_uri = sqlite_uri(tmp_path / "eval").replace("mlruns.db", "broken.db")
+    with pytest.raises(ValueError) as caught:
         study.run()
+    line = last_line(caught.value)
+    fallback = f"sqlite:///{(tmp_path / 'eval' / 'study_mlruns.db').resolve()}"
+    assert line.startswith(f"error: {study.tracking_uri}: the MLflow store failed at the end of the study (")
+    assert f"nothing is lost: records, summary, report and figures are in {tmp_path / 'eval'}" in line
+    assert line.endswith(f"copy it with: python scripts/log_to_mlflow.py {tmp_path / 'eval'} --from {fallback} "
+                         f"--tracking-uri {study.tracking_uri}")
     records = pd.read_csv(tmp_path / "eval" / "study_records.csv")
     assert len(records) == 6 * 6 * 10  # 3 methods, 2 baselines, 1 reference x 6 metrics x 10 images
+    for part in ("summary.csv", "verdicts.csv", "report.txt", "report.html", "maps.png"):
+        assert (tmp_path / "eval" / f"study_{part}").is_file(), part
+    repaired = study.tracking_uri.replace("broken.db", "repaired.db")  # the store the user sets up instead
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "log_to_mlflow.py"), str(tmp_path / "eval"),
+                             "--from", fallback, "--tracking-uri", repaired], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    copied = mlflow.MlflowClient(repaired).search_runs(
+        [mlflow.MlflowClient(repaired).get_experiment_by_name(study.experiment_name).experiment_id])
+    kept = mlflow.MlflowClient(fallback).search_runs(
+        [mlflow.MlflowClient(fallback).get_experiment_by_name(study.experiment_name).experiment_id])
+    assert [r.info.run_name for r in copied] == [r.info.run_name for r in kept] == ["study"]
+    assert copied[0].data.metrics == kept[0].data.metrics and len(kept[0].data.metrics) > 100
+
+
+def test_a_damaged_store_stops_the_study_before_any_work(tmp_path):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "mlruns.db").write_bytes(b"this is not a database" * 100)
+    study = make_study(tmp_path, make_batches(), criteria={"localization": Localization()})
+    study.tracking_uri = f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}"
+    with pytest.raises(ValueError) as caught:
+        study.run()
+    assert last_line(caught.value) == (f"error: {tmp_path / 'eval' / 'mlruns.db'}: not a usable MLflow store "
+                                       "((sqlite3.DatabaseError) file is not a database): move it away, or set "
+                                       "local_tracking_uri to another store")
+    assert not (tmp_path / "eval" / "study_records.csv").exists()
 
 
 def test_repeated_image_ids_are_refused_before_any_map(tmp_path):

@@ -27,7 +27,7 @@ def get_criterion(name: str, **settings) -> Criterion:
     try:
         cls = CRITERIA[name]
     except KeyError:
-        raise ValueError(f"unknown criterion {name!r}; available: {sorted(CRITERIA)}") from None
+        raise ValueError(f"unknown criterion {name!r} (a name under criteria); available: {sorted(CRITERIA)}") from None
     return cls(**settings)
 
 

@@ -1,8 +1,9 @@
-"""Radiograph DICOM writing, and a MONAI reader that honours the photometric interpretation."""
+"""Radiograph DICOM writing, screening, and a MONAI reader that honours the photometric interpretation."""
 
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,26 +68,62 @@ def write_radiograph(
     ds.save_as(path, enforce_file_format=True)
 
 
-def check_dicom(path: str | Path) -> str | None:
-    """Return why ``path`` is not a usable single-frame DICOM image, or None if it is.
+LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights of a colour-to-greyscale conversion
 
-    Reads the header and checks the pixel data length without decoding it, so a
-    whole dataset can be screened cheaply before a run.
-    """
+
+@dataclass(frozen=True)
+class DicomCheck:
+    """What screening one DICOM file found: ``problem`` (why it cannot be used, else None) under ``reason``
+    (``unreadable_image`` or ``image_shape``), its ``shape`` (rows, columns) and ``repair`` (what reading it will
+    change, e.g. a colour capture read as one channel)."""
+
+    problem: str | None = None
+    shape: tuple[int, int] | None = None
+    repair: str | None = None
+    reason: str = "unreadable_image"
+
+
+def inspect_dicom(path: str | Path) -> DicomCheck:
+    """Screen ``path`` as one single-frame radiograph: readable, pixel data present, complete and decodable, one
+    frame, one or three samples per pixel. The pixel data is decoded here, once, so no reader or cache worker
+    meets a file it cannot decode."""
     try:
         ds = pydicom.dcmread(path)
     except Exception as e:  # pydicom raises many types for damaged files
-        return f"not a readable DICOM file ({type(e).__name__}: {e})"
+        return DicomCheck(f"not a readable DICOM file ({type(e).__name__}: {e})")
     if "PixelData" not in ds:
-        return "DICOM file has no pixel data"
+        return DicomCheck("DICOM file has no pixel data")
     try:
-        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
+        rows, columns, samples = int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))
+        expected = rows * columns * samples * int(ds.BitsAllocated) // 8
     except (AttributeError, TypeError, ValueError) as e:
-        return f"DICOM file lacks image geometry tags ({e})"
+        return DicomCheck(f"DICOM file lacks image geometry tags ({e})")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        return DicomCheck(f"{frames} frames: one radiograph per file expected", reason="image_shape")
+    if samples not in (1, 3):
+        return DicomCheck(f"{samples} samples per pixel: expected 1 (greyscale) or 3 (colour)", reason="image_shape")
     is_compressed = ds.file_meta.TransferSyntaxUID.is_compressed if "TransferSyntaxUID" in ds.file_meta else False
     if not is_compressed and len(ds.PixelData) < expected:
-        return f"pixel data truncated: {len(ds.PixelData)} bytes, expected {expected}"
-    return None
+        return DicomCheck(f"pixel data truncated: {len(ds.PixelData)} bytes, expected {expected}")
+    try:
+        pixels = ds.pixel_array
+    except Exception as e:
+        syntax = ds.file_meta.get("TransferSyntaxUID", "?")
+        return DicomCheck(f"pixel data cannot be decoded as {getattr(syntax, 'name', syntax)} "
+                          f"({type(e).__name__}: {e})")
+    if pixels.shape[:2] != (rows, columns):
+        return DicomCheck(f"pixel data of shape {pixels.shape} does not match Rows x Columns {rows} x {columns}",
+                          reason="image_shape")
+    repair = None
+    if samples == 3:
+        repair = f"colour ({ds.get('PhotometricInterpretation', '?')}) image read as one channel (luminance)"
+    return DicomCheck(shape=(rows, columns), repair=repair)
+
+
+def check_dicom(path: str | Path) -> str | None:
+    """Why ``path`` is not a usable radiograph (:func:`inspect_dicom`), or None if it is."""
+    return inspect_dicom(path).problem
 
 
 class RadiographReader(PydicomReader):
@@ -112,6 +149,8 @@ class RadiographReader(PydicomReader):
             data = super()._get_array_data(img, filename)
         except Exception as e:
             raise ValueError(f"{filename}: cannot decode DICOM pixel data ({type(e).__name__}: {e})") from e
+        if int(getattr(img, "SamplesPerPixel", 1)) == 3 and data.ndim == 3 and data.shape[-1] == 3:
+            data = data.astype(np.float32) @ np.asarray(LUMINANCE, dtype=np.float32)  # as inspect_dicom reports
         if getattr(img, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
             data = -data.astype(np.float32)
         return data

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bundle.data.dicom import check_dicom
+from bundle.data.dicom import inspect_dicom
+from bundle.data.screening import REPAIRED, SKIPPED, ItemIssue, ItemList, check_box, check_mask, report
 from bundle.data.synthetic_dataset import IMAGES_DIR, LABELS_CSV, MASKS_DIR, READER_MASKS_DIR, SPLIT_CSV, SPLITS
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,68 @@ def _seeded_split(patient_ids: list[str], seed: int, fractions=(0.75, 0.125, 0.1
     return {patient_ids[i]: SPLITS[int(np.searchsorted(bounds, rank, side="right"))] for rank, i in enumerate(order)}
 
 
+def _number(value) -> float | None:
+    """A CSV cell as a float (NaN for an empty cell), or None when it is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _label_table(path: Path) -> tuple[dict[str, int], dict[str, list[list[float]]], dict[str, ItemIssue]]:
+    """Each patient's label and boxes from the labels CSV, and the patients with a malformed row (a Target that
+    is not 0 or 1, a box coordinate that is not a number or is missing on a positive row), by row."""
+    table = _read_csv(path, LABEL_COLUMNS)
+    target: dict[str, int] = {}
+    boxes: dict[str, list[list[float]]] = defaultdict(list)
+    bad: dict[str, ItemIssue] = {}
+    for line, row in enumerate(table.itertuples(index=False), start=2):  # line 1 is the header
+        pid = str(row.patientId)
+        where = f"{path} line {line} (patientId {pid})"
+        label = _number(row.Target)
+        if label not in (0.0, 1.0):
+            bad.setdefault(pid, ItemIssue(where, "label_value", f"Target {row.Target!r} is not 0 or 1"))
+            continue
+        target[pid] = max(target.get(pid, 0), int(label))
+        if label == 1.0:
+            raw = (row.x, row.y, row.width, row.height)
+            box = [_number(v) for v in raw]
+            if any(v is None for v in box):
+                bad.setdefault(pid, ItemIssue(where, "label_value", f"box coordinate in {list(raw)} is not a number"))
+            elif not np.isfinite(box).all():
+                bad.setdefault(pid, ItemIssue(where, "box_nan", f"positive row with a missing box coordinate {raw}"))
+            else:
+                boxes[pid].append(box)
+    return target, boxes, bad
+
+
+def _screen(item: dict, issues: list[ItemIssue]) -> bool:
+    """Check one item's image, boxes and mask where it enters (:mod:`bundle.data.screening`); report what is wrong
+    or repaired; whether the item is usable. Boxes past an edge are clipped in ``item``."""
+    check = inspect_dicom(item["image"])
+    if check.problem:
+        report(ItemIssue(item["image"], check.reason, check.problem), issues)
+        return False
+    kept = []
+    for box in item["boxes"]:
+        reason, fixed, detail = check_box(box, check.shape)
+        if fixed is None:
+            report(ItemIssue(item["image"], reason, detail), issues)
+            return False
+        if reason:
+            report(ItemIssue(item["image"], reason, detail, REPAIRED, "clipped to the image"), issues)
+        kept.append(fixed)
+    item["boxes"] = kept
+    for key in ("mask", "reader_mask"):
+        problem = check_mask(Path(item[key]), check.shape) if key in item else None
+        if problem:
+            report(ItemIssue(item["image"], "mask_unusable", problem), issues)
+            return False
+    if check.repair:
+        report(ItemIssue(item["image"], "colour_image", check.repair, REPAIRED), issues)
+    return True
+
+
 def load_rsna_datalist(
     dataset_dir: str | Path,
     split: str | None = None,
@@ -51,26 +114,22 @@ def load_rsna_datalist(
     check_files: bool = True,
     split_seed: int = 0,
     limit: int | None = None,
-) -> list[dict]:
+) -> ItemList:
     """Read an RSNA-layout folder into a list of MONAI data dicts.
 
     ``split`` keeps one of train/val/test (from ``split.csv``, else a seeded split
-    by patient), ``labels`` keeps one class, ``limit`` the first N. With
-    ``check_files`` every DICOM is screened first: missing or corrupt files are
-    reported by name and skipped, so one bad file does not stop a run.
+    by patient), ``labels`` keeps one class, ``limit`` the first N usable ones. With
+    ``check_files`` every selected item is screened where it enters (its DICOM decoded
+    once, its boxes against the image, its masks' size): a bad item is reported on one
+    line naming the file or CSV row and skipped (a colour image or a box past the edge is
+    repaired and reported), so one bad file does not stop a run; the returned
+    :class:`~bundle.data.screening.ItemList` carries what was skipped or repaired.
     """
     root = Path(dataset_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: dataset folder does not exist")
-    table = _read_csv(root / LABELS_CSV, LABEL_COLUMNS)
-    boxes: dict[str, list[list[float]]] = defaultdict(list)
-    target: dict[str, int] = {}
-    for row in table.itertuples(index=False):
-        pid = str(row.patientId)
-        target[pid] = max(target.get(pid, 0), int(row.Target))
-        if int(row.Target) == 1 and not pd.isna(row.x):
-            boxes[pid].append([float(row.x), float(row.y), float(row.width), float(row.height)])
-    pids = list(target)
+        raise FileNotFoundError(f"{root}: dataset folder does not exist (set dataset_dir)")
+    target, boxes, bad = _label_table(root / LABELS_CSV)
+    pids = list(dict.fromkeys([*target, *bad]))
     if (root / SPLIT_CSV).is_file():
         split_table = _read_csv(root / SPLIT_CSV, ("patientId", "split"))
         split_of = dict(zip(split_table.patientId.astype(str), split_table.split.astype(str)))
@@ -79,30 +138,31 @@ def load_rsna_datalist(
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
-    items, skipped = [], []
+    items, issues = [], []
     for pid in pids:
         if split is not None and split_of.get(pid) != split:
             continue
+        if pid in bad:  # its label is unknown, so it is reported whatever ``labels`` asks for
+            report(bad[pid], issues)
+            continue
         if labels is not None and target[pid] != labels:
             continue
-        image = root / IMAGES_DIR / f"{pid}.dcm"
-        problem = check_dicom(image) if check_files else None
-        if problem:
-            skipped.append(f"{image}: {problem}")
-            continue
-        item = {"image": str(image), "label": target[pid], "boxes": boxes.get(pid, []),
+        item = {"image": str(root / IMAGES_DIR / f"{pid}.dcm"), "label": target[pid], "boxes": boxes.get(pid, []),
                 "patient_id": pid, "split": split_of.get(pid, "")}
-        mask = root / MASKS_DIR / f"{pid}.png"
-        if mask.is_file():
-            item["mask"] = str(mask)
-        reader_mask = root / READER_MASKS_DIR / f"{pid}.png"
-        if reader_mask.is_file():
-            item["reader_mask"] = str(reader_mask)
+        for key, folder in (("mask", MASKS_DIR), ("reader_mask", READER_MASKS_DIR)):
+            if (root / folder / f"{pid}.png").is_file():
+                item[key] = str(root / folder / f"{pid}.png")
+        if check_files and not _screen(item, issues):
+            continue
         items.append(item)
         if limit is not None and len(items) >= limit:
             break
+    skipped = sum(i.action == SKIPPED for i in issues)
     if skipped:
-        logger.warning("skipped %d unusable image(s):\n  %s", len(skipped), "\n  ".join(skipped))
+        logger.warning("%s: skipped %d unusable item(s) of split=%r, labels=%r (reasons above)", root, skipped, split,
+                       labels)
     if not items:
-        raise ValueError(f"{root}: no usable images for split={split!r}, labels={labels!r}")
-    return items
+        raise ValueError(f"{root}: no usable images for split={split!r}, labels={labels!r}"
+                         + (f" ({skipped} skipped, reasons in the warnings above)" if skipped else "")
+                         + ": check dataset_dir")
+    return ItemList(items, issues)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bundle.report.tables import FIDELITY, _cell, _lookup
+from bundle.report.tables import FIDELITY, _cell, _lookup, data_issue_line
 
 VERDICT_CLASSES = {"PASS": "pass", "FAIL": "fail", "INCONCLUSIVE": "inconclusive"}
 
@@ -111,12 +111,15 @@ def html_report(
     headlines: Mapping[str, str], notes: Mapping[str, str] | None = None, figures: Mapping[str, Path] | None = None,
     aucs: Mapping[str, float] | None = None, seconds: Mapping[str, float] | None = None,
     tabled: Mapping[str, Sequence[str] | None] | None = None, provenance: str = "",
+    data_issues: Mapping[str, Mapping[str, int]] | None = None,
 ) -> str:
     """The whole report as one HTML page: title, models, the verdict table with its rules, each criterion's table,
     then ``figures`` (caption -> PNG) embedded."""
     parts = [f"<h1>{_escape(title)}</h1>"]
     if provenance:
         parts.append(f"<p class='meta'>{_escape(provenance)}</p>")
+    if data_issue_line(data_issues):
+        parts.append(f"<p><b>{_escape(data_issue_line(data_issues))}</b></p>")
     model_rows = verdicts[~verdicts.method.isin(list(kinds))]
     if aucs:
         parts.append("<p class='meta'>Classification AUC on the labelled validation images: "

@@ -93,16 +93,26 @@ def metric_table(summary: pd.DataFrame, criterion: str, order: Sequence[str], ki
     return lines
 
 
+def data_issue_line(data_issues: Mapping[str, Mapping[str, int]] | None) -> str | None:
+    """``Data: N study images skipped (reason n, ...); M repaired (...)``, or None when nothing was."""
+    parts = [f"{sum(counts.values())} study image(s) {action} ("
+             + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) + ")"
+             for action, counts in (data_issues or {}).items() if counts]
+    return "Data: " + "; ".join(parts) + ", each named in the run's warnings" if parts else None
+
+
 def format_report(
     title: str, summary: pd.DataFrame, verdicts: pd.DataFrame, failures: Sequence[Mapping], order: Sequence[str],
     kinds: Mapping[str, str], headlines: Mapping[str, str], notes: Mapping[str, str],
     aucs: Mapping[str, float] | None = None, seconds: Mapping[str, float] | None = None,
     tabled: Mapping[str, Sequence[str] | None] | None = None,
+    data_issues: Mapping[str, Mapping[str, int]] | None = None,
 ) -> str:
     """The whole console report. ``headlines`` names each criterion's headline metric, ``notes`` its settings line,
     ``aucs`` each model's classification AUC, ``seconds`` each criterion's time, ``tabled`` the metrics of each
-    criterion's table (all when missing; per-step curves are in the CSVs, the figures and MLflow)."""
-    lines = [title]
+    criterion's table (all when missing; per-step curves are in the CSVs, the figures and MLflow), ``data_issues``
+    the study images skipped or repaired where they entered, by reason."""
+    lines = [title] + [line for line in [data_issue_line(data_issues)] if line]
     if aucs:
         lines += ["", "Models (classification AUC on the labelled validation images; agreement only means something "
                       "between models of similar AUC, a label-permuted model should be near 0.5)"]

@@ -29,7 +29,7 @@ def get_method(name: str, **params) -> SaliencyMethod:
     try:
         cls = METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown saliency method {name!r}; available: {sorted(METHODS)}") from None
+        raise ValueError(f"unknown saliency method {name!r} (a name under methods); available: {sorted(METHODS)}") from None
     return cls(**params)
 
 

@@ -1,0 +1,95 @@
+"""What happens to a bad item where data enters: it is skipped, or repaired where the right reading is unambiguous,
+with one warning line naming the file or row, the reason and the action; the counts by reason travel with the
+datalist (:class:`ItemList`) to the study's table and MLflow. docs/README.md, "Bad input", lists every rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SKIPPED, REPAIRED = "skipped", "repaired"
+
+
+@dataclass(frozen=True)
+class ItemIssue:
+    """One bad item: ``where`` (a file, or a table row), ``reason`` (a short key counted in tables and MLflow),
+    ``detail`` (what is wrong) and ``action`` (``skipped`` or ``repaired``, with what was done)."""
+
+    where: str
+    reason: str
+    detail: str
+    action: str = SKIPPED
+    done: str = ""
+
+    def line(self) -> str:
+        """The warning line: file or row, what is wrong, what the bundle did."""
+        detail = " ".join(self.detail.split())
+        return f"{self.where}: {detail}; {self.action}{' (' + self.done + ')' if self.done else ''}"
+
+
+class ItemList(list):
+    """A datalist (MONAI data dicts) that also carries the items left out or repaired on the way in."""
+
+    def __init__(self, items=(), issues: list[ItemIssue] | None = None) -> None:
+        super().__init__(items)
+        self.issues = list(issues or [])
+
+    def counts(self, action: str) -> dict[str, int]:
+        """How many items got ``action`` (``skipped`` / ``repaired``), by reason."""
+        return dict(Counter(i.reason for i in self.issues if i.action == action))
+
+
+def report(issue: ItemIssue, issues: list[ItemIssue]) -> None:
+    """Warn once about ``issue`` and keep it."""
+    logger.warning(issue.line())
+    issues.append(issue)
+
+
+def data_issue_counts(datalist) -> dict[str, dict[str, int]]:
+    """``{"skipped": {reason: n}, "repaired": {reason: n}}`` of a datalist (empty for a plain list)."""
+    if not isinstance(datalist, ItemList):
+        return {SKIPPED: {}, REPAIRED: {}}
+    return {SKIPPED: datalist.counts(SKIPPED), REPAIRED: datalist.counts(REPAIRED)}
+
+
+def check_box(box: list[float], shape: tuple[int, int]) -> tuple[str | None, list[float] | None, str]:
+    """``(reason, box, detail)`` for an (x, y, w, h) box on an image of ``shape`` (rows, columns): no reason for a
+    box inside the image; ``box_clipped`` with the box cut to the image when it runs past an edge; ``box_nan``,
+    ``box_size`` or ``box_outside`` (the box is unusable, ``None``) otherwise. A box past the edge would silently
+    shrink the lesion and one outside would make every localisation score of its image NaN."""
+    x, y, w, h = box
+    if not np.isfinite(box).all():
+        return "box_nan", None, f"box {box} has a missing or non-numeric coordinate"
+    if w <= 0 or h <= 0:
+        return "box_size", None, f"box {box} has a non-positive width or height"
+    rows, columns = shape
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, float(columns)), min(y + h, float(rows))
+    if x1 <= x0 or y1 <= y0:
+        return "box_outside", None, f"box {box} lies outside the {columns} x {rows} image"
+    if (x0, y0, x1, y1) != (x, y, x + w, y + h):
+        clipped = [x0, y0, x1 - x0, y1 - y0]
+        return "box_clipped", clipped, f"box {box} runs past the edge of the {columns} x {rows} image"
+    return None, list(box), ""
+
+
+def check_mask(path: Path, shape: tuple[int, int]) -> str | None:
+    """Why the lesion mask at ``path`` cannot serve an image of ``shape`` (rows, columns), or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            size = image.size
+    except Exception as e:
+        return f"lesion mask {path} cannot be read ({type(e).__name__}: {e})"
+    if (size[1], size[0]) != tuple(shape):
+        return f"lesion mask {path} is {size[0]} x {size[1]}, its image {shape[1]} x {shape[0]}"
+    return None
