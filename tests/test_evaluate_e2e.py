@@ -127,6 +127,7 @@ def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
     assert params["baseline.edge"].startswith("edge(") and params["reference.oracle"] == "oracle(sigma=2.0)"
     assert tags["bundle_version"] and tags["dataset"] == "synthetic" and tags["profile"] == "cpu"
     assert len(params["checkpoint_sha256"]) == 64 and params["model"] == "densenet121_seed0"
+    assert metrics["data/skipped"] == 0 and metrics["data/repaired"] == 0  # clean data: counted, nothing left out
 
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
     for suffix in ("_records.csv", "_summary.csv", "_verdicts.csv", "_comparisons.csv", "_maps.png", "_agreement.png",

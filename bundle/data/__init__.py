@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bundle.data.dicom import RadiographReader, check_dicom, write_radiograph
+from bundle.data.dicom import RadiographReader, inspect_dicom, write_radiograph
 from bundle.data.labels import permute_labels, seeded_subset
 from bundle.data.masks import boxes_to_mask
 from bundle.data.rsna import load_rsna_datalist
+from bundle.data.screening import ItemIssue, ItemList
 from bundle.data.synthetic import SyntheticConfig, render
 from bundle.data.synthetic_dataset import ensure_synthetic_dataset, write_synthetic_dataset
 from bundle.data.transforms import GroundTruthMaskd
@@ -27,7 +28,7 @@ def prepare_dataset(name: str, dataset_dir: str, synthetic: dict | None = None) 
 
 
 __all__ = [
-    "DATASETS", "GroundTruthMaskd", "RadiographReader", "SyntheticConfig", "boxes_to_mask", "check_dicom",
+    "DATASETS", "GroundTruthMaskd", "ItemIssue", "ItemList", "RadiographReader", "SyntheticConfig", "boxes_to_mask", "inspect_dicom",
     "ensure_synthetic_dataset", "load_rsna_datalist", "permute_labels", "prepare_dataset", "render", "seeded_subset",
     "write_radiograph", "write_synthetic_dataset",
 ]

@@ -121,11 +121,6 @@ def inspect_dicom(path: str | Path) -> DicomCheck:
     return DicomCheck(shape=(rows, columns), repair=repair)
 
 
-def check_dicom(path: str | Path) -> str | None:
-    """Why ``path`` is not a usable radiograph (:func:`inspect_dicom`), or None if it is."""
-    return inspect_dicom(path).problem
-
-
 class RadiographReader(PydicomReader):
     """MONAI's PydicomReader, rows-by-columns, with MONOCHROME1 images inverted.
 

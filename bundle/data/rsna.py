@@ -53,9 +53,9 @@ def _number(value) -> float | None:
         return None
 
 
-def _label_table(path: Path) -> tuple[dict[str, int], dict[str, list[list[float]]], dict[str, ItemIssue]]:
-    """Each patient's label and boxes from the labels CSV, and the patients with a malformed row (a Target that
-    is not 0 or 1, a box coordinate that is not a number or is missing on a positive row), by row."""
+def _label_table(path: Path) -> tuple[list[str], dict[str, int], dict[str, list[list[float]]], dict[str, ItemIssue]]:
+    """The patients in the labels CSV's order, each one's label and boxes, and the patients with a malformed row
+    (a Target that is not 0 or 1, a box coordinate that is not a number or is missing on a positive row)."""
     table = _read_csv(path, LABEL_COLUMNS)
     target: dict[str, int] = {}
     boxes: dict[str, list[list[float]]] = defaultdict(list)
@@ -77,7 +77,7 @@ def _label_table(path: Path) -> tuple[dict[str, int], dict[str, list[list[float]
                 bad.setdefault(pid, ItemIssue(where, "box_nan", f"positive row with a missing box coordinate {raw}"))
             else:
                 boxes[pid].append(box)
-    return target, boxes, bad
+    return list(dict.fromkeys(table.patientId.astype(str))), target, boxes, bad
 
 
 def _screen(item: dict, issues: list[ItemIssue]) -> bool:
@@ -128,8 +128,7 @@ def load_rsna_datalist(
     root = Path(dataset_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset folder does not exist (set dataset_dir)")
-    target, boxes, bad = _label_table(root / LABELS_CSV)
-    pids = list(dict.fromkeys([*target, *bad]))
+    pids, target, boxes, bad = _label_table(root / LABELS_CSV)
     if (root / SPLIT_CSV).is_file():
         split_table = _read_csv(root / SPLIT_CSV, ("patientId", "split"))
         split_of = dict(zip(split_table.patientId.astype(str), split_table.split.astype(str)))

@@ -1,0 +1,207 @@
+"""Bad input where data enters (reader rules, one warning line per item, counts) and the global faults that stop a
+run before any work with the cause on the last line."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.transforms import LoadImaged
+
+from damage import FAULTS, damaged_copy, rename_patient
+
+from bundle.data import RadiographReader, load_rsna_datalist
+from bundle.data.screening import check_box
+from bundle.data.synthetic_dataset import write_synthetic_dataset
+from bundle.errors import last_line
+from bundle.networks import build_network, load_checkpoint
+from bundle.saliency.cache import MapCache
+from bundle.tracking import usable_folder
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """60 synthetic radiographs (RSNA layout), half MONOCHROME1: enough single-box positives for every fault."""
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "chest", n_images=60, seed=5,
+                                   monochrome1_prob=0.5)
+
+
+def test_each_bad_item_is_skipped_or_repaired_on_one_line_and_counted(tmp_path, dataset, caplog):
+    faults = list(FAULTS)
+    damaged = damaged_copy(dataset, tmp_path / "damaged", faults)
+    clean = load_rsna_datalist(dataset, labels=1)
+    with caplog.at_level(logging.WARNING):
+        items = load_rsna_datalist(tmp_path / "damaged", labels=1)
+    lines = [r.getMessage() for r in caplog.records]
+    for fault, expect in damaged.items():
+        line = next((x for x in lines if x.startswith(expect["line"])), None)
+        assert line is not None, (fault, lines)
+        assert expect["words"] in line and line.endswith(f"; {expect['action']}"), (fault, line)
+    skipped = {d["patient_id"] for d in damaged.values() if d["action"] == "skipped"}
+    assert [i["patient_id"] for i in items] == [i["patient_id"] for i in clean if i["patient_id"] not in skipped]
+    assert items.counts("skipped") == {"unreadable_image": 2, "image_shape": 1, "label_value": 2, "box_nan": 1,
+                                       "box_outside": 1, "box_size": 1, "mask_unusable": 1}
+    assert items.counts("repaired") == {"colour_image": 1, "box_clipped": 1}
+    clipped = next(i for i in items if i["patient_id"] == damaged["box_clipped"]["patient_id"])
+    columns = int(LoadImaged("image", reader=RadiographReader(), image_only=True)(clipped)["image"].shape[1])
+    assert clipped["boxes"] == [[columns - 4.0, 5.0, 4.0, 8.0]]
+    colour = next(i for i in items if i["patient_id"] == damaged["colour"]["patient_id"])
+    image = LoadImaged("image", reader=RadiographReader(), image_only=True)(colour)["image"]
+    original = LoadImaged("image", reader=RadiographReader(), image_only=True)(
+        next(i for i in clean if i["patient_id"] == colour["patient_id"]))["image"]
+    assert image.shape == original.shape  # one channel, the same grid
+    corr = np.corrcoef(image.numpy().ravel(), original.numpy().ravel())[0, 1]
+    assert abs(corr) > 0.999  # the same picture in 8 bits (a MONOCHROME1 original, read inverted, correlates -1)
+
+
+def test_no_usable_image_names_the_folder_and_the_skips(tmp_path, dataset):
+    damaged = damaged_copy(dataset, tmp_path / "damaged", ["truncated"], split="test")
+    survivors = load_rsna_datalist(tmp_path / "damaged", split="test", labels=1)
+    for item in survivors:  # leave nothing usable among the test positives
+        open(item["image"], "wb").close()
+    with pytest.raises(ValueError) as caught:
+        load_rsna_datalist(tmp_path / "damaged", split="test", labels=1)
+    assert last_line(caught.value) == (
+        f"error: {tmp_path / 'damaged'}: no usable images for split='test', labels=1 "
+        f"({len(survivors) + len(damaged)} skipped, reasons in the warnings above): check dataset_dir")
+
+
+@pytest.mark.parametrize("box, shape, expected", [
+    ([2.0, 3.0, 4.0, 5.0], (10, 10), (None, [2.0, 3.0, 4.0, 5.0])),
+    ([8.0, 3.0, 4.0, 5.0], (10, 10), ("box_clipped", [8.0, 3.0, 2.0, 5.0])),
+    ([-2.0, -1.0, 4.0, 5.0], (10, 12), ("box_clipped", [0.0, 0.0, 2.0, 4.0])),
+    ([10.0, 3.0, 4.0, 5.0], (8, 10), ("box_outside", None)),  # starts at the right edge: x = columns
+    ([2.0, 8.0, 4.0, 5.0], (8, 10), ("box_outside", None)),  # starts at the bottom edge: y = rows
+    ([2.0, 3.0, 0.0, 5.0], (10, 10), ("box_size", None)),
+    ([2.0, 3.0, 4.0, -1.0], (10, 10), ("box_size", None)),
+    ([float("nan"), 3.0, 4.0, 5.0], (10, 10), ("box_nan", None)),
+])
+def test_box_rules(box, shape, expected):
+    reason, fixed, _ = check_box(box, shape)
+    assert (reason, fixed) == expected
+
+
+def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path):
+    good = tmp_path / "densenet121_seed0.pt"
+    torch.save(build_network("densenet121").state_dict(), good)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a full disk stopped the write
+    with pytest.raises(ValueError) as caught:
+        load_checkpoint(build_network("densenet121"), str(cut))
+    assert last_line(caught.value).startswith(f"error: {cut} cannot be read as a checkpoint (cut short, or not a "
+                                              "torch checkpoint; torch says: ")
+    assert last_line(caught.value).endswith("): delete it to retrain, or point ckpt_dir elsewhere")
+    with pytest.raises(ValueError) as caught:
+        load_checkpoint(build_network("inception_v3"), str(good))
+    assert last_line(caught.value).startswith(f"error: {good} does not hold Inception3 weights (")
+
+
+def test_an_output_folder_that_cannot_be_written_is_named(tmp_path):
+    blocker = tmp_path / "eval"
+    blocker.write_text("a file where the results folder should be")
+    with pytest.raises(ValueError) as caught:
+        usable_folder(blocker)
+    assert last_line(caught.value) == (f"error: {blocker}: cannot write results here (File exists): set output_dir "
+                                       "to a folder you can write to")
+
+
+# --- through the real command: `python -m monai.bundle run evaluate` with configs/quick.json ---------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY_FAULTS = ["truncated", "colour", "target", "box_outside", "mask_size"]
+EXPRESSION_ID = "$__import__('pathlib').Path('PWNED').touch() or '@x'"  # data that looks like config code
+
+
+def evaluate(tmp: Path, dataset: Path, models: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """The quick study of ``dataset`` as an RSNA folder, only localisation of grad and Grad-CAM (one model)."""
+    command = [sys.executable, "-m", "monai.bundle", "run", "evaluate",
+               "--config_file", "['configs/evaluate.json','configs/quick.json']", "--dataset_name", "rsna",
+               "--dataset_dir", str(dataset), "--output_dir", str(tmp / "eval"), "--ckpt_dir", str(models),
+               "--study#criteria", "$dict(localization=@criteria#localization)",
+               "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam)", *overrides]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def damaged_study(tmp_path_factory):
+    """The quick data with five test positives damaged, studied from scratch (its model trained on the way)."""
+    tmp = tmp_path_factory.mktemp("damaged_study")
+    clean = write_synthetic_dataset(tmp / "clean", n_images=192, seed=0)
+    faults = damaged_copy(clean, tmp / "damaged", STUDY_FAULTS, split="test")
+    good = [i["patient_id"] for i in load_rsna_datalist(tmp / "damaged", split="test", labels=1, limit=2)]
+    rename_patient(tmp / "damaged", good[1], EXPRESSION_ID)
+    return tmp, faults, evaluate(tmp, tmp / "damaged", tmp / "models")
+
+
+def test_a_study_on_damaged_data_names_each_bad_file_and_scores_every_good_image(damaged_study):
+    tmp, faults, result = damaged_study
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (result.stdout + result.stderr).splitlines()  # MONAI's logging.conf logs to stdout
+    for fault, expect in faults.items():
+        found = [x for x in lines if expect["line"] in x and expect["words"] in x]
+        assert found and found[0].endswith(f"; {expect['action']}"), (fault, found)
+    wanted = [i["patient_id"] for i in load_rsna_datalist(tmp / "damaged", split="test", labels=1, limit=8)]
+    assert not {f["patient_id"] for f in faults.values() if f["action"] == "skipped"} & set(wanted)
+    records = pd.read_csv(next((tmp / "eval").glob("*_records.csv")))
+    assert sorted(set(records.image_id)) == sorted(wanted)  # every good image has its records
+    assert faults["colour"]["patient_id"] in wanted  # repaired, not lost
+    assert EXPRESSION_ID in wanted  # an id, a file name and DICOM tags that look like code are only data
+    assert not list(ROOT.glob("PWNED")) and not list(tmp.rglob("PWNED"))
+    assert ("Data: 4 study image(s) skipped (box_outside 1, label_value 1, mask_unusable 1, unreadable_image 1); "
+            "1 study image(s) repaired (colour_image 1), each named in the run's warnings") in result.stdout
+    client = mlflow.MlflowClient(f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
+    run = client.search_runs([client.get_experiment_by_name("saliency_trust_rsna").experiment_id],
+                             filter_string="attributes.run_name LIKE 'evaluate%'")[0]
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("data/")} == {
+        "data/skipped": 4, "data/skipped/box_outside": 1, "data/skipped/label_value": 1,
+        "data/skipped/mask_unusable": 1, "data/skipped/unreadable_image": 1, "data/repaired": 1,
+        "data/repaired/colour_image": 1}
+
+
+def test_a_damaged_checkpoint_stops_the_study_before_any_training(damaged_study):
+    tmp, _, _ = damaged_study
+    models = tmp / "models_damaged"
+    models.mkdir()
+    trained = (tmp / "models" / "densenet121_seed0.pt").read_bytes()
+    (models / "inception_v3_seed0.pt").write_bytes(trained[: len(trained) // 2])  # a full disk cut the write short
+    result = evaluate(tmp, tmp / "damaged", models, "--study#criteria", "@criteria")  # needs all four models
+    assert result.returncode != 0
+    assert result.stderr.rstrip().splitlines()[-1] == (
+        f"error: {models / 'inception_v3_seed0.pt'} cannot be read as a checkpoint (cut short, or not a torch "
+        "checkpoint; torch says: PytorchStreamReader failed reading zip archive: failed finding central directory): "
+        "delete it to retrain, or point ckpt_dir elsewhere")
+    assert sorted(p.name for p in models.iterdir()) == ["inception_v3_seed0.pt"]  # nothing was trained
+
+
+def test_training_on_a_damaged_store_stops_with_the_store_named(tmp_path):
+    """`train` keeps the same contract: the cause on the last line, before any data or model work."""
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "mlruns.db").write_bytes(b"this is not a database" * 100)
+    result = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+                             "--output_dir", str(tmp_path / "eval"), "--dataset_dir", str(tmp_path / "data"),
+                             "--ckpt_dir", str(tmp_path / "models")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.rstrip().splitlines()[-1] == (
+        f"error: {tmp_path / 'eval' / 'mlruns.db'}: not a usable MLflow store ((sqlite3.DatabaseError) file is not a "
+        "database): move it away, or set local_tracking_uri to another store")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "models").exists()
+
+
+def test_image_ids_never_place_a_cached_map_outside_the_cache(tmp_path):
+    ids = ["../../escaped", "a/b", "a_b", "/abs/path", "$__import__('os')"]
+    cache = MapCache(tmp_path / "out" / "cache")
+    description = MapCache.describe("m", "digest", "grad", 1)
+    maps = torch.arange(len(ids), dtype=torch.float32)[:, None, None].expand(-1, 2, 2)
+    cache.save(description, ids, maps)
+    written = [p for p in tmp_path.rglob("*.npy")]
+    assert len(written) == len(ids) and all((tmp_path / "out" / "cache") in p.parents for p in written)
+    loaded = cache.load(MapCache.key(description), ids)
+    assert [float(m[0, 0]) for m in loaded] == list(range(len(ids)))  # 'a/b' and 'a_b' stay apart
