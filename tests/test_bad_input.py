@@ -4,6 +4,7 @@ run before any work with the cause on the last line."""
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,24 @@ def test_each_bad_item_is_skipped_or_repaired_on_one_line_and_counted(tmp_path, 
     assert image.shape == original.shape  # one channel, the same grid
     corr = np.corrcoef(image.numpy().ravel(), original.numpy().ravel())[0, 1]
     assert abs(corr) > 0.999  # the same picture in 8 bits (a MONOCHROME1 original, read inverted, correlates -1)
+
+
+def test_a_patient_the_split_table_lost_is_named_in_every_split(tmp_path, dataset, caplog):
+    edited = tmp_path / "edited"
+    shutil.copytree(dataset, edited)
+    table = pd.read_csv(edited / "split.csv", dtype=str)
+    lost, renamed = table.patientId[0], table.patientId[1]
+    table.loc[1, "split"] = "validation"
+    table.iloc[1:].to_csv(edited / "split.csv", index=False)
+    for split in ("train", "test"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            items = load_rsna_datalist(edited, split=split)
+        assert {lost, renamed}.isdisjoint(i["patient_id"] for i in items)
+        assert items.counts("skipped") == {"split_value": 2}
+        assert f"{edited / 'split.csv'} (patientId {lost}): no row; skipped" in caplog.text
+        assert (f"{edited / 'split.csv'} (patientId {renamed}): split 'validation' is not one of ('train', 'val', "
+                "'test'); skipped") in caplog.text
 
 
 def test_no_usable_image_names_the_folder_and_the_skips(tmp_path, dataset):

@@ -7,28 +7,45 @@ from pathlib import Path
 from bundle.data.dicom import RadiographReader, inspect_dicom, write_radiograph
 from bundle.data.labels import permute_labels, seeded_subset
 from bundle.data.masks import boxes_to_mask
+from bundle.data.nih import load_nih_datalist
+from bundle.data.png import RadiographPNGReader
 from bundle.data.rsna import load_rsna_datalist
 from bundle.data.screening import ItemIssue, ItemList
 from bundle.data.synthetic import SyntheticConfig, render
 from bundle.data.synthetic_dataset import ensure_synthetic_dataset, write_synthetic_dataset
 from bundle.data.transforms import GroundTruthMaskd
 
-DATASETS = ("synthetic", "rsna")
+READERS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist}
+DATASETS = tuple(READERS)
+
+
+def _reader(name: str):
+    try:
+        return READERS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r} (dataset_name); choose one of {DATASETS}") from None
 
 
 def prepare_dataset(name: str, dataset_dir: str, synthetic: dict | None = None) -> Path:
     """Make sure ``dataset_dir`` holds dataset ``name``: generate the synthetic one if missing, check a real one."""
+    _reader(name)
     if name == "synthetic":
         return ensure_synthetic_dataset(dataset_dir, **(synthetic or {}))
-    if name == "rsna":
-        if not Path(dataset_dir).is_dir():
-            raise FileNotFoundError(f"{dataset_dir}: RSNA dataset folder does not exist (set dataset_dir)")
-        return Path(dataset_dir)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    if not Path(dataset_dir).is_dir():
+        raise FileNotFoundError(f"{dataset_dir}: {name} dataset folder does not exist (set dataset_dir)")
+    return Path(dataset_dir)
+
+
+def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, labels: int | None = None,
+                 limit: int | None = None, options: dict | None = None) -> ItemList:
+    """The screened datalist of dataset ``name`` (``dataset_name`` in the configs) in ``dataset_dir``: one split,
+    one class, the first ``limit`` usable items; ``options`` are the reader's own (e.g. ``finding`` for ``nih``)."""
+    return _reader(name)(dataset_dir, split=split, labels=labels, limit=limit, **(options or {}))
 
 
 __all__ = [
-    "DATASETS", "GroundTruthMaskd", "ItemIssue", "ItemList", "RadiographReader", "SyntheticConfig", "boxes_to_mask", "inspect_dicom",
-    "ensure_synthetic_dataset", "load_rsna_datalist", "permute_labels", "prepare_dataset", "render", "seeded_subset",
+    "DATASETS", "GroundTruthMaskd", "ItemIssue", "ItemList", "RadiographPNGReader", "RadiographReader", "READERS",
+    "SyntheticConfig", "boxes_to_mask", "ensure_synthetic_dataset", "inspect_dicom", "load_dataset",
+    "load_nih_datalist", "load_rsna_datalist", "permute_labels", "prepare_dataset", "render", "seeded_subset",
     "write_radiograph", "write_synthetic_dataset",
 ]

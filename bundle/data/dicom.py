@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,8 @@ import pydicom
 from monai.data import PydicomReader
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from bundle.data.screening import ImageCheck
 
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 BITS_STORED = 12
@@ -71,54 +72,42 @@ def write_radiograph(
 LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights of a colour-to-greyscale conversion
 
 
-@dataclass(frozen=True)
-class DicomCheck:
-    """What screening one DICOM file found: ``problem`` (why it cannot be used, else None) under ``reason``
-    (``unreadable_image`` or ``image_shape``), its ``shape`` (rows, columns) and ``repair`` (what reading it will
-    change, e.g. a colour capture read as one channel)."""
-
-    problem: str | None = None
-    shape: tuple[int, int] | None = None
-    repair: str | None = None
-    reason: str = "unreadable_image"
-
-
-def inspect_dicom(path: str | Path) -> DicomCheck:
+def inspect_dicom(path: str | Path) -> ImageCheck:
     """Screen ``path`` as one single-frame radiograph: readable, pixel data present, complete and decodable, one
     frame, one or three samples per pixel. The pixel data is decoded here, once, so no reader or cache worker
     meets a file it cannot decode."""
     try:
         ds = pydicom.dcmread(path)
     except Exception as e:  # pydicom raises many types for damaged files
-        return DicomCheck(f"not a readable DICOM file ({type(e).__name__}: {e})")
+        return ImageCheck(f"not a readable DICOM file ({type(e).__name__}: {e})")
     if "PixelData" not in ds:
-        return DicomCheck("DICOM file has no pixel data")
+        return ImageCheck("DICOM file has no pixel data")
     try:
         rows, columns, samples = int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))
         expected = rows * columns * samples * int(ds.BitsAllocated) // 8
     except (AttributeError, TypeError, ValueError) as e:
-        return DicomCheck(f"DICOM file lacks image geometry tags ({e})")
+        return ImageCheck(f"DICOM file lacks image geometry tags ({e})")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
-        return DicomCheck(f"{frames} frames: one radiograph per file expected", reason="image_shape")
+        return ImageCheck(f"{frames} frames: one radiograph per file expected", reason="image_shape")
     if samples not in (1, 3):
-        return DicomCheck(f"{samples} samples per pixel: expected 1 (greyscale) or 3 (colour)", reason="image_shape")
+        return ImageCheck(f"{samples} samples per pixel: expected 1 (greyscale) or 3 (colour)", reason="image_shape")
     is_compressed = ds.file_meta.TransferSyntaxUID.is_compressed if "TransferSyntaxUID" in ds.file_meta else False
     if not is_compressed and len(ds.PixelData) < expected:
-        return DicomCheck(f"pixel data truncated: {len(ds.PixelData)} bytes, expected {expected}")
+        return ImageCheck(f"pixel data truncated: {len(ds.PixelData)} bytes, expected {expected}")
     try:
         pixels = ds.pixel_array
     except Exception as e:
         syntax = ds.file_meta.get("TransferSyntaxUID", "?")
-        return DicomCheck(f"pixel data cannot be decoded as {getattr(syntax, 'name', syntax)} "
+        return ImageCheck(f"pixel data cannot be decoded as {getattr(syntax, 'name', syntax)} "
                           f"({type(e).__name__}: {e})")
     if pixels.shape[:2] != (rows, columns):
-        return DicomCheck(f"pixel data of shape {pixels.shape} does not match Rows x Columns {rows} x {columns}",
+        return ImageCheck(f"pixel data of shape {pixels.shape} does not match Rows x Columns {rows} x {columns}",
                           reason="image_shape")
     repair = None
     if samples == 3:
         repair = f"colour ({ds.get('PhotometricInterpretation', '?')}) image read as one channel (luminance)"
-    return DicomCheck(shape=(rows, columns), repair=repair)
+    return ImageCheck(shape=(rows, columns), repair=repair)
 
 
 class RadiographReader(PydicomReader):

@@ -8,69 +8,37 @@ when the folder has one), ``patient_id`` and ``split``.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from bundle.data.dicom import inspect_dicom
-from bundle.data.screening import REPAIRED, SKIPPED, ItemIssue, ItemList, check_box, check_mask, report
+from bundle.data.screening import ItemIssue, ItemList, collect, report
+from bundle.data.tables import number, read_csv, seeded_split
 from bundle.data.synthetic_dataset import IMAGES_DIR, LABELS_CSV, MASKS_DIR, READER_MASKS_DIR, SPLIT_CSV, SPLITS
 
-logger = logging.getLogger(__name__)
-
 LABEL_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
-
-
-def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: expected file is missing")
-    try:
-        table = pd.read_csv(path, dtype={"patientId": str})
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable CSV file ({e})") from e
-    table.columns = [c.strip() for c in table.columns]
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
-    return table
-
-
-def _seeded_split(patient_ids: list[str], seed: int, fractions=(0.75, 0.125, 0.125)) -> dict[str, str]:
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(patient_ids))
-    bounds = np.cumsum(np.asarray(fractions) / sum(fractions) * len(patient_ids)).round().astype(int)
-    return {patient_ids[i]: SPLITS[int(np.searchsorted(bounds, rank, side="right"))] for rank, i in enumerate(order)}
-
-
-def _number(value) -> float | None:
-    """A CSV cell as a float (NaN for an empty cell), or None when it is not a number."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _label_table(path: Path) -> tuple[list[str], dict[str, int], dict[str, list[list[float]]], dict[str, ItemIssue]]:
     """The patients in the labels CSV's order, each one's label and boxes, and the patients with a malformed row
     (a Target that is not 0 or 1, a box coordinate that is not a number or is missing on a positive row)."""
-    table = _read_csv(path, LABEL_COLUMNS)
+    table = read_csv(path, LABEL_COLUMNS)
     target: dict[str, int] = {}
     boxes: dict[str, list[list[float]]] = defaultdict(list)
     bad: dict[str, ItemIssue] = {}
     for line, row in enumerate(table.itertuples(index=False), start=2):  # line 1 is the header
         pid = str(row.patientId)
         where = f"{path} line {line} (patientId {pid})"
-        label = _number(row.Target)
+        label = number(row.Target)
         if label not in (0.0, 1.0):
             bad.setdefault(pid, ItemIssue(where, "label_value", f"Target {row.Target!r} is not 0 or 1"))
             continue
         target[pid] = max(target.get(pid, 0), int(label))
         if label == 1.0:
             raw = (row.x, row.y, row.width, row.height)
-            box = [_number(v) for v in raw]
+            box = [number(v) for v in raw]
             if any(v is None for v in box):
                 bad.setdefault(pid, ItemIssue(where, "label_value", f"box coordinate in {list(raw)} is not a number"))
             elif not np.isfinite(box).all():
@@ -78,33 +46,6 @@ def _label_table(path: Path) -> tuple[list[str], dict[str, int], dict[str, list[
             else:
                 boxes[pid].append(box)
     return list(dict.fromkeys(table.patientId.astype(str))), target, boxes, bad
-
-
-def _screen(item: dict, issues: list[ItemIssue]) -> bool:
-    """Check one item's image, boxes and mask where it enters (:mod:`bundle.data.screening`); report what is wrong
-    or repaired; whether the item is usable. Boxes past an edge are clipped in ``item``."""
-    check = inspect_dicom(item["image"])
-    if check.problem:
-        report(ItemIssue(item["image"], check.reason, check.problem), issues)
-        return False
-    kept = []
-    for box in item["boxes"]:
-        reason, fixed, detail = check_box(box, check.shape)
-        if fixed is None:
-            report(ItemIssue(item["image"], reason, detail), issues)
-            return False
-        if reason:
-            report(ItemIssue(item["image"], reason, detail, REPAIRED, "clipped to the image"), issues)
-        kept.append(fixed)
-    item["boxes"] = kept
-    for key in ("mask", "reader_mask"):
-        problem = check_mask(Path(item[key]), check.shape) if key in item else None
-        if problem:
-            report(ItemIssue(item["image"], "mask_unusable", problem), issues)
-            return False
-    if check.repair:
-        report(ItemIssue(item["image"], "colour_image", check.repair, REPAIRED), issues)
-    return True
 
 
 def load_rsna_datalist(
@@ -130,38 +71,34 @@ def load_rsna_datalist(
         raise FileNotFoundError(f"{root}: dataset folder does not exist (set dataset_dir)")
     pids, target, boxes, bad = _label_table(root / LABELS_CSV)
     if (root / SPLIT_CSV).is_file():
-        split_table = _read_csv(root / SPLIT_CSV, ("patientId", "split"))
+        split_table = read_csv(root / SPLIT_CSV, ("patientId", "split"))
         split_of = dict(zip(split_table.patientId.astype(str), split_table.split.astype(str)))
     else:
-        split_of = _seeded_split(pids, split_seed)
+        split_of = seeded_split(pids, split_seed)
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
-    items, issues = [], []
-    for pid in pids:
-        if split is not None and split_of.get(pid) != split:
-            continue
-        if pid in bad:  # its label is unknown, so it is reported whatever ``labels`` asks for
-            report(bad[pid], issues)
-            continue
-        if labels is not None and target[pid] != labels:
-            continue
-        item = {"image": str(root / IMAGES_DIR / f"{pid}.dcm"), "label": target[pid], "boxes": boxes.get(pid, []),
-                "patient_id": pid, "split": split_of.get(pid, "")}
-        for key, folder in (("mask", MASKS_DIR), ("reader_mask", READER_MASKS_DIR)):
-            if (root / folder / f"{pid}.png").is_file():
-                item[key] = str(root / folder / f"{pid}.png")
-        if check_files and not _screen(item, issues):
-            continue
-        items.append(item)
-        if limit is not None and len(items) >= limit:
-            break
-    skipped = sum(i.action == SKIPPED for i in issues)
-    if skipped:
-        logger.warning("%s: skipped %d unusable item(s) of split=%r, labels=%r (reasons above)", root, skipped, split,
-                       labels)
-    if not items:
-        raise ValueError(f"{root}: no usable images for split={split!r}, labels={labels!r}"
-                         + (f" ({skipped} skipped, reasons in the warnings above)" if skipped else "")
-                         + ": check dataset_dir")
-    return ItemList(items, issues)
+    issues: list[ItemIssue] = []
+
+    def candidates():
+        for pid in pids:
+            if split is not None and split_of.get(pid) not in SPLITS:  # a hand-edited split table: said in every split
+                found = f"split {split_of[pid]!r} is not one of {SPLITS}" if pid in split_of else "no row"
+                report(ItemIssue(f"{root / SPLIT_CSV} (patientId {pid})", "split_value", found), issues)
+                continue
+            if split is not None and split_of.get(pid) != split:
+                continue
+            if pid in bad:  # its label is unknown, so it is reported whatever ``labels`` asks for
+                report(bad[pid], issues)
+                continue
+            if labels is not None and target[pid] != labels:
+                continue
+            item = {"image": str(root / IMAGES_DIR / f"{pid}.dcm"), "label": target[pid],
+                    "boxes": boxes.get(pid, []), "patient_id": pid, "split": split_of.get(pid, "")}
+            for key, folder in (("mask", MASKS_DIR), ("reader_mask", READER_MASKS_DIR)):
+                if (root / folder / f"{pid}.png").is_file():
+                    item[key] = str(root / folder / f"{pid}.png")
+            yield item
+
+    return collect(root, candidates(), issues, inspect_dicom if check_files else None, limit,
+                   f"split={split!r}, labels={labels!r}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,18 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 SKIPPED, REPAIRED = "skipped", "repaired"
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """What screening one image file found: ``problem`` (why it cannot be used, else None) under ``reason``
+    (``unreadable_image`` or ``image_shape``), its ``shape`` (rows, columns) and ``repair`` (what reading it will
+    change, e.g. a colour capture read as one channel)."""
+
+    problem: str | None = None
+    shape: tuple[int, int] | None = None
+    repair: str | None = None
+    reason: str = "unreadable_image"
 
 
 @dataclass(frozen=True)
@@ -93,3 +106,52 @@ def check_mask(path: Path, shape: tuple[int, int]) -> str | None:
     if (size[1], size[0]) != tuple(shape):
         return f"lesion mask {path} is {size[0]} x {size[1]}, its image {shape[1]} x {shape[0]}"
     return None
+
+
+def screen_item(item: dict, issues: list[ItemIssue], inspect: Callable[[str], ImageCheck]) -> bool:
+    """Check one item's image (with ``inspect``, e.g. ``inspect_dicom``), boxes and masks where it enters; report
+    what is wrong or repaired; whether the item is usable. Boxes past an edge are clipped in ``item``."""
+    check = inspect(item["image"])
+    if check.problem:
+        report(ItemIssue(item["image"], check.reason, check.problem), issues)
+        return False
+    kept = []
+    for box in item["boxes"]:
+        reason, fixed, detail = check_box(box, check.shape)
+        if fixed is None:
+            report(ItemIssue(item["image"], reason, detail), issues)
+            return False
+        if reason:
+            report(ItemIssue(item["image"], reason, detail, REPAIRED, "clipped to the image"), issues)
+        kept.append(fixed)
+    item["boxes"] = kept
+    for key in ("mask", "reader_mask"):
+        problem = check_mask(Path(item[key]), check.shape) if key in item else None
+        if problem:
+            report(ItemIssue(item["image"], "mask_unusable", problem), issues)
+            return False
+    if check.repair:
+        report(ItemIssue(item["image"], "colour_image", check.repair, REPAIRED), issues)
+    return True
+
+
+def collect(root: Path, candidates: Iterable[dict], issues: list[ItemIssue], inspect: Callable[[str], ImageCheck] | None,
+            limit: int | None, selection: str) -> ItemList:
+    """A reader's screened datalist: the first ``limit`` of ``candidates`` (all when None) that pass
+    :func:`screen_item` (every one when ``inspect`` is None), drawn lazily so a limited study screens only what it
+    uses; a summary line when items were skipped, and an error naming the folder and the ``selection`` (e.g.
+    ``split='test', labels=1``) when none is usable."""
+    items = []
+    for item in candidates:
+        if inspect is None or screen_item(item, issues, inspect):
+            items.append(item)
+            if limit is not None and len(items) >= limit:
+                break
+    skipped = sum(i.action == SKIPPED for i in issues)
+    if skipped:
+        logger.warning("%s: skipped %d unusable item(s) of %s (reasons above)", root, skipped, selection)
+    if not items:
+        raise ValueError(f"{root}: no usable images for {selection}"
+                         + (f" ({skipped} skipped, reasons in the warnings above)" if skipped else "")
+                         + ": check dataset_dir")
+    return ItemList(items, issues)

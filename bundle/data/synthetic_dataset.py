@@ -20,6 +20,7 @@ from PIL import Image
 
 from bundle.data.dicom import write_radiograph
 from bundle.data.synthetic import CHEST, SyntheticConfig, render
+from bundle.data.tables import SPLITS
 from bundle.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ READER_MASKS_DIR = "masks_reader2"  # a second reader's outlines (the agreement 
 SPLIT_CSV = "split.csv"
 KNOBS_CSV = "knobs.csv"
 MANIFEST = "dataset.json"
-SPLITS = ("train", "val", "test")
 
 
 def _split_names(n_images: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> list[str]:
