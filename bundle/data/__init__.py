@@ -11,11 +11,13 @@ from bundle.data.nih import load_nih_datalist
 from bundle.data.png import RadiographPNGReader
 from bundle.data.rsna import load_rsna_datalist
 from bundle.data.screening import ItemIssue, ItemList
+from bundle.data.siim import load_siim_datalist, prepare_siim
 from bundle.data.synthetic import SyntheticConfig, render
 from bundle.data.synthetic_dataset import ensure_synthetic_dataset, write_synthetic_dataset
 from bundle.data.transforms import GroundTruthMaskd
 
-READERS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist}
+READERS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist,
+           "siim": load_siim_datalist}
 DATASETS = tuple(READERS)
 
 
@@ -46,6 +48,7 @@ def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, l
 __all__ = [
     "DATASETS", "GroundTruthMaskd", "ItemIssue", "ItemList", "RadiographPNGReader", "RadiographReader", "READERS",
     "SyntheticConfig", "boxes_to_mask", "ensure_synthetic_dataset", "inspect_dicom", "load_dataset",
-    "load_nih_datalist", "load_rsna_datalist", "permute_labels", "prepare_dataset", "render", "seeded_subset",
+    "load_nih_datalist", "load_rsna_datalist", "load_siim_datalist", "permute_labels", "prepare_dataset",
+    "prepare_siim", "render", "seeded_subset",
     "write_radiograph", "write_synthetic_dataset",
 ]
