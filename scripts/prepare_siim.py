@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bundle.data.screening import print_preparation
 from bundle.data.siim import prepare_siim
 
 
@@ -22,9 +23,7 @@ def main() -> int:
     parser.add_argument("--split-seed", type=int, default=0)
     args = parser.parse_args()
     written, issues = prepare_siim(args.dataset_dir, args.split_seed)
-    for issue in issues:
-        print(issue.line(), file=sys.stderr)
-    print(f"wrote {written} mask(s) and split.csv to {args.dataset_dir}; {len(issues)} row(s) not usable")
+    print_preparation(written, "mask(s) and split.csv", args.dataset_dir, issues)
     return 0
 
 

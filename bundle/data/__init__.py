@@ -7,6 +7,7 @@ from pathlib import Path
 from bundle.data.dicom import RadiographReader, inspect_dicom, write_radiograph
 from bundle.data.labels import permute_labels, seeded_subset
 from bundle.data.masks import boxes_to_mask
+from bundle.data.mura import load_mura_datalist, prepare_mura
 from bundle.data.nih import load_nih_datalist
 from bundle.data.png import RadiographPNGReader
 from bundle.data.rsna import load_rsna_datalist
@@ -17,7 +18,7 @@ from bundle.data.synthetic_dataset import ensure_synthetic_dataset, write_synthe
 from bundle.data.transforms import GroundTruthMaskd
 
 READERS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist,
-           "siim": load_siim_datalist}
+           "siim": load_siim_datalist, "mura": load_mura_datalist}
 DATASETS = tuple(READERS)
 
 
@@ -48,7 +49,7 @@ def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, l
 __all__ = [
     "DATASETS", "GroundTruthMaskd", "ItemIssue", "ItemList", "RadiographPNGReader", "RadiographReader", "READERS",
     "SyntheticConfig", "boxes_to_mask", "ensure_synthetic_dataset", "inspect_dicom", "load_dataset",
-    "load_nih_datalist", "load_rsna_datalist", "load_siim_datalist", "permute_labels", "prepare_dataset",
-    "prepare_siim", "render", "seeded_subset",
+    "load_mura_datalist", "load_nih_datalist", "load_rsna_datalist", "load_siim_datalist", "permute_labels",
+    "prepare_dataset", "prepare_mura", "prepare_siim", "render", "seeded_subset",
     "write_radiograph", "write_synthetic_dataset",
 ]

@@ -155,3 +155,12 @@ def collect(root: Path, candidates: Iterable[dict], issues: list[ItemIssue], ins
                          + (f" ({skipped} skipped, reasons in the warnings above)" if skipped else "")
                          + ": check dataset_dir")
     return ItemList(items, issues)
+
+
+def print_preparation(written: int, what: str, folder: str | Path, issues: list[ItemIssue]) -> None:
+    """What a ``scripts/prepare_<dataset>.py`` did: each unusable row on stderr, then one summary line."""
+    import sys
+
+    for issue in issues:
+        print(issue.line(), file=sys.stderr)
+    print(f"wrote {written} {what} to {folder}; {len(issues)} row(s) not usable")
