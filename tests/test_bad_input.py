@@ -199,11 +199,13 @@ def test_a_damaged_checkpoint_stops_the_study_before_any_training(damaged_study)
     assert sorted(p.name for p in models.iterdir()) == ["inception_v3_seed0.pt"]  # nothing was trained
 
 
-def test_training_on_a_damaged_store_stops_with_the_store_named(tmp_path):
-    """`train` keeps the same contract: the cause on the last line, before any data or model work."""
+@pytest.mark.parametrize("workflow", ["train", "evaluate"])
+def test_a_damaged_store_stops_the_run_before_any_data_or_model_work(tmp_path, workflow):
+    """`train` and `evaluate` keep the same contract: the cause on the last line, before the data are generated."""
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "mlruns.db").write_bytes(b"this is not a database" * 100)
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+    run = ["run"] if workflow == "train" else ["run", "evaluate"]
+    result = subprocess.run([sys.executable, "-m", "monai.bundle", *run, "--config_file", f"configs/{workflow}.json",
                              "--output_dir", str(tmp_path / "eval"), "--dataset_dir", str(tmp_path / "data"),
                              "--ckpt_dir", str(tmp_path / "models")], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
