@@ -13,9 +13,14 @@ from pathlib import Path
 from types import TracebackType
 
 PREFIX = "error: "
-
-
 PACKAGE = Path(__file__).resolve().parent
+
+
+def brief(error: BaseException, limit: int = 160) -> str:
+    """A library's exception in a few words for a message of ours: its first sentence on its first line, at most
+    ``limit`` characters (its type when it has no message)."""
+    text = str(error).strip()
+    return text.splitlines()[0].split(". ")[0][:limit] if text else type(error).__name__
 
 
 def _raised_here(error: BaseException) -> bool:

@@ -20,6 +20,8 @@ from torchvision.models import DenseNet as TorchvisionDenseNet
 from torchvision.models import Inception3, ResNet
 from torchvision.models import inception as tv_inception
 
+from bundle.errors import brief
+
 logger = logging.getLogger(__name__)
 
 
@@ -188,14 +190,12 @@ def load_checkpoint(model: nn.Module, path: str, map_location: str | torch.devic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError ... for damaged files
-        cause = str(e).strip().split(". ")[0].splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path} cannot be read as a checkpoint (cut short, or not a torch checkpoint; torch says: "
-                         f"{cause}): {advice}") from e
+                         f"{brief(e, 120)}): {advice}") from e
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     try:
         model.load_state_dict(state)
     except Exception as e:
-        raise ValueError(f"{path} does not hold {type(model).__name__} weights ({str(e).strip().splitlines()[0][:120]}): "
-                         f"{advice}") from e
+        raise ValueError(f"{path} does not hold {type(model).__name__} weights ({brief(e, 120)}): {advice}") from e
     return model

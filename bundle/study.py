@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from bundle.criteria import Criterion, StudyContext
 from bundle.criteria.agreement import READERS
 from bundle.data.screening import data_issue_counts
+from bundle.errors import brief
 from bundle.handlers.trust import latest_epoch_trust_curves
 from bundle.models import ModelSpec, ensure_trained
 from bundle.networks import build_network, load_checkpoint
@@ -292,12 +293,11 @@ class SaliencyStudy:
         """Log the run to a fresh store beside the results, then stop with what happened, where everything is and
         the command that copies the run into the intended store (the same copy as a server that was down)."""
         fallback = f"sqlite:///{(self.output_dir / f'{self.run_name}_mlruns.db').resolve()}"
-        cause = " ".join(str(error).split())[:200] or type(error).__name__
         try:
             log(fallback)
             kept = f"the run is in {fallback}; copy it with: python scripts/log_to_mlflow.py {self.output_dir} " \
                    f"--from {fallback} --tracking-uri {self.tracking_uri}"
         except Exception:
             kept = "rerun the same command once the store works (models and maps are cached)"
-        raise ValueError(f"{self.tracking_uri}: the MLflow store failed at the end of the study ({cause}); nothing "
+        raise ValueError(f"{self.tracking_uri}: the MLflow store failed at the end of the study ({brief(error)}); nothing "
                          f"is lost: records, summary, report and figures are in {self.output_dir}, and {kept}") from error

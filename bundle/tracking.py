@@ -9,6 +9,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from bundle.errors import brief
+
 
 def usable_folder(path: str | os.PathLike, setting: str = "output_dir") -> Path:
     """``path`` resolved and created, after checking a file can be written in it, so a run stops before any work
@@ -37,10 +39,8 @@ def check_store(tracking_uri: str) -> None:
     try:
         mlflow.MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
     except Exception as e:
-        where = tracking_uri.removeprefix("sqlite:///")
-        cause = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{where}: not a usable MLflow store ({cause}): move it away, or set local_tracking_uri to "
-                         "another store") from e
+        raise ValueError(f"{tracking_uri.removeprefix('sqlite:///')}: not a usable MLflow store ({brief(e)}): move it "
+                         "away, or set local_tracking_uri to another store") from e
 
 
 def artifact_uri(output_dir: str | os.PathLike) -> str:

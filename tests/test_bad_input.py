@@ -226,3 +226,26 @@ def test_image_ids_never_place_a_cached_map_outside_the_cache(tmp_path):
     assert len(written) == len(ids) and all((tmp_path / "out" / "cache") in p.parents for p in written)
     loaded = cache.load(MapCache.key(description), ids)
     assert [float(m[0, 0]) for m in loaded] == list(range(len(ids)))  # 'a/b' and 'a_b' stay apart
+
+
+def test_colour_images_become_the_bt601_luminance(tmp_path):
+    """Distinct channels, so a wrong weight or a single channel taken as grey would show (the damaged-data
+    fixture's colour capture is grey in all three)."""
+    import pydicom
+    from monai.transforms import LoadImage
+    from PIL import Image
+
+    from bundle.data import RadiographPNGReader, write_radiograph
+
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3)).astype(np.uint8)
+    expected = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    write_radiograph(tmp_path / "c.dcm", np.zeros((24, 32)), "c")
+    ds = pydicom.dcmread(tmp_path / "c.dcm")
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelData = 8, 8, 7, rgb.tobytes()
+    ds.save_as(tmp_path / "c.dcm", enforce_file_format=True)
+    dicom = LoadImage(reader=RadiographReader(), image_only=True)(str(tmp_path / "c.dcm"))
+    np.testing.assert_allclose(dicom.numpy(), expected, atol=1e-4)
+    Image.fromarray(rgb, "RGB").save(tmp_path / "c.png")
+    png = LoadImage(reader=RadiographPNGReader(), image_only=True)(str(tmp_path / "c.png"))
+    np.testing.assert_allclose(png.numpy(), expected, atol=1.0)  # PIL's L rounds to whole grey levels

@@ -15,6 +15,7 @@ from bundle.data.screening import ItemIssue, ItemList
 from bundle.data.siim import load_siim_datalist, prepare_siim
 from bundle.data.synthetic import SyntheticConfig, render
 from bundle.data.synthetic_dataset import ensure_synthetic_dataset, write_synthetic_dataset
+from bundle.data.tables import dataset_folder
 from bundle.data.transforms import GroundTruthMaskd
 
 READERS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist,
@@ -34,9 +35,7 @@ def prepare_dataset(name: str, dataset_dir: str, synthetic: dict | None = None) 
     _reader(name)
     if name == "synthetic":
         return ensure_synthetic_dataset(dataset_dir, **(synthetic or {}))
-    if not Path(dataset_dir).is_dir():
-        raise FileNotFoundError(f"{dataset_dir}: {name} dataset folder does not exist (set dataset_dir)")
-    return Path(dataset_dir)
+    return dataset_folder(dataset_dir)
 
 
 def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, labels: int | None = None,

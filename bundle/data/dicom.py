@@ -74,8 +74,8 @@ LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights of a colour-to-gr
 
 def inspect_dicom(path: str | Path) -> ImageCheck:
     """Screen ``path`` as one single-frame radiograph: readable, pixel data present, complete and decodable, one
-    frame, one or three samples per pixel. The pixel data is decoded here, once, so no reader or cache worker
-    meets a file it cannot decode."""
+    frame, one or three samples per pixel. The pixel data is decoded here, when screened, so no reader or cache
+    worker meets a file it cannot decode."""
     try:
         ds = pydicom.dcmread(path)
     except Exception as e:  # pydicom raises many types for damaged files

@@ -20,7 +20,7 @@ from PIL import Image
 
 from bundle.data.png import inspect_png
 from bundle.data.screening import ItemIssue, ItemList, collect, report
-from bundle.data.tables import SPLITS, seeded_split
+from bundle.data.tables import dataset_folder, seeded_split
 
 ROOT_DIR = "MURA-v1.1"
 PATHS_CSV = {"train": "train_image_paths.csv", "valid": "valid_image_paths.csv"}
@@ -106,8 +106,7 @@ def load_mura_datalist(
     if not (root / ROOT_DIR).is_dir():
         raise FileNotFoundError(f"{root / ROOT_DIR}: MURA folder does not exist (set dataset_dir to the folder "
                                 "holding it)")
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    dataset_folder(dataset_dir, split)
     paths: dict[str, list[str]] = {}
     for part, name in PATHS_CSV.items():
         if not (root / name).is_file():

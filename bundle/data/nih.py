@@ -17,11 +17,11 @@ import numpy as np
 
 from bundle.data.png import inspect_png
 from bundle.data.screening import ItemIssue, ItemList, collect, report
-from bundle.data.tables import SPLITS, number, read_csv, seeded_split
+from bundle.data.tables import dataset_folder, number, read_csv, seeded_split
 
 DATA_ENTRY_CSV = "Data_Entry_2017.csv"
 BBOX_CSV = "BBox_List_2017.csv"
-TEST_LIST, TRAIN_VAL_LIST = "test_list.txt", "train_val_list.txt"
+TEST_LIST = "test_list.txt"  # the official test split; the other images are train_val_list.txt
 FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis", "Hernia",
             "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax")
 BBOX_SPELLING = {"Infiltrate": "Infiltration"}  # the boxes file's name -> the labels file's
@@ -79,13 +79,9 @@ def load_nih_datalist(
     ``labels=1`` keeps the positives that have a box for the finding (the localisation ground truth; most NIH
     positives have none and cannot be scored). Every item is screened where it enters, as the RSNA reader does.
     """
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: dataset folder does not exist (set dataset_dir)")
+    root = dataset_folder(dataset_dir, split)
     if finding not in FINDINGS:
         raise ValueError(f"unknown NIH finding {finding!r} (the dataset's finding option); choose one of {FINDINGS}")
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     entries = read_csv(root / DATA_ENTRY_CSV, ("Image Index", "Finding Labels", "Patient ID"), dtype=str,
                        keep_default_na=False)
     boxes, bad = _boxes(root / BBOX_CSV)

@@ -28,7 +28,7 @@ class RadiographPNGReader(PILReader):
 
 
 def inspect_png(path: str | Path) -> ImageCheck:
-    """Screen ``path`` as one radiograph: readable and complete (decoded once, here), one frame, a greyscale or
+    """Screen ``path`` as one radiograph: readable and complete (decoded here), one frame, a greyscale or
     colour mode."""
     from PIL import Image
 

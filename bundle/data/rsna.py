@@ -15,7 +15,7 @@ import numpy as np
 
 from bundle.data.dicom import inspect_dicom
 from bundle.data.screening import ItemIssue, ItemList, collect, report
-from bundle.data.tables import number, read_csv, seeded_split
+from bundle.data.tables import dataset_folder, number, read_csv, seeded_split
 from bundle.data.synthetic_dataset import IMAGES_DIR, LABELS_CSV, MASKS_DIR, READER_MASKS_DIR, SPLIT_CSV, SPLITS
 
 LABEL_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
@@ -60,23 +60,19 @@ def load_rsna_datalist(
 
     ``split`` keeps one of train/val/test (from ``split.csv``, else a seeded split
     by patient), ``labels`` keeps one class, ``limit`` the first N usable ones. With
-    ``check_files`` every selected item is screened where it enters (its DICOM decoded
-    once, its boxes against the image, its masks' size): a bad item is reported on one
+    ``check_files`` every selected item is screened where it enters (its DICOM decoded,
+    its boxes against the image, its masks' size): a bad item is reported on one
     line naming the file or CSV row and skipped (a colour image or a box past the edge is
     repaired and reported), so one bad file does not stop a run; the returned
     :class:`~bundle.data.screening.ItemList` carries what was skipped or repaired.
     """
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: dataset folder does not exist (set dataset_dir)")
+    root = dataset_folder(dataset_dir, split)
     pids, target, boxes, bad = _label_table(root / LABELS_CSV)
     if (root / SPLIT_CSV).is_file():
         split_table = read_csv(root / SPLIT_CSV, ("patientId", "split"))
         split_of = dict(zip(split_table.patientId.astype(str), split_table.split.astype(str)))
     else:
         split_of = seeded_split(pids, split_seed)
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
     issues: list[ItemIssue] = []
 

@@ -6,6 +6,7 @@ datalist (:class:`ItemList`) to the study's table and MLflow. docs/README.md, "B
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -98,9 +99,8 @@ def check_mask(path: Path, shape: tuple[int, int]) -> str | None:
 
     try:
         with Image.open(path) as image:
-            image.verify()
-        with Image.open(path) as image:
             size = image.size
+            image.verify()
     except Exception as e:
         return f"lesion mask {path} cannot be read ({type(e).__name__}: {e})"
     if (size[1], size[0]) != tuple(shape):
@@ -159,8 +159,6 @@ def collect(root: Path, candidates: Iterable[dict], issues: list[ItemIssue], ins
 
 def print_preparation(written: int, what: str, folder: str | Path, issues: list[ItemIssue]) -> None:
     """What a ``scripts/prepare_<dataset>.py`` did: each unusable row on stderr, then one summary line."""
-    import sys
-
     for issue in issues:
         print(issue.line(), file=sys.stderr)
     print(f"wrote {written} {what} to {folder}; {len(issues)} row(s) not usable")

@@ -18,7 +18,7 @@ from PIL import Image
 
 from bundle.data.dicom import inspect_dicom
 from bundle.data.screening import ItemIssue, ItemList, collect, report
-from bundle.data.tables import SPLITS, read_csv, seeded_split
+from bundle.data.tables import dataset_folder, read_csv, seeded_split
 
 RLE_CSV = "train-rle.csv"
 MASKS_DIR = "masks"
@@ -107,11 +107,7 @@ def load_siim_datalist(
     """Read a prepared SIIM-ACR folder (:func:`prepare_siim`) into MONAI data dicts: ``image`` (DICOM), ``label``
     (1: pneumothorax), ``mask`` (the decoded PNG, positives), ``boxes`` (none), ``patient_id`` (the ImageId),
     ``patient`` and ``split``; screened like the RSNA reader."""
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: dataset folder does not exist (set dataset_dir)")
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    root = dataset_folder(dataset_dir, split)
     if not (root / SPLIT_CSV).is_file():
         raise FileNotFoundError(f"{root / SPLIT_CSV}: not prepared: run python scripts/prepare_siim.py {root}")
     table = read_csv(root / RLE_CSV, ("ImageId", "EncodedPixels"), dtype=str, keep_default_na=False)

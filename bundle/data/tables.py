@@ -10,6 +10,16 @@ import pandas as pd
 SPLITS = ("train", "val", "test")
 
 
+def dataset_folder(dataset_dir: str | Path, split: str | None = None) -> Path:
+    """``dataset_dir`` as a path, after checking it exists and ``split`` is one of :data:`SPLITS` (or None)."""
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset folder does not exist (set dataset_dir)")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return root
+
+
 def read_csv(path: Path, required: tuple[str, ...], **options) -> pd.DataFrame:
     """The CSV at ``path`` with its header's spaces stripped; an error naming the file when it is missing, unreadable or
     lacks a ``required`` column."""

@@ -118,8 +118,9 @@ def html_report(
     parts = [f"<h1>{_escape(title)}</h1>"]
     if provenance:
         parts.append(f"<p class='meta'>{_escape(provenance)}</p>")
-    if data_issue_line(data_issues):
-        parts.append(f"<p><b>{_escape(data_issue_line(data_issues))}</b></p>")
+    data_line = data_issue_line(data_issues)
+    if data_line:
+        parts.append(f"<p><b>{_escape(data_line)}</b></p>")
     model_rows = verdicts[~verdicts.method.isin(list(kinds))]
     if aucs:
         parts.append("<p class='meta'>Classification AUC on the labelled validation images: "
