@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bundle.data.chexlocalize import load_chexlocalize_datalist
 from bundle.data.dicom import RadiographReader, inspect_dicom, write_radiograph
 from bundle.data.labels import permute_labels, seeded_subset
 from bundle.data.masks import boxes_to_mask
@@ -19,7 +20,7 @@ from bundle.data.tables import dataset_folder
 from bundle.data.transforms import GroundTruthMaskd
 
 READERS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist,
-           "siim": load_siim_datalist, "mura": load_mura_datalist}
+           "siim": load_siim_datalist, "mura": load_mura_datalist, "chexlocalize": load_chexlocalize_datalist}
 DATASETS = tuple(READERS)
 
 
@@ -47,8 +48,8 @@ def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, l
 
 __all__ = [
     "DATASETS", "GroundTruthMaskd", "ItemIssue", "ItemList", "RadiographPNGReader", "RadiographReader", "READERS",
-    "SyntheticConfig", "boxes_to_mask", "ensure_synthetic_dataset", "inspect_dicom", "load_dataset",
-    "load_mura_datalist", "load_nih_datalist", "load_rsna_datalist", "load_siim_datalist", "permute_labels",
+    "SyntheticConfig", "boxes_to_mask", "ensure_synthetic_dataset", "inspect_dicom", "load_chexlocalize_datalist",
+    "load_dataset", "load_mura_datalist", "load_nih_datalist", "load_rsna_datalist", "load_siim_datalist", "permute_labels",
     "prepare_dataset", "prepare_mura", "prepare_siim", "render", "seeded_subset",
     "write_radiograph", "write_synthetic_dataset",
 ]

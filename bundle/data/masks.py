@@ -34,6 +34,45 @@ def boxes_to_mask(
     return mask
 
 
+def coco_rle_counts(rle: object) -> list[int]:
+    """The run lengths (zeros first, column by column) of a COCO RLE ``{"size": [H, W], "counts": str}`` in the
+    compressed-string form cheXlocalize writes; a ValueError saying what is wrong otherwise. Ours because
+    pycocotools decodes a malformed string from uninitialised memory instead of failing."""
+    if not (isinstance(rle, dict) and isinstance(rle.get("counts"), str) and isinstance(rle.get("size"), list)
+            and len(rle["size"]) == 2 and all(isinstance(v, int) and v > 0 for v in rle["size"])):
+        raise ValueError("not a COCO RLE {'size': [H, W], 'counts': str}")
+    counts: list[int] = []
+    value, shift = 0, 0
+    for char in rle["counts"]:  # pycocotools' rleFrString: 5 bits a character, 0x20 continues, 0x10 signs
+        code = ord(char) - 48
+        if not 0 <= code < 64:
+            raise ValueError(f"character {char!r} cannot occur in a COCO RLE string")
+        value |= (code & 0x1F) << shift
+        shift += 5
+        if code & 0x20:
+            continue
+        if code & 0x10:
+            value |= -1 << shift
+        counts.append(value + (counts[-2] if len(counts) > 2 else 0))
+        value, shift = 0, 0
+    if shift or any(c < 0 for c in counts):
+        raise ValueError("the RLE string is cut short or has a negative run")
+    height, width = rle["size"]
+    if sum(counts) != height * width:
+        raise ValueError(f"its runs cover {sum(counts)} pixels, not the {width} x {height} = {height * width} of "
+                         "its size")
+    return counts
+
+
+def coco_rle_decode(rle: dict) -> np.ndarray:
+    """The bool (H, W) mask of a COCO RLE (:func:`coco_rle_counts`): runs alternate zeros and ones, column by
+    column."""
+    counts = coco_rle_counts(rle)
+    height, width = rle["size"]
+    values = np.arange(len(counts)) % 2 == 1
+    return np.repeat(values, counts).reshape(width, height).T
+
+
 def location_prior(dataloader, mask_key: str = "mask") -> torch.Tensor:
     """Average ground-truth mask over a (training-split) dataloader: the location-prior baseline map."""
     total, count = 0.0, 0

@@ -26,6 +26,12 @@ class RadiographPNGReader(PILReader):
         kwargs.setdefault("converter", to_grey)
         super().__init__(**kwargs)
 
+    def _get_spatial_shape(self, img):
+        """(rows, columns) when the array is rows by columns: MONAI 1.6 reports (width, height) whatever
+        ``reverse_indexing`` says, which would rescale the boxes of a non-square image along the wrong axes."""
+        shape = super()._get_spatial_shape(img)
+        return shape if self.reverse_indexing else shape[::-1].copy()
+
 
 def inspect_png(path: str | Path) -> ImageCheck:
     """Screen ``path`` as one radiograph: readable and complete (decoded here), one frame, a greyscale or

@@ -93,18 +93,23 @@ def check_box(box: list[float], shape: tuple[int, int]) -> tuple[str | None, lis
     return None, list(box), ""
 
 
-def check_mask(path: Path, shape: tuple[int, int]) -> str | None:
-    """Why the lesion mask at ``path`` cannot serve an image of ``shape`` (rows, columns), or None."""
+def check_mask(mask: str | dict, shape: tuple[int, int]) -> str | None:
+    """Why the lesion mask ``mask`` (an image file, or a COCO RLE whose runs were checked where it was read) cannot
+    serve an image of ``shape`` (rows, columns), or None."""
     from PIL import Image
 
+    if isinstance(mask, dict):
+        height, width = mask["size"]
+        return None if (height, width) == tuple(shape) else (
+            f"lesion mask (RLE) is {width} x {height}, its image {shape[1]} x {shape[0]}")
     try:
-        with Image.open(path) as image:
+        with Image.open(mask) as image:
             size = image.size
             image.verify()
     except Exception as e:
-        return f"lesion mask {path} cannot be read ({type(e).__name__}: {e})"
+        return f"lesion mask {mask} cannot be read ({type(e).__name__}: {e})"
     if (size[1], size[0]) != tuple(shape):
-        return f"lesion mask {path} is {size[0]} x {size[1]}, its image {shape[1]} x {shape[0]}"
+        return f"lesion mask {mask} is {size[0]} x {size[1]}, its image {shape[1]} x {shape[0]}"
     return None
 
 
@@ -126,7 +131,7 @@ def screen_item(item: dict, issues: list[ItemIssue], inspect: Callable[[str], Im
         kept.append(fixed)
     item["boxes"] = kept
     for key in ("mask", "reader_mask"):
-        problem = check_mask(Path(item[key]), check.shape) if key in item else None
+        problem = check_mask(item[key], check.shape) if key in item else None
         if problem:
             report(ItemIssue(item["image"], "mask_unusable", problem), issues)
             return False

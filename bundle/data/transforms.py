@@ -10,7 +10,7 @@ import torch
 from monai.data import MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform, Resize
 
-from bundle.data.masks import boxes_to_mask
+from bundle.data.masks import boxes_to_mask, coco_rle_decode
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +18,8 @@ logger = logging.getLogger(__name__)
 class GroundTruthMaskd(MapTransform):
     """Add a (1, *spatial) ground-truth mask at the (resized) image grid under ``mask_key``.
 
-    ``source="mask"`` reads the segmentation file at ``data[mask_key]`` and resizes
-    it nearest-neighbour; ``source="boxes"`` rasterises ``data[boxes_key]`` (pixels
+    ``source="mask"`` reads the segmentation at ``data[mask_key]`` (an image file, or a COCO RLE dict as
+    CheXlocalize ships them) and resizes it nearest-neighbour; ``source="boxes"`` rasterises ``data[boxes_key]`` (pixels
     of the original image) with inclusive ends, as TRUST_METRICS.md section 1 says.
     When a record has no mask file, its boxes are used, with a warning naming the
     image; ``data["mask_source"]`` records which was used. The boxes entry is
@@ -51,8 +51,8 @@ class GroundTruthMaskd(MapTransform):
         spatial = tuple(image.shape[1:])
         original = tuple(int(s) for s in image.meta["spatial_shape"]) if isinstance(image, MetaTensor) else spatial
         mask_file = d.get(self.mask_key)
-        if self.source == "mask" and isinstance(mask_file, str):
-            mask = self.loader(mask_file)
+        if self.source == "mask" and isinstance(mask_file, (str, dict)):
+            mask = self.loader(mask_file) if isinstance(mask_file, str) else coco_rle_decode(mask_file)[None].astype(np.float32)
             mask = Resize(spatial, mode="nearest")(mask) if tuple(mask.shape[1:]) != spatial else mask
             mask = torch.as_tensor(np.asarray(mask) > 0, dtype=torch.float32)
             d.setdefault("mask_source", "mask")
