@@ -110,11 +110,19 @@ class SaliencyStudy:
         self.tracking_uri, self.experiment_name, self.run_name = tracking_uri, experiment_name, run_name
         self.train_config, self.train_overrides = train_config, dict(train_overrides or {})
         self.device, self.target, self.params = torch.device(device), target, dict(params or {})
+        finding = self._finding()
+        if finding:  # a multi-label dataset's finding: in the title, the tags and the map-cache keys
+            self.params["finding"] = finding
         self.n_resamples, self.seed, self.gallery_images, self.id_key = n_resamples, seed, gallery_images, id_key
         self.cache = MapCache(cache_dir) if cache_dir else None
         self.auc_dataloader = auc_dataloader
         self.mirror_uri, self._trained_runs = mirror_uri, []
         self.required_models()  # a criterion whose models cannot be named fails here, before any training
+
+    def _finding(self) -> str | None:
+        """The finding the study's images were read for (the ``finding`` of a multi-label dataset's items)."""
+        items = getattr(getattr(self.dataloader, "dataset", None), "data", None)
+        return items[0].get("finding") if items and isinstance(items[0], Mapping) else None
 
     def _load_model(self, spec: ModelSpec) -> nn.Module:
         network = self.network if spec == self.primary else build_network(spec.architecture)
@@ -213,7 +221,8 @@ class SaliencyStudy:
 
     def _title(self, n_images: int) -> str:
         p = self.params
-        return (f"Saliency trust study: {self.primary.name} on {p.get('dataset', '?')} ({p.get('split', '?')} split, "
+        finding = f", {p['finding']}" if p.get("finding") else ""
+        return (f"Saliency trust study: {self.primary.name} on {p.get('dataset', '?')}{finding} ({p.get('split', '?')} split, "
                 f"{n_images} positive images), target class {self.target}")
 
     def _gallery(self, ctx: StudyContext) -> Path | None:
@@ -279,7 +288,8 @@ class SaliencyStudy:
             return log_study(uri, self.experiment_name, self.run_name, self.output_dir, params, summary, verdicts,
                              comparisons, ctx.failures, paths, report,
                              tags={"bundle_version": __version__, "dataset": self.params.get("dataset", ""),
-                                   "profile": self.params.get("profile", "")},
+                                   "profile": self.params.get("profile", ""),
+                                   **({"finding": self.params["finding"]} if "finding" in self.params else {})},
                              primary=self.primary.name, extra_metrics=extra, children=self._trained_runs)
 
         logger.info("records: %s; summary and verdicts in %s", records_csv, self.output_dir)

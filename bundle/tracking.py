@@ -54,21 +54,29 @@ def unique_run_name(*parts: str) -> str:
     return "_".join([*map(str, parts), stamp, uuid.uuid4().hex[:6]])
 
 
-def export_executed_config(path: str | os.PathLike) -> Path | None:
-    """Write the config of the MONAI bundle workflow that is running (its files merged, the command line's
-    overrides applied, expressions as written) to ``path``, as MONAI's ``--tracking`` does; ``None`` when no
-    workflow is running (the code was called from Python). MONAI gives its parser to no config expression, so the
-    workflow is found on the call stack."""
+def running_workflow():
+    """The MONAI ``ConfigWorkflow`` whose config is being run, or None when the code was called from Python. MONAI
+    gives its parser to no config expression, so the workflow is found on the call stack (the innermost one)."""
     from monai.bundle import ConfigWorkflow
 
     frame = sys._getframe(1)
     while frame is not None:
         workflow = frame.f_locals.get("self")
         if isinstance(workflow, ConfigWorkflow):
-            workflow.parser.export_config_file(workflow.parser.get(), str(path))
-            return Path(path)
+            return workflow
         frame = frame.f_back
     return None
+
+
+def export_executed_config(path: str | os.PathLike) -> Path | None:
+    """Write the config of the MONAI bundle workflow that is running (its files merged, the command line's
+    overrides applied, expressions as written) to ``path``, as MONAI's ``--tracking`` does; ``None`` when no
+    workflow is running (the code was called from Python)."""
+    workflow = running_workflow()
+    if workflow is None:
+        return None
+    workflow.parser.export_config_file(workflow.parser.get(), str(path))
+    return Path(path)
 
 
 def train_params(

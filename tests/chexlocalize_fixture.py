@@ -4,8 +4,8 @@
 with CheXpert's header (``Lung Opacity`` where the segmentations say ``Airspace Opacity``; the validation CSV's
 ``Path`` starts ``CheXpert-v1.0/valid/``, the test one's ``test/``), and ``CheXlocalize/gt_segmentations_*.json``
 with every image's ten tasks as COCO RLE written by pycocotools (the reference encoder), all-zero for negatives.
-The synthetic lesion is the ``Airspace Opacity`` finding; ``Cardiomegaly`` is labelled on the same images as a
-second finding whose masks are the lesion's box.
+The synthetic lesion is the ``Airspace Opacity`` finding; ``Cardiomegaly`` is a second finding on a seeded
+half of the images, independent of the lesion, outlined as a central rectangle (where a heart would be).
 """
 
 from __future__ import annotations
@@ -53,11 +53,11 @@ def write_chexlocalize_folder(root: Path, n_patients: tuple[int, int] = (10, 4),
                 Image.fromarray(np.round(sample.image * 255).astype(np.uint8), "L").save(folder / relative.name,
                                                                                        quality=95)
                 cid = f"{patient}_study{study}_view1_frontal"
-                box = np.zeros_like(sample.mask)
-                for x, y, w, h in sample.boxes:
-                    box[y:y + h, x:x + w] = True
+                heart = np.zeros_like(sample.mask)
+                if rng.random() < 0.5:
+                    heart[int(0.45 * size):int(0.75 * size), int(0.35 * size):int(0.65 * size)] = True
                 masks = {f: np.zeros_like(sample.mask) for f in FINDINGS}
-                masks["Airspace Opacity"], masks["Cardiomegaly"] = sample.mask, box
+                masks["Airspace Opacity"], masks["Cardiomegaly"] = sample.mask, heart
                 labels = {f: int(masks[f].any()) for f in FINDINGS}
                 segmentations[cid] = {f: encode(masks[f]) for f in FINDINGS}
                 cells = {c: float(labels.get("Airspace Opacity" if c == "Lung Opacity" else c, 0))

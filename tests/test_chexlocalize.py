@@ -3,8 +3,10 @@ folder in the release's layout (tests/chexlocalize_fixture.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +25,7 @@ from bundle.data import GroundTruthMaskd, load_chexlocalize_datalist, load_datas
 from bundle.data.chexlocalize import FINDINGS
 from bundle.data.masks import coco_rle_counts, coco_rle_decode
 from bundle.errors import last_line
+from bundle.findings import checkpoint_folders, finding_slug, findings_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "chexlocalize_sample"
@@ -138,7 +141,7 @@ def test_the_mask_reaches_the_image_grid(folder):
 
 def test_bad_rows_masks_and_files_are_named_and_skipped(tmp_path, caplog):
     root = tmp_path / "chexlocalize"
-    truth = write_chexlocalize_folder(root, n_patients=(6, 0))
+    truth = write_chexlocalize_folder(root, n_patients=(12, 0))
     finding = "Airspace Opacity"
     ids = [c for c, t in truth.items() if t[2][finding]]
     segmentations = root / "CheXlocalize" / "gt_segmentations_val.json"
@@ -187,22 +190,82 @@ def test_a_wrong_folder_header_or_finding_is_named(tmp_path):
     assert last_line(caught.value).startswith(f"error: {labels}: missing column(s) ['Lung Opacity']; found [")
 
 
-def test_the_study_runs_on_a_chexlocalize_folder_through_the_real_command(tmp_path):
-    """`python -m monai.bundle run evaluate --dataset_name chexlocalize`: trains on the validation patients, scores
-    the test set's positives against the radiologists' masks (an oracle map hits every one)."""
-    root = tmp_path / "chexlocalize"
-    truth = write_chexlocalize_folder(root, n_patients=(24, 8), size=128)
-    command = [sys.executable, "-m", "monai.bundle", "run", "evaluate",
+def test_findings_are_checked_against_the_dataset():
+    assert findings_of("chexlocalize", None) == list(FINDINGS)
+    assert findings_of("nih", []) == ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
+                                      "Pneumonia", "Pneumothorax"]  # the eight the boxes file outlines
+    with pytest.raises(ValueError, match=r"findings \['Lung Opacity'\] are not localisable findings of 'chexlocalize'"):
+        findings_of("chexlocalize", ["Cardiomegaly", "Lung Opacity"])
+    with pytest.raises(ValueError, match="dataset 'rsna' has one target"):
+        findings_of("rsna", ["Pneumonia"])
+    assert finding_slug("Enlarged Cardiomediastinum") == "enlarged_cardiomediastinum"
+
+
+def _run(tmp_path: Path, root: Path, workflow: str, output: str, *extra: str) -> str:
+    command = [sys.executable, "-m", "monai.bundle", "run", workflow,
                "--config_file", "['configs/evaluate.json','configs/quick.json']", "--dataset_name", "chexlocalize",
-               "--dataset_dir", str(root), "--output_dir", str(tmp_path / "eval"), "--ckpt_dir", str(tmp_path / "models"),
+               "--dataset_dir", str(root), "--output_dir", str(tmp_path / output),
+               "--ckpt_dir", f"$bundle.findings.checkpoint_dir('{tmp_path / 'models'}', @dataset_name, @dataset_options)",
                "--study#criteria", "$dict(localization=@criteria#localization)",
-               "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam)"]
+               "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam)", *extra]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    wanted = [i["patient_id"] for i in load_chexlocalize_datalist(root, split="test", labels=1, limit=8)]
-    assert wanted and all(truth[c][0] == "test" for c in wanted)
-    assert f"densenet121_seed0 on chexlocalize (test split, {len(wanted)} positive images)" in result.stdout
-    records = pd.read_csv(next((tmp_path / "eval").glob("*_records.csv")))
-    assert sorted(set(records.image_id)) == sorted(wanted)
-    oracle = records[(records.metric == "hit") & (records.method == "oracle")]
-    assert len(oracle) == len(wanted) and (oracle.value == 1).all()
+    return result.stdout
+
+
+def test_the_study_runs_per_finding_through_the_real_command(tmp_path):
+    """`run per_finding --findings [...]`: one study per finding (its own model, positives and masks; records equal to
+    `run evaluate --dataset_options#finding`), one table and one MLflow run whose keys carry the finding."""
+    import mlflow
+
+    root = tmp_path / "chexlocalize"
+    write_chexlocalize_folder(root, n_patients=(24, 8), size=128)
+    findings = ["Airspace Opacity", "Cardiomegaly"]
+    stdout = _run(tmp_path, root, "per_finding", "eval", "--findings", str(findings))
+    assert "localization (auprc) per finding" in stdout
+    assert re.search(r"source\s+Airspace Opacity\s+Cardiomegaly", stdout)
+    assert re.search(r"\ngradcam\s+\d\.\d{3} (PASS|FAIL|INCONCLUSIVE)\s+\d\.\d{3} (PASS|FAIL|INCONCLUSIVE)\n", stdout)
+    digests = set()
+    for finding in findings:
+        wanted = [i["patient_id"] for i in load_chexlocalize_datalist(root, split="test", labels=1, limit=8,
+                                                                      finding=finding)]
+        assert f"densenet121_seed0 on chexlocalize, {finding} (test split, {len(wanted)} positive images)" in stdout
+        records = pd.read_csv(next((tmp_path / "eval").glob(f"*_{finding_slug(finding)}_records.csv")))
+        assert sorted(set(records.image_id)) == sorted(wanted)
+        oracle = records[(records.metric == "hit") & (records.method == "oracle")]
+        assert len(oracle) == len(wanted) and (oracle.value == 1).all()  # each finding scored on its own masks
+        digests.add(hashlib.sha256((tmp_path / "models" / "chexlocalize" / finding_slug(finding) / "densenet121_seed0.pt")
+                                   .read_bytes()).hexdigest())
+    assert len(digests) == 2, "a model per finding, trained on its labels"
+    verdicts = pd.read_csv(next((tmp_path / "eval").glob("*_findings.csv")))
+    assert sorted(set(zip(verdicts.finding, verdicts.method))) == [(f, m) for f in findings for m in ("grad", "gradcam")]
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("saliency_trust_chexlocalize").experiment_id])
+    parent = next(r for r in runs if "findings" in r.data.tags)
+    studies = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["finding"] for r in studies) == findings
+    summary = pd.read_csv(next((tmp_path / "eval").glob("*_findings_summary.csv")))
+    for finding in findings:
+        row = summary[(summary.finding == finding) & (summary.method == "gradcam") & (summary.metric == "auprc")]
+        assert parent.data.metrics[f"{finding}/localization/auprc/gradcam"] == pytest.approx(row["mean"].item())
+        assert parent.data.tags[f"verdict/{finding}/localization/gradcam"] in ("PASS", "FAIL", "INCONCLUSIVE")
+
+    single = _run(tmp_path, root, "evaluate", "single", "--dataset_options#finding", "Cardiomegaly")
+    assert "densenet121_seed0 on chexlocalize, Cardiomegaly (test split" in single and "train_" not in single
+    alone = pd.read_csv(next((tmp_path / "single").glob("*_records.csv")))
+    per_finding = pd.read_csv(next((tmp_path / "eval").glob("*_cardiomegaly_records.csv")))
+    pd.testing.assert_frame_equal(alone, per_finding)  # same model (already trained), same numbers
+
+
+def test_findings_sharing_one_checkpoint_folder_are_refused():
+    """An explicit ckpt_dir that does not depend on the finding would reuse the first finding's model for the others:
+    refused before any study, naming both findings; the default gives each finding its folder."""
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "evaluate.json"))
+    parser.update({"bundle_root": "/b", "dataset_name": "chexlocalize"})
+    assert checkpoint_folders(parser.get(), ["Cardiomegaly", "Lung Lesion"]) == {
+        "Cardiomegaly": "/b/models/chexlocalize/cardiomegaly", "Lung Lesion": "/b/models/chexlocalize/lung_lesion"}
+    parser.update({"ckpt_dir": "/elsewhere"})
+    with pytest.raises(ValueError, match="ckpt_dir /elsewhere is the same for 'Cardiomegaly' and 'Edema': leave"):
+        checkpoint_folders(parser.get(), ["Cardiomegaly", "Edema"])

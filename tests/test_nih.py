@@ -129,13 +129,17 @@ def test_the_configs_read_nih_by_name(nih):
     items = parser.get_parsed_content("test#datalist")
     assert [i["patient_id"] for i in items] == [i["patient_id"] for i in load_nih_datalist(
         root, split="test", labels=1, finding="Infiltration", limit=parser.get_parsed_content("saliency#n_images"))]
-    for name in ("evaluate.json", "train.json"):  # models trained on NIH never meet the synthetic ones
+    for name in ("evaluate.json", "train.json"):  # models trained on NIH, or for one finding, never meet the others
         config = ConfigParser()
         config.read_config(str(ROOT / "configs" / name))
         config.update({"bundle_root": str(ROOT)})
         assert config.get_parsed_content("ckpt_dir") == str(ROOT / "models")
         config.update({"dataset_name": "nih"})
-        assert config.get_parsed_content("ckpt_dir") == str(ROOT / "models" / "nih")
+        assert config.get_parsed_content("ckpt_dir") == str(ROOT / "models" / "nih" / "pneumonia")  # the default
+        config.update({"dataset_options": {"finding": "Infiltration"}})
+        assert config.get_parsed_content("ckpt_dir") == str(ROOT / "models" / "nih" / "infiltration")
+        config.update({"dataset_name": "siim"})  # one target: no finding folder
+        assert config.get_parsed_content("ckpt_dir") == str(ROOT / "models" / "siim")
 
 
 def test_the_study_runs_on_an_nih_folder_through_the_real_command(tmp_path):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bundle.data import chexlocalize, nih
 from bundle.data.chexlocalize import load_chexlocalize_datalist
 from bundle.data.dicom import RadiographReader, inspect_dicom, write_radiograph
 from bundle.data.labels import permute_labels, seeded_subset
 from bundle.data.masks import boxes_to_mask
 from bundle.data.mura import load_mura_datalist, prepare_mura
+from bundle.data.nifti import inspect_nifti, load_nifti_datalist
 from bundle.data.nih import load_nih_datalist
 from bundle.data.png import RadiographPNGReader
 from bundle.data.rsna import load_rsna_datalist
@@ -16,12 +18,16 @@ from bundle.data.screening import ItemIssue, ItemList
 from bundle.data.siim import load_siim_datalist, prepare_siim
 from bundle.data.synthetic import SyntheticConfig, render
 from bundle.data.synthetic_dataset import ensure_synthetic_dataset, write_synthetic_dataset
+from bundle.data.synthetic_volume import ensure_volume_dataset, render_volume, write_volume_dataset
 from bundle.data.tables import dataset_folder
 from bundle.data.transforms import GroundTruthMaskd
 
 READERS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist,
-           "siim": load_siim_datalist, "mura": load_mura_datalist, "chexlocalize": load_chexlocalize_datalist}
+           "siim": load_siim_datalist, "mura": load_mura_datalist, "chexlocalize": load_chexlocalize_datalist,
+           "nifti": load_nifti_datalist, "synthetic_brain": load_nifti_datalist}
+SYNTHETIC = {"synthetic": ensure_synthetic_dataset, "synthetic_brain": ensure_volume_dataset}  # generated when missing
 DATASETS = tuple(READERS)
+FINDINGS = {"nih": nih.BOXED_FINDINGS, "chexlocalize": chexlocalize.FINDINGS}  # multi-label: localisable findings
 
 
 def _reader(name: str):
@@ -32,10 +38,10 @@ def _reader(name: str):
 
 
 def prepare_dataset(name: str, dataset_dir: str, synthetic: dict | None = None) -> Path:
-    """Make sure ``dataset_dir`` holds dataset ``name``: generate the synthetic one if missing, check a real one."""
+    """Make sure ``dataset_dir`` holds dataset ``name``: generate a synthetic one if missing, check a real one."""
     _reader(name)
-    if name == "synthetic":
-        return ensure_synthetic_dataset(dataset_dir, **(synthetic or {}))
+    if name in SYNTHETIC:
+        return SYNTHETIC[name](dataset_dir, **(synthetic or {}))
     return dataset_folder(dataset_dir)
 
 
@@ -47,9 +53,9 @@ def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, l
 
 
 __all__ = [
-    "DATASETS", "GroundTruthMaskd", "ItemIssue", "ItemList", "RadiographPNGReader", "RadiographReader", "READERS",
-    "SyntheticConfig", "boxes_to_mask", "ensure_synthetic_dataset", "inspect_dicom", "load_chexlocalize_datalist",
-    "load_dataset", "load_mura_datalist", "load_nih_datalist", "load_rsna_datalist", "load_siim_datalist", "permute_labels",
-    "prepare_dataset", "prepare_mura", "prepare_siim", "render", "seeded_subset",
-    "write_radiograph", "write_synthetic_dataset",
+    "DATASETS", "FINDINGS", "GroundTruthMaskd", "ItemIssue", "ItemList", "RadiographPNGReader", "RadiographReader", "READERS",
+    "SyntheticConfig", "boxes_to_mask", "ensure_synthetic_dataset", "ensure_volume_dataset", "inspect_dicom", "inspect_nifti", "load_chexlocalize_datalist",
+    "load_dataset", "load_mura_datalist", "load_nifti_datalist", "load_nih_datalist", "load_rsna_datalist", "load_siim_datalist", "permute_labels",
+    "prepare_dataset", "prepare_mura", "prepare_siim", "render", "render_volume", "seeded_subset",
+    "write_radiograph", "write_synthetic_dataset", "write_volume_dataset",
 ]

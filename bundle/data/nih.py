@@ -24,6 +24,8 @@ BBOX_CSV = "BBox_List_2017.csv"
 TEST_LIST = "test_list.txt"  # the official test split; the other images are train_val_list.txt
 FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis", "Hernia",
             "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax")
+BOXED_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+                  "Pneumothorax")  # the eight the boxes file outlines: the ones a study can localise
 BBOX_SPELLING = {"Infiltrate": "Infiltration"}  # the boxes file's name -> the labels file's
 
 
@@ -112,7 +114,7 @@ def load_nih_datalist(
                                  "image file not found under the dataset folder"), issues)
                 continue
             yield {"image": str(files[name]), "label": label, "boxes": [list(b) for b in boxes.get((name, finding), [])],
-                   "patient_id": name, "patient": patient_of[name], "split": split_of[name]}
+                   "patient_id": name, "patient": patient_of[name], "split": split_of[name], "finding": finding}
 
     return collect(root, candidates(), issues, inspect_png if check_files else None, limit,
                    f"finding={finding!r}, split={split!r}, labels={labels!r}")

@@ -94,14 +94,22 @@ def check_box(box: list[float], shape: tuple[int, int]) -> tuple[str | None, lis
 
 
 def check_mask(mask: str | dict, shape: tuple[int, int]) -> str | None:
-    """Why the lesion mask ``mask`` (an image file, or a COCO RLE whose runs were checked where it was read) cannot
-    serve an image of ``shape`` (rows, columns), or None."""
+    """Why the lesion mask ``mask`` (an image or NIfTI file, or a COCO RLE whose runs were checked where it was read)
+    cannot serve an image of ``shape`` (rows, columns; or a volume's grid), or None."""
     from PIL import Image
 
     if isinstance(mask, dict):
         height, width = mask["size"]
         return None if (height, width) == tuple(shape) else (
             f"lesion mask (RLE) is {width} x {height}, its image {shape[1]} x {shape[0]}")
+    if str(mask).endswith((".nii", ".nii.gz")):
+        from bundle.data.nifti import volume_shape
+
+        try:
+            found = volume_shape(mask)
+        except Exception as e:
+            return f"lesion mask {mask} cannot be read ({type(e).__name__}: {e})"
+        return None if found == tuple(shape) else f"lesion mask {mask} has grid {found}, its volume {tuple(shape)}"
     try:
         with Image.open(mask) as image:
             size = image.size

@@ -7,7 +7,7 @@ from collections.abc import Hashable, Mapping
 
 import numpy as np
 import torch
-from monai.data import MetaTensor, PILReader
+from monai.data import MetaTensor, NibabelReader, PILReader
 from monai.transforms import LoadImage, MapTransform, Resize
 
 from bundle.data.masks import boxes_to_mask, coco_rle_decode
@@ -41,7 +41,8 @@ class GroundTruthMaskd(MapTransform):
             raise ValueError(f"source must be 'mask' or 'boxes', got {source!r}")
         self.image_key, self.mask_key, self.boxes_key, self.source = image_key, mask_key, boxes_key, source
         self.allow_missing = allow_missing
-        self.loader = LoadImage(reader=PILReader(reverse_indexing=False), image_only=True, ensure_channel_first=True)
+        self.loader = LoadImage(reader=[PILReader(reverse_indexing=False), NibabelReader()], image_only=True,
+                                ensure_channel_first=True)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
