@@ -95,9 +95,11 @@ ARCHITECTURES: dict[str, Architecture] = {
     "inception_v3": Architecture(
         "inception_v3", _inception_v3, "Mixed_7c", tuple((n, (n,)) for n in _INCEPTION_ORDER)
     ),
-    # volumes: MONAI's DenseNets with 3-D convolutions (the same block names), two depths for reproducibility
-    "densenet121_3d": Architecture("densenet121_3d", _densenet121, "class_layers.relu", _DENSENET_BLOCKS, 3),
-    "densenet169_3d": Architecture("densenet169_3d", _densenet169, "class_layers.relu", _DENSENET_BLOCKS, 3),
+    # volumes: MONAI's DenseNets with 3-D convolutions (the same block names), two depths for reproducibility. Their
+    # CAM layer is denseblock3 (1/16 of the input a side): the last one is 1/32, a single voxel at 32^3, whose CAM
+    # is constant
+    "densenet121_3d": Architecture("densenet121_3d", _densenet121, "features.denseblock3", _DENSENET_BLOCKS, 3),
+    "densenet169_3d": Architecture("densenet169_3d", _densenet169, "features.denseblock3", _DENSENET_BLOCKS, 3),
 }
 
 

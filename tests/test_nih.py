@@ -154,7 +154,7 @@ def test_the_study_runs_on_an_nih_folder_through_the_real_command(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     wanted = [i["patient_id"] for i in load_nih_datalist(root, split="test", labels=1, limit=8)]
-    assert f"densenet121_seed0 on nih (test split, {len(wanted)} positive images)" in result.stdout
+    assert f"densenet121_seed0 on nih, Pneumonia (test split, {len(wanted)} positive images)" in result.stdout
     records = pd.read_csv(next((tmp_path / "eval").glob("*_records.csv")))
     assert sorted(set(records.image_id)) == sorted(wanted)
     oracle = records[(records.metric == "hit") & (records.method == "oracle")]

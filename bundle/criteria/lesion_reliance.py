@@ -17,6 +17,9 @@ from scipy.stats import binomtest
 
 from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, records_for
 from bundle.data.synthetic_dataset import write_lesion_free_twins
+from bundle.data.synthetic_volume import write_volume_twins
+
+TWIN_WRITERS = {"synthetic": write_lesion_free_twins, "synthetic_brain": write_volume_twins}  # datasets with twins
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ class LesionReliance(Criterion):
     skipped with a message.
 
     Args:
-        dataset_name: the study's dataset; twins exist for ``synthetic`` only.
+        dataset_name: the study's dataset; twins exist for ``synthetic`` and ``synthetic_brain`` only.
         dataset_dir: the synthetic dataset folder (twins are written under it).
         transform: the study's image preprocessing (without ground truth), applied to the twins.
         alpha: significance level of the sign test.
@@ -48,7 +51,7 @@ class LesionReliance(Criterion):
         self._transform = transform
 
     def sources(self, ctx) -> list[str]:
-        if self.dataset_name != "synthetic":
+        if self.dataset_name not in TWIN_WRITERS:
             logger.info("%s: skipped, only synthetic data has lesion-free twins (dataset %r)", self.name,
                         self.dataset_name)
             return []
@@ -59,8 +62,8 @@ class LesionReliance(Criterion):
         records = []
         for batch in ctx.batches():
             ids = ctx.image_ids(batch)
-            twins = [self._transform(item) for item in write_lesion_free_twins(self.dataset_dir, ids, ctx.image_key,
-                                                                                ctx.id_key)]
+            twins = [self._transform(item) for item in TWIN_WRITERS[self.dataset_name](self.dataset_dir, ids,
+                                                                                        ctx.image_key, ctx.id_key)]
             twin_images = list_data_collate(twins)[ctx.image_key].to(ctx.device)
             with torch.no_grad():
                 positive = model(ctx.images(batch))[:, ctx.target]

@@ -53,9 +53,10 @@ def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, l
 
 
 __all__ = [
-    "DATASETS", "FINDINGS", "GroundTruthMaskd", "ItemIssue", "ItemList", "RadiographPNGReader", "RadiographReader", "READERS",
-    "SyntheticConfig", "boxes_to_mask", "ensure_synthetic_dataset", "ensure_volume_dataset", "inspect_dicom", "inspect_nifti", "load_chexlocalize_datalist",
-    "load_dataset", "load_mura_datalist", "load_nifti_datalist", "load_nih_datalist", "load_rsna_datalist", "load_siim_datalist", "permute_labels",
-    "prepare_dataset", "prepare_mura", "prepare_siim", "render", "render_volume", "seeded_subset",
-    "write_radiograph", "write_synthetic_dataset", "write_volume_dataset",
+    "DATASETS", "FINDINGS", "READERS", "boxes_to_mask", "ensure_synthetic_dataset", "ensure_volume_dataset",
+    "GroundTruthMaskd", "inspect_dicom", "inspect_nifti", "ItemIssue", "ItemList", "load_chexlocalize_datalist",
+    "load_dataset", "load_mura_datalist", "load_nifti_datalist", "load_nih_datalist", "load_rsna_datalist",
+    "load_siim_datalist", "permute_labels", "prepare_dataset", "prepare_mura", "prepare_siim", "RadiographPNGReader",
+    "RadiographReader", "render", "render_volume", "seeded_subset", "SyntheticConfig", "write_radiograph",
+    "write_synthetic_dataset", "write_volume_dataset"
 ]

@@ -114,3 +114,32 @@ def ensure_volume_dataset(out_dir: str | Path, n_images: int = 160, seed: int = 
         return out
     logger.info("generating %d synthetic volumes in %s", n_images, out)
     return write_volume_dataset(out, n_images, seed, size)
+
+
+TWINS_DIR = "lesion_free_twins"
+
+
+def write_volume_twins(dataset_dir: str | Path, patient_ids: list[str], image_key: str = "image",
+                       id_key: str = "patient_id") -> list[dict]:
+    """The lesion-free twin of each synthetic volume (same anatomy and noise, no lesion) as NIfTI under
+    ``<dataset_dir>/lesion_free_twins`` (existing files reused): data dicts ``{image_key, id_key}`` in order."""
+    import nibabel as nib
+
+    root = Path(dataset_dir)
+    manifest = json.loads((root / MANIFEST).read_text()) if (root / MANIFEST).is_file() else {}
+    if "generator" not in manifest:
+        raise FileNotFoundError(f"{root / MANIFEST}: lesion-free twins need a synthetic volume dataset made by this "
+                                "bundle")
+    seeds = {Path(e["image"]).name.split(".")[0]: e["seed"] for e in manifest["training"]}
+    out = root / TWINS_DIR
+    out.mkdir(exist_ok=True)
+    items = []
+    for pid in patient_ids:
+        if pid not in seeds:
+            raise ValueError(f"{root / MANIFEST}: no volume {pid!r} in this synthetic dataset")
+        path = out / f"{pid}.nii.gz"
+        if not path.is_file():
+            twin = render_volume(seeds[pid], False, manifest["generator"]["size"])
+            nib.save(nib.Nifti1Image(twin.image, np.diag([SPACING_MM] * 3 + [1.0])), path)
+        items.append({image_key: str(path), id_key: pid})
+    return items

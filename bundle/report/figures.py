@@ -48,8 +48,16 @@ def saliency_gallery(
     """Save a grid: one row per image (with its lesion outlined), one column per method's normalised map.
 
     ``images`` and ``masks`` are (N, H, W); ``maps`` maps a column title to (N, H, W)
-    maps already normalised to [0, 1] the way the study scores them.
+    maps already normalised to [0, 1] the way the study scores them. Volumes (N, D, H, W) are shown by the slice
+    with the most lesion voxels (the middle one without a lesion), its index in the row label.
     """
+    labels = [str(i)[-12:] for i in image_ids]
+    if images.ndim == 4:
+        slices = [int(np.argmax(m.reshape(len(m), -1).sum(1))) if m.any() else len(m) // 2 for m in masks > 0.5]
+        rows = np.arange(len(images))
+        images, masks = images[rows, slices], masks[rows, slices]
+        maps = {name: m[rows, slices] for name, m in maps.items()}
+        labels = [f"{label} z={z}" for label, z in zip(labels, slices)]
     n, columns = len(images), 1 + len(maps)
     fig, axes = plt.subplots(n, columns, figsize=(1.5 * columns, 1.6 * n), squeeze=False)
     for row in range(n):
@@ -63,7 +71,7 @@ def saliency_gallery(
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(title, fontsize=8)
-        axes[row][0].set_ylabel(str(image_ids[row])[-12:], fontsize=6)
+        axes[row][0].set_ylabel(labels[row], fontsize=6)
     fig.tight_layout(pad=0.3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
