@@ -5,7 +5,7 @@ from bundle import (criteria, data, errors, findings, handlers, mirror, models, 
 
 errors.install_excepthook()  # a failed `monai.bundle run` ends with its cause, not MONAI's wrapper
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 __all__ = [
     "criteria", "data", "errors", "findings", "handlers", "mirror", "models", "networks", "profiles", "saliency", "study", "summary",
     "switches", "tracking", "trust",

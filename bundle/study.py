@@ -173,8 +173,10 @@ class SaliencyStudy:
     def run(self) -> pd.DataFrame:
         """Train what is missing, run every criterion, print and save the report, log to MLflow; return the summary."""
         check_store(self.tracking_uri)
+        skipped = self._skip_sources_of_other_dimensions()
         specs = self._ensure_models()
         ctx = self.context()
+        ctx.failures.extend(skipped)
         n_images = self._check_image_ids(ctx)
         aucs = self._model_aucs(ctx, specs)
         writer = RecordWriter(self.output_dir / f"{self.run_name}_records.csv")
@@ -196,7 +198,7 @@ class SaliencyStudy:
         verdicts = pd.concat([c.verdicts(summary, comparisons) for c in self.criteria.values()], ignore_index=True)
         verdicts = pd.concat([verdicts, pd.DataFrame(
             [{**f, "verdict": "INCONCLUSIVE", "rule": f"not scored: {f['error']}"} for f in ctx.failures
-             if self.kinds.get(f["method"], "method") == "method"],  # baselines and references get no verdict
+             if self.kinds.get(f["method"], f.get("kind", "method")) == "method"],  # baselines, references: none
             columns=verdicts.columns)], ignore_index=True)
         content = {"title": self._title(n_images), "summary": summary, "verdicts": verdicts,
                    "order": [*self.sources, READERS], "kinds": kinds,
@@ -208,6 +210,21 @@ class SaliencyStudy:
         print(report, flush=True)
         self._save_and_log(ctx, writer.path, records, comparisons, report, content)
         return summary
+
+    def _skip_sources_of_other_dimensions(self) -> list[dict]:
+        """Leave out the map sources defined for other image dimensions than the study's (XRAI and the edge
+        baseline are 2-D), each said in a warning and listed with the sources not scored."""
+        dims = next(iter(self.dataloader))["image"].ndim - 2
+        skipped = []
+        for name, source in list(self.sources.items()):
+            supported = getattr(source, "spatial_dims", None)
+            if supported is not None and dims not in supported:
+                reason = (f"skipped: defined for {' or '.join(f'{d}-D' for d in supported)} images only, the study's "
+                          f"are {dims}-D")
+                logger.warning("%s: %s", name, reason)
+                skipped.append({"criterion": "all", "method": name, "error": reason, "kind": self.kinds.pop(name)})
+                del self.sources[name]
+        return skipped
 
     def _check_image_ids(self, ctx: StudyContext) -> int:
         """Records and cached maps are keyed by image id: two images with one id would swap their maps.

@@ -138,13 +138,14 @@ def test_3d_networks_know_their_dimensions_and_cam_layer():
 def test_the_study_runs_on_volumes_through_the_real_command(tmp_path):
     """The quick 3-D config end to end: a 3-D DenseNet121 trained on the synthetic brains, maps in 3-D, localisation
     against the lesion volumes (the oracle hits every lesion), lesion reliance against the twin volumes, cascading
-    randomisation with 3-D SSIM, and the 2-D-only faithfulness criterion skipped with a message."""
+    randomisation with 3-D SSIM; the 2-D-only faithfulness criterion, XRAI and edge baseline skipped, each said."""
     command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", VOLUME_CONFIGS,
                "--dataset_dir", str(tmp_path / "brain"), "--output_dir", str(tmp_path / "eval"),
                "--ckpt_dir", str(tmp_path / "models"),
                "--study#criteria", "$dict(localization=@criteria#localization, lesion_reliance=@criteria#lesion_reliance, "
                "cascading_randomization=@criteria#cascading_randomization, faithfulness=@criteria#faithfulness)",
-               "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam, occlusion=@methods#occlusion)",
+               "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam, occlusion=@methods#occlusion, "
+               "xrai=@methods#xrai)",
                "--saliency#n_images", "4", "--saliency#sensitivity_images", "2",
                "--criteria#cascading_randomization#steps", "{'densenet121_3d': ['class_layers', 'conv0']}"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -153,7 +154,11 @@ def test_the_study_runs_on_volumes_through_the_real_command(tmp_path):
     wanted = [i["patient_id"] for i in load_nifti_datalist(tmp_path / "brain", split="test", labels=1, limit=4)]
     assert f"densenet121_3d_seed0 on synthetic_brain (test split, {len(wanted)} positive images)" in output
     assert "faithfulness: skipped, PIC curves are defined here for one-channel 2-D images" in output
+    for name in ("xrai", "edge"):  # a 2-D segmentation, Canny edges
+        assert f"{name}: skipped: defined for 2-D images only, the study's are 3-D" in output
+        assert f"  all: {name}: skipped: defined for 2-D images only" in result.stdout  # under "Not scored"
     records = pd.read_csv(next((tmp_path / "eval").glob("*_records.csv")))
+    assert not {"xrai", "edge"} & set(records.method)
     assert sorted(set(records[records.criterion == "localization"].image_id)) == sorted(wanted)
     oracle = records[(records.metric == "hit") & (records.method == "oracle")]
     assert len(oracle) == len(wanted) and (oracle.value == 1).all()

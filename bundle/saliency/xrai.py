@@ -158,6 +158,7 @@ class XRAI(SaliencyMethod):
     name = "xrai"
     signed = False
     published = {"n_steps": 100}
+    spatial_dims = (2,)  # its segmentation is 2-D: the study leaves it out on volumes, saying so
 
     def __init__(
         self, n_steps: int = 100, internal_batch_size: int | None = None, dilation_radius: int = 5,

@@ -76,6 +76,7 @@ class EdgeMap:
 
     name = "edge"
     signed = False
+    spatial_dims = (2,)  # Canny is 2-D: the study leaves it out on volumes, saying so
 
     def __init__(self, low_threshold: float = 30, high_threshold: float = 90) -> None:
         self.low_threshold, self.high_threshold = low_threshold, high_threshold
