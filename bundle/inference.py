@@ -1,0 +1,96 @@
+"""Inference on a folder of images with no ground truth (``configs/inference.json``): each image's class
+probabilities (MONAI's ``ClassificationSaver``) and the maps of the configured saliency methods, saved as NIfTI on the
+image's own grid and affine (MONAI's ``SaveImage``) with a PNG overlay per image."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.data import MetaTensor
+from monai.transforms import LoadImage, Resize, SaveImage
+
+from bundle.data.dicom import inspect_dicom
+from bundle.data.nifti import inspect_nifti
+from bundle.data.png import inspect_png
+from bundle.data.screening import ImageCheck, ItemList, collect
+from bundle.report.figures import saliency_gallery
+from bundle.trust.normalization import normalize_maps
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".dcm", ".png", ".jpg", ".jpeg", ".nii", ".nii.gz")
+
+
+def _inspect(path: str) -> ImageCheck:
+    """Screen one file with its format's check (decoded in full, one image or volume)."""
+    name = path.lower()
+    return (inspect_dicom(path) if name.endswith(".dcm") else inspect_nifti(path) if name.endswith((".nii", ".nii.gz"))
+            else inspect_png(path))
+
+
+def image_files(folder: str | Path) -> ItemList:
+    """Every DICOM, PNG, JPEG and NIfTI file under ``folder`` (sorted) that can be read, as MONAI data dicts
+    ``{"image": path}``; a file that cannot is named in a warning and skipped, and a folder with none usable is an
+    error naming it."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: folder of images does not exist (set dataset_dir)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    if not files:
+        raise ValueError(f"{root}: no DICOM, PNG, JPEG or NIfTI files (suffixes {', '.join(IMAGE_SUFFIXES)})")
+    return collect(root, ({"image": str(p), "boxes": []} for p in files), [], _inspect, None, "every image file")
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    return next((name[: -len(s)] for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True)
+                 if name.lower().endswith(s)), name)
+
+
+class SaliencyMapSaver:
+    """Ignite handler for an inference evaluator: after each iteration, the configured methods' maps of the batch
+    (target class ``target``), each resized to its image's original grid and saved as NIfTI with the image's affine
+    (``<output_dir>/<image>_<method>.nii.gz``), and one PNG per image with every map over the image
+    (``<image>_maps.png``; a volume shows its middle slice).
+
+    Args:
+        methods: saliency methods by name (``bundle.saliency.get_method``).
+        output_dir: where the files go.
+        reader: the image reader(s) of the evaluator's ``LoadImaged``, to recover each image's own grid and affine.
+        target: the class whose evidence the maps show.
+    """
+
+    def __init__(self, methods: Mapping[str, object], output_dir: str, reader=None, target: int = 1) -> None:
+        self.methods, self.output_dir, self.target = dict(methods), Path(output_dir), target
+        self.loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
+        self.savers = {name: SaveImage(output_dir, output_postfix=name, separate_folder=False, print_log=False)
+                       for name in self.methods}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        items = engine.state.batch  # decollated by the evaluator: one dict per image
+        images = torch.stack([item["image"].as_tensor() for item in items]).to(engine.state.device)
+        paths = [str(item["image"].meta["filename_or_obj"]) for item in items]
+        maps = {name: method(engine.network, images, self.target).detach().cpu()
+                for name, method in self.methods.items()}
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for i, path in enumerate(paths):
+            original = self.loader(path)  # the image's own grid and affine
+            spatial = tuple(original.shape[1:])
+            mode = "bilinear" if len(spatial) == 2 else "trilinear"
+            for name, batch_maps in maps.items():
+                on_grid = Resize(spatial, mode=mode)(batch_maps[i][None].float())
+                self.savers[name](MetaTensor(torch.as_tensor(np.asarray(on_grid)), meta=dict(original.meta)))
+            shown = {n: normalize_maps(m[i:i + 1], "pair", getattr(self.methods[n], "signed", True))[0].numpy()
+                     for n, m in maps.items()}  # as the study's gallery shows them
+            grey = images[i:i + 1, 0].cpu().numpy()
+            saliency_gallery(grey, np.zeros_like(grey), shown, [_stem(path)],
+                             self.output_dir / f"{_stem(path)}_maps.png")
+        logger.info("saliency maps of %d image(s) written to %s", len(paths), self.output_dir)

@@ -1,0 +1,116 @@
+"""configs/inference.json through the real command: predictions and maps of a folder of DICOM, PNG, JPEG and NIfTI
+files, no ground truth; and the Model Zoo's check of the network's input and output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.data import NibabelReader
+from monai.transforms import Compose, LoadImage, Resize
+from PIL import Image
+
+from bundle.data import RadiographPNGReader, RadiographReader, render, write_radiograph, write_volume_dataset
+from bundle.networks import build_network
+from bundle.saliency import get_method
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *overrides]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def _checkpoint(folder: Path, name: str) -> Path:
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(build_network(name).state_dict(), folder / f"{name}_seed0.pt")
+    return folder
+
+
+def test_a_folder_of_radiographs_gets_predictions_and_maps_on_each_image_grid(tmp_path):
+    """Probabilities equal the network's softmax on the preprocessed image; each map is the method's map resized to
+    the image's own grid (non-square images included) and saved with the image's own affine."""
+    images = tmp_path / "images"
+    images.mkdir()
+    write_radiograph(images / "a.dcm", render(1, True).image, "a", True, "CHEST")
+    grey = (render(2, False).image * 255).astype(np.uint8)
+    Image.fromarray(grey[:, :100]).save(images / "b.png")
+    Image.fromarray(grey[10:, :]).save(images / "c.jpg")
+    (images / "d.dcm").write_bytes(b"DICM but cut short")  # one bad file among good ones: named and skipped
+    models = _checkpoint(tmp_path / "models", "densenet121")
+    result = _run("--dataset_dir", str(images), "--ckpt_dir", str(models), "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert f"{images / 'd.dcm'}: not a readable DICOM file" in result.stdout + result.stderr
+
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "evaluate.json"))
+    parser.update({"bundle_root": str(ROOT)})
+    preprocess = Compose(parser.get_parsed_content("image_preprocessing"))
+    network = build_network("densenet121")
+    network.load_state_dict(torch.load(models / "densenet121_seed0.pt", weights_only=True))
+    network.eval()
+    load = LoadImage(reader=[NibabelReader(), RadiographReader(), RadiographPNGReader()], image_only=True,
+                     ensure_channel_first=True)
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv", header=None, names=["image", "p0", "p1"])
+    assert sorted(predictions.image) == sorted(str(images / n) for n in ("a.dcm", "b.png", "c.jpg"))
+    for row in predictions.itertuples(index=False):
+        image = preprocess({"image": row.image})["image"].as_tensor()[None]
+        with torch.no_grad():
+            expected = torch.softmax(network(image), dim=1)[0]
+        np.testing.assert_allclose([row.p0, row.p1], expected.numpy(), atol=1e-5)
+        original = load(row.image)
+        stem = Path(row.image).stem
+        for method in ("grad", "gradcam"):
+            saved = nib.load(tmp_path / "out" / f"{stem}_{method}.nii.gz")
+            assert saved.shape == tuple(original.shape[1:])
+            np.testing.assert_allclose(saved.affine, np.asarray(original.meta["affine"]), atol=1e-6)
+            small = get_method(method)(network, image, 1)
+            expected_map = np.asarray(Resize(saved.shape, mode="bilinear")(small.detach()))[0]
+            np.testing.assert_allclose(np.asarray(saved.dataobj), expected_map, atol=1e-5)
+        assert (tmp_path / "out" / f"{stem}_maps.png").stat().st_size > 0
+
+
+def test_volumes_get_their_maps_as_nifti_with_their_affine(tmp_path):
+    volumes = write_volume_dataset(tmp_path / "brain", n_images=2) / "imagesTr"
+    models = _checkpoint(tmp_path / "models", "densenet121_3d")
+    result = _run("--dataset_dir", str(volumes), "--ckpt_dir", str(models), "--output_dir", str(tmp_path / "out"),
+                  "--network_name", "densenet121_3d", "--spatial_dims", "3", "--image_size", "32")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv", header=None)
+    assert len(predictions) == 2 and np.allclose(predictions[[1, 2]].sum(axis=1), 1)
+    for volume in sorted(volumes.glob("*.nii.gz")):
+        stem = volume.name[: -len(".nii.gz")]
+        saved = nib.load(tmp_path / "out" / f"{stem}_gradcam.nii.gz")
+        assert saved.shape == (32, 32, 32)
+        np.testing.assert_allclose(saved.affine, nib.load(volume).affine)
+
+
+def test_an_empty_folder_or_a_missing_checkpoint_is_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = _run("--dataset_dir", str(tmp_path / "empty"))
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'empty'}: no DICOM, PNG, JPEG or NIfTI files (suffixes .dcm, .png, .jpg, .jpeg, .nii, "
+        ".nii.gz)")
+    (tmp_path / "empty" / "x.png").write_bytes(b"")
+    result = _run("--dataset_dir", str(tmp_path / "empty"), "--ckpt_dir", str(tmp_path / "none"))
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'empty'}: no usable images")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "empty" / "y.png")
+    result = _run("--dataset_dir", str(tmp_path / "empty"), "--ckpt_dir", str(tmp_path / "none"))
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'none' / 'densenet121_seed0.pt'} cannot be read as a checkpoint")
+
+
+def test_the_network_passes_the_model_zoo_input_output_check():
+    result = subprocess.run([sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
+                             "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "data shape of network is verified with no error" in result.stdout + result.stderr
