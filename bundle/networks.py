@@ -7,6 +7,7 @@ module hard-codes layer names.
 
 from __future__ import annotations
 
+import copy
 import logging
 import weakref
 from collections.abc import Callable
@@ -27,14 +28,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Architecture:
-    """How to build a network and where its trust-relevant layers are."""
+    """How to build a network and where its trust-relevant layers are (``None``: derived from the built model's
+    type, as for a user's network registered with :func:`register_config_network`)."""
 
     name: str
     factory: Callable[..., nn.Module]
-    cam_layer: str
+    cam_layer: str | None
     # (block name, module paths reset together), from the output back to the input
-    randomisation_blocks: tuple[tuple[str, tuple[str, ...]], ...]
-    spatial_dims: int = 2  # 3: a network for volumes (its name ends in _3d)
+    randomisation_blocks: tuple[tuple[str, tuple[str, ...]], ...] | None
+    spatial_dims: int | None = 2  # 3: a network for volumes (its name ends in _3d)
 
 
 def _densenet121(in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2) -> nn.Module:
@@ -121,6 +123,8 @@ def build_network(name: str = "densenet121", in_channels: int = 1, num_classes: 
     training 1.26x and input-gradient passes 1.25x faster at 128 x 128; outputs agree to float rounding.
     """
     architecture = get_architecture(name)
+    if architecture.cam_layer is None:  # a user's network: its own config decides its shape
+        return architecture.factory()
     if spatial_dims is not None and spatial_dims != architecture.spatial_dims:
         names = sorted(n for n, a in ARCHITECTURES.items() if a.spatial_dims == spatial_dims)
         raise ValueError(f"network {name!r} is {architecture.spatial_dims}-D but spatial_dims is {spatial_dims}: "
@@ -131,6 +135,27 @@ def build_network(name: str = "densenet121", in_channels: int = 1, num_classes: 
         net = net.to(memory_format=torch.channels_last)
     net.architecture = name  # lets saliency methods find the CAM layer from the model alone
     return net
+
+
+def register_config_network(name: str) -> None:
+    """Make ``name`` (``network_name``) build the running bundle config's ``network_def`` when that is a user's
+    network rather than :func:`build_network`, so the models a study trains besides the one under study (another
+    seed, permuted labels) are that network too; its CAM layer and randomisation order come from its type."""
+    from monai.bundle import ConfigParser
+
+    from bundle.tracking import running_workflow
+
+    workflow = running_workflow()
+    raw = workflow.parser.get("network_def") if workflow is not None else None
+    if raw is None or isinstance(raw, dict) and raw.get("_target_") == "bundle.networks.build_network":
+        return
+    if name in ARCHITECTURES and ARCHITECTURES[name].cam_layer is not None:
+        raise ValueError(f"network_def is your own network but network_name {name!r} names a built-in architecture: "
+                         "give it another name (its checkpoints are named after it)")
+    config = copy.deepcopy(workflow.parser.get())
+    ARCHITECTURES[name] = Architecture(name, lambda: ConfigParser(copy.deepcopy(config)).get_parsed_content(
+        "network_def", lazy=False), None, None, None)
+    logger.info("network %r: the config's network_def (%s)", name, str(raw)[:120])
 
 
 # Grad-CAM layers of the classifier families users bring, recognised by module type (first match wins)

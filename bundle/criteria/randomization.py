@@ -14,7 +14,7 @@ from monai.utils import look_up_option
 
 from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, records_for
 from bundle.models import ModelSpec
-from bundle.networks import get_architecture
+from bundle.networks import get_architecture, randomisation_blocks_of
 from bundle.trust.localization import localization_scores
 from bundle.trust.normalization import normalize_maps
 from bundle.trust.randomization import RANDOMIZATION_MODES, WeightRandomization
@@ -171,8 +171,9 @@ class CascadingRandomization(MapSensitivity):
         self.steps = {k: list(v) if v is not None else None for k, v in (steps or {}).items()}
         self.randomization_seed = randomization_seed
         for architecture, chosen in self.steps.items():
-            last = get_architecture(architecture).randomisation_blocks[-1][0]
-            if mode == "cascading" and chosen is not None and chosen[-1:] != [last]:
+            blocks = get_architecture(architecture).randomisation_blocks
+            last = blocks[-1][0] if blocks else None  # a user's network: its blocks are known once it is built
+            if mode == "cascading" and chosen is not None and last is not None and chosen[-1:] != [last]:
                 raise ValueError(f"{self.name}: the {architecture} steps {chosen} must end at {last!r}, the fully "
                                  "randomised model the pass rule is defined on")
         self._judged = mode == "cascading"
@@ -187,8 +188,8 @@ class CascadingRandomization(MapSensitivity):
         return self.models(primary)
 
     def _randomization(self, ctx, spec: ModelSpec) -> WeightRandomization:
-        blocks = get_architecture(spec.architecture).randomisation_blocks
-        return WeightRandomization(ctx.model(spec), blocks, self.mode, self.randomization_seed,
+        model = ctx.model(spec)
+        return WeightRandomization(model, randomisation_blocks_of(model), self.mode, self.randomization_seed,
                                    self.steps.get(spec.architecture))
 
     def changed_maps(self, ctx, spec: ModelSpec, name: str, batch) -> Iterator[tuple[str, torch.Tensor]]:
