@@ -133,6 +133,23 @@ class SaliencyStudy:
         return list(dict.fromkeys([self.primary] + [spec for c in self.criteria.values()
                                                      for spec in c.models(self.primary)]))
 
+    def _skip_untrainable_criteria(self) -> list[dict]:
+        """Without a ``train_config`` (a user's model whose training the bundle cannot run), leave out each criterion
+        that needs a model with no checkpoint (another seed, permuted labels), saying which and why."""
+        if self.train_config is not None:
+            return []
+        skipped = []
+        for name, criterion in list(self.criteria.items()):
+            missing = [s.name for s in criterion.models(self.primary)
+                       if s != self.primary and not s.checkpoint(self.ckpt_dir).is_file()]
+            if missing:
+                reason = (f"skipped: it needs {', '.join(missing)}, which has no checkpoint in {self.ckpt_dir}, and "
+                          "there is no train_config to train it")
+                logger.warning("%s: %s", name, reason)
+                skipped.append({"criterion": name, "method": "all", "error": reason, "kind": "criterion"})
+                del self.criteria[name]
+        return skipped
+
     def _ensure_models(self) -> list[ModelSpec]:
         """Train the missing models, each as an MLflow run that becomes a child of this study's run (a model already
         trained has no run of that name, so nothing is nested for it)."""
@@ -173,7 +190,7 @@ class SaliencyStudy:
     def run(self) -> pd.DataFrame:
         """Train what is missing, run every criterion, print and save the report, log to MLflow; return the summary."""
         check_store(self.tracking_uri)
-        skipped = self._skip_sources_of_other_dimensions()
+        skipped = self._skip_sources_of_other_dimensions() + self._skip_untrainable_criteria()
         specs = self._ensure_models()
         ctx = self.context()
         ctx.failures.extend(skipped)

@@ -50,3 +50,27 @@ def test_a_built_in_name_for_your_own_network_is_refused(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "error: network_def is your own network but network_name 'densenet121' names a built-in architecture: give "
         "it another name (its checkpoints are named after it)")
+
+
+def test_without_a_train_config_the_criteria_that_retrain_are_skipped_saying_so(tmp_path):
+    """A user's checkpoint and no train_config: localisation runs, repeatability and label randomisation (which need
+    models the bundle cannot train) are left out, each named with the missing model."""
+    import torch
+
+    from bundle.networks import build_network
+
+    (tmp_path / "models").mkdir()
+    torch.save(build_network("densenet121").state_dict(), tmp_path / "models" / "densenet121_seed0.pt")
+    result = _run("evaluate", "['configs/evaluate.json','configs/quick.json']", "--train_config", "$None",
+                  "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "eval"),
+                  "--ckpt_dir", str(tmp_path / "models"),
+                  "--study#criteria", "$dict(localization=@criteria#localization, repeatability=@criteria#repeatability, "
+                  "label_randomization=@criteria#label_randomization)", "--study#methods", "$dict(grad=@methods#grad)")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for criterion, model in (("repeatability", "densenet121_seed1"),
+                             ("label_randomization", "densenet121_seed0_permuted_labels")):
+        assert (f"{criterion}: skipped: it needs {model}, which has no checkpoint in {tmp_path / 'models'}, and there "
+                "is no train_config to train it") in output
+    records = pd.read_csv(next((tmp_path / "eval").glob("*_records.csv")))
+    assert set(records.criterion) == {"localization"}
