@@ -1,0 +1,60 @@
+"""A study killed (SIGKILL) in the middle of training or of a criterion and started again with the same command
+finishes with the records of an uninterrupted run, reusing the maps computed before the kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _command(tmp: Path, name: str) -> list[str]:
+    return [sys.executable, "-m", "monai.bundle", "run", "evaluate",
+            "--config_file", "['configs/evaluate.json','configs/quick.json']",
+            "--dataset_dir", str(tmp / "data"), "--output_dir", str(tmp / name), "--ckpt_dir", str(tmp / f"{name}_models"),
+            "--study#criteria", "$dict(localization=@criteria#localization, "
+            "cascading_randomization=@criteria#cascading_randomization)",
+            "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam, occlusion=@methods#occlusion)"]
+
+
+def _records(folder: Path) -> pd.DataFrame:
+    finished = [p for p in folder.glob("*_records.csv") if p.with_name(p.name.replace("_records.csv", "_report.txt"))
+                .is_file()]
+    assert len(finished) == 1, sorted(p.name for p in folder.glob("*"))
+    return pd.read_csv(finished[0]).sort_values(["criterion", "method", "model", "step", "metric", "image_id"],
+                                                ignore_index=True)
+
+
+def _kill_when(command: list[str], marker: str) -> None:
+    """Start ``command`` and SIGKILL it as soon as a line of its output contains ``marker``."""
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    for line in process.stdout:
+        if marker in line:
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+    process.wait(timeout=600)
+    assert process.returncode == -signal.SIGKILL, f"{marker!r} never appeared"
+
+
+@pytest.mark.slow
+def test_a_study_killed_anywhere_resumes_to_the_same_records(tmp_path):
+    reference = subprocess.run(_command(tmp_path, "whole"), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert reference.returncode == 0, (reference.stdout + reference.stderr)[-3000:]
+    expected = _records(tmp_path / "whole")
+    for marker in ("Epoch: 1/1, Iter: 2", "criterion cascading_randomization: "):  # mid-training, mid-criterion
+        name = "killed_" + marker.split()[0].strip(":").lower()
+        command = _command(tmp_path, name)
+        _kill_when(command, marker)
+        cached = {p: p.stat().st_mtime_ns for p in (tmp_path / name / "map_cache").rglob("*.npy")}
+        again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+        pd.testing.assert_frame_equal(_records(tmp_path / name), expected)
+        assert all(p.stat().st_mtime_ns == t for p, t in cached.items()), "maps computed before the kill are reused"
