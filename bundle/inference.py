@@ -15,7 +15,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage, Resize, SaveImage
 
 from bundle.data.dicom import inspect_dicom
-from bundle.data.nifti import inspect_nifti
+from bundle.data.nifti import inspect_nifti, is_nifti
 from bundle.data.png import inspect_png
 from bundle.data.screening import ImageCheck, ItemList, collect
 from bundle.report.figures import saliency_gallery
@@ -29,8 +29,7 @@ IMAGE_SUFFIXES = (".dcm", ".png", ".jpg", ".jpeg", ".nii", ".nii.gz")
 def _inspect(path: str) -> ImageCheck:
     """Screen one file with its format's check (decoded in full, one image or volume)."""
     name = path.lower()
-    return (inspect_dicom(path) if name.endswith(".dcm") else inspect_nifti(path) if name.endswith((".nii", ".nii.gz"))
-            else inspect_png(path))
+    return inspect_dicom(path) if name.endswith(".dcm") else inspect_nifti(path) if is_nifti(name) else inspect_png(path)
 
 
 def image_files(folder: str | Path) -> ItemList:

@@ -120,7 +120,8 @@ def load_chexlocalize_datalist(
         for release in releases:
             path, content = found[release]
             for image_id, tasks in content.items():
-                patient = CXR_ID.match(image_id).group(1) if CXR_ID.match(image_id) else image_id
+                match = CXR_ID.match(image_id)
+                patient = match.group(1) if match else image_id
                 item_split = "test" if release == "test" else train_or_val.get(patient, "train")
                 if split is not None and item_split != split:
                     continue

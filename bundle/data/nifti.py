@@ -22,15 +22,20 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def is_nifti(path: str | Path) -> bool:
-    return str(path).endswith(NIFTI_SUFFIXES)
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def _grid(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A NIfTI shape as a grid: a trailing single frame dropped."""
+    shape = tuple(int(s) for s in shape)
+    return shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
 
 
 def volume_shape(path: str | Path) -> tuple[int, ...]:
-    """The 3-D grid of a NIfTI file from its header (a trailing single frame dropped)."""
+    """The 3-D grid of a NIfTI file, from its header."""
     import nibabel as nib
 
-    shape = tuple(int(s) for s in nib.load(str(path)).shape)
-    return shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
+    return _grid(nib.load(str(path)).shape)
 
 
 def inspect_nifti(path: str | Path) -> ImageCheck:
@@ -41,7 +46,7 @@ def inspect_nifti(path: str | Path) -> ImageCheck:
         data = np.asanyarray(nib.load(str(path)).dataobj)
     except Exception as e:
         return ImageCheck(f"not a readable NIfTI file ({type(e).__name__}: {e})")
-    shape = volume_shape(path)
+    shape = _grid(data.shape)  # the file is read once
     if len(shape) != 3:
         return ImageCheck(f"data of shape {tuple(data.shape)}: one 3-D volume per file expected", reason="image_shape")
     if not np.isfinite(data).all():

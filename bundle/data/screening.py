@@ -102,9 +102,9 @@ def check_mask(mask: str | dict, shape: tuple[int, int]) -> str | None:
         height, width = mask["size"]
         return None if (height, width) == tuple(shape) else (
             f"lesion mask (RLE) is {width} x {height}, its image {shape[1]} x {shape[0]}")
-    if str(mask).endswith((".nii", ".nii.gz")):
-        from bundle.data.nifti import volume_shape
+    from bundle.data.nifti import is_nifti, volume_shape  # nifti imports this module
 
+    if is_nifti(mask):
         try:
             found = volume_shape(mask)
         except Exception as e:
