@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESNET = "$monai.networks.nets.resnet18(spatial_dims=2, n_input_channels=1, num_classes=2)"
@@ -19,6 +20,7 @@ def _run(run_id: str, config_file: str, *overrides: str) -> subprocess.Completed
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # 1.5 min: kept out of the default suite, which is near its 15-minute budget
 def test_a_monai_resnet18_trained_with_our_train_config_is_studied(tmp_path):
     common = ["--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "eval"),
               "--ckpt_dir", str(tmp_path / "models"), "--network_def", RESNET, "--network_name", "resnet18"]
