@@ -10,8 +10,9 @@ from tqdm.auto import tqdm
 
 
 def quiet() -> bool:
-    """No bars when stderr is not a terminal (a log file, a pipe) or under CI (``CI`` set)."""
-    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
+    """No bars when stderr is not a terminal (a log file, a pipe), under CI (``CI`` set), or on a ``torchrun``
+    process other than rank 0 (one bar per job, not one per process)."""
+    return bool(os.environ.get("CI")) or not sys.stderr.isatty() or int(os.environ.get("RANK", 0)) > 0
 
 
 def progress(iterable: Iterable, desc: str, total: int | None = None, unit: str = "it") -> Iterable:

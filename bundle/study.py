@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -21,14 +22,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bundle.criteria import Criterion, StudyContext
+from bundle import distributed
+from bundle.criteria import Criterion, Record, StudyContext
 from bundle.criteria.agreement import READERS
 from bundle.data.screening import data_issue_counts
 from bundle.errors import brief
 from bundle.handlers.trust import latest_epoch_trust_curves
 from bundle.models import ModelSpec, ensure_trained
 from bundle.networks import build_network, load_checkpoint
-from bundle.records import RecordWriter
+from bundle.records import RecordWriter, merge_shares
 from bundle.report import FIGURES, agreement_scatter, format_report, saliency_gallery, write_html_report
 from bundle.saliency.cache import MapCache, file_digest
 from bundle.summary import adjust_across_grid, summarise
@@ -185,27 +187,29 @@ class SaliencyStudy:
             checkpoint_digest=lambda spec: file_digest(spec.checkpoint(self.ckpt_dir)),
             dataloader=self.dataloader, sources=self.sources, kinds=self.kinds, target=self.target,
             device=self.device, cache=self.cache, cache_context=self.params, id_key=self.id_key,
+            rank=distributed.rank(), world_size=distributed.world_size(),
         )
 
     def run(self) -> pd.DataFrame:
-        """Train what is missing, run every criterion, print and save the report, log to MLflow; return the summary."""
-        check_store(self.tracking_uri)
+        """Train what is missing, run every criterion, print and save the report, log to MLflow; return the summary.
+
+        Under ``torchrun`` (``configs/multi_gpu_evaluate.json``) every process scores its share of the batches
+        (:meth:`StudyContext.batches`) and rank 0 trains the missing models first, then merges the records,
+        reports and logs once; the other ranks return an empty frame."""
+        if distributed.is_main():
+            check_store(self.tracking_uri)
         skipped = self._skip_sources_of_other_dimensions() + self._skip_untrainable_criteria()
-        specs = self._ensure_models()
+        with distributed.main_process_first():  # rank 0 trains what is missing; the other ranks then find it
+            specs = self._ensure_models()
         ctx = self.context()
         ctx.failures.extend(skipped)
         n_images = self._check_image_ids(ctx)
+        share = self._score(ctx)
+        gathered = distributed.gather_to_main(share)
+        if gathered is None:
+            return pd.DataFrame()
+        records, seconds = self._merge(ctx, gathered)
         aucs = self._model_aucs(ctx, specs)
-        writer = RecordWriter(self.output_dir / f"{self.run_name}_records.csv")
-        seconds = {}
-        for name, criterion in self.criteria.items():
-            logger.info("criterion %s: %r", name, criterion)
-            start = time.perf_counter()
-            for records in criterion.evaluate(ctx):
-                writer.add(records)
-            seconds[name] = time.perf_counter() - start
-            logger.info("criterion %s took %.1f s", name, seconds[name])
-        records = writer.frame()
         kinds = {**self.kinds, READERS: "reference"}  # the second reader's agreement is a reference row
         aggregates = [c.aggregates(records, kinds, self.n_resamples, self.seed) for c in self.criteria.values()]
         summary = pd.concat([summarise(records, kinds, self.n_resamples, self.seed),
@@ -225,8 +229,45 @@ class SaliencyStudy:
                    "data_issues": data_issue_counts(getattr(getattr(self.dataloader, "dataset", None), "data", None))}
         report = format_report(failures=ctx.failures, **content)
         print(report, flush=True)
-        self._save_and_log(ctx, writer.path, records, comparisons, report, content)
+        self._save_and_log(ctx, self._records_path(), records, comparisons, report, content)
         return summary
+
+    def _records_path(self, rank: int = 0) -> Path:
+        return self.output_dir / f"{self.run_name}_records{f'.rank{rank}' if rank else ''}.csv"
+
+    def _score(self, ctx: StudyContext) -> tuple[list[dict], list[dict], dict[str, float]]:
+        """Every criterion on this process's batches: its records (also appended to disk as they come, so work
+        survives a crash), its failures, and each criterion's seconds."""
+        writer, seconds = RecordWriter(self._records_path(ctx.rank)), {}
+        for name, criterion in self.criteria.items():
+            logger.info("criterion %s: %r", name, criterion)
+            start = time.perf_counter()
+            for records in criterion.evaluate(ctx):
+                writer.add(records)
+            seconds[name] = time.perf_counter() - start
+            logger.info("criterion %s took %.1f s", name, seconds[name])
+        return writer.rows, ctx.failures, seconds
+
+    def _merge(self, ctx: StudyContext, shares: list[tuple]) -> tuple[pd.DataFrame, dict[str, float]]:
+        """Every process's records in one process's order (:func:`bundle.records.merge_shares`), then the records
+        that pair images (:meth:`Criterion.evaluate_across_images`), written over ``<run>_records.csv``."""
+        rows, ctx.failures[:] = merge_shares([share[:2] for share in shares], list(self.criteria), list(self.sources),
+                                             self._image_ids)
+        seconds = {n: max(share[2].get(n, 0.0) for share in shares) for n in self.criteria}
+        for name, criterion in self.criteria.items():
+            start = time.perf_counter()
+            for source in dict.fromkeys(row["method"] for row in rows if row["criterion"] == name):
+                try:
+                    rows += [asdict(r) for r in criterion.evaluate_across_images(ctx, source)]
+                except Exception as error:  # reported like a failure in evaluate: the source's records are left out
+                    ctx.report_failure(name, source, error)
+                    rows = [row for row in rows if (row["criterion"], row["method"]) != (name, source)]
+            seconds[name] += time.perf_counter() - start
+        writer = RecordWriter(self._records_path())
+        writer.add(Record(**row) for row in rows)
+        for rank in range(1, len(shares)):
+            self._records_path(rank).unlink(missing_ok=True)
+        return writer.frame(), seconds
 
     def _skip_sources_of_other_dimensions(self) -> list[dict]:
         """Leave out the map sources defined for other image dimensions than the study's (XRAI and the edge
@@ -246,7 +287,8 @@ class SaliencyStudy:
     def _check_image_ids(self, ctx: StudyContext) -> int:
         """Records and cached maps are keyed by image id: two images with one id would swap their maps.
         Returns the number of study images."""
-        counts = Counter(i for batch in ctx.batches() for i in ctx.image_ids(batch))
+        counts = Counter(i for batch in ctx.study_batches() for i in ctx.image_ids(batch))
+        self._image_ids = list(counts)
         repeated = sorted(i for i, n in counts.items() if n > 1)
         if repeated:
             raise ValueError(f"image ids ({self.id_key!r}) must be unique among the study's images; repeated: "
@@ -263,7 +305,7 @@ class SaliencyStudy:
         """Every source's maps of the first images, side by side (cached maps: no recomputation)."""
         if self.gallery_images < 1:
             return None
-        batch = next(ctx.batches(self.gallery_images))
+        batch = next(ctx.study_batches(self.gallery_images))
         failed = {f["method"] for f in ctx.failures}
         maps = {name: normalize_maps(ctx.maps(ctx.primary, name, batch), "pair", ctx.signed(name))[0].cpu().numpy()
                 for name in self.sources if name not in failed}  # displayed as PAIR's VisualizeImageGrayscale does

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -28,6 +29,7 @@ SOURCES = [*METHODS, *BASELINES, *REFERENCES]  # the default study: every method
 METRICS = ["auprc", "ap", "hit", "mass", "iou", "dice"]
 N_IMAGES = 8  # configs/quick.json
 EXPERIMENT = "saliency_trust_synthetic"  # one experiment per dataset
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 def quick_command(tmp: Path, *overrides: str, models: Path | None = None) -> list[str]:
@@ -295,6 +297,101 @@ def test_same_seed_same_numbers(quick_run, tmp_path):
     assert set(again.criterion) == set(kept)
     subset = pd.read_csv(io.StringIO(first[first.criterion.isin(kept)].to_csv(index=False)))  # dtypes as read
     pd.testing.assert_frame_equal(subset, again)
+
+
+def sharded_and_single(tmp: Path, out: Path, *overrides: str) -> str:
+    """The quick study on ``quick_run``'s data and models, once in one process (``out/one``) and once as two
+    ``torchrun`` processes on gloo (``out/two``), one thread per process in both (a thread count changes float
+    sums in their last bits, as it does on one machine). Returns the torchrun output."""
+    outputs = []
+    for folder, launcher in (("one", [sys.executable]), ("two", TORCHRUN)):
+        config = ["configs/evaluate.json", "configs/quick.json"] + (["configs/multi_gpu_evaluate.json"] if
+                                                                    folder == "two" else [])
+        command = [*launcher, "-m", "monai.bundle", "run", "evaluate", "--config_file", repr(config),
+                   "--output_dir", str(out / folder), "--dataset_dir", str(tmp / "data"),
+                   "--ckpt_dir", str(tmp / "models"), "--run_name", "study", *overrides]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+        outputs.append(result.stdout + result.stderr)
+    return outputs[1]
+
+
+def assert_same_study(out: Path) -> None:
+    """Records (values and order), summary, comparisons, verdicts and the printed report (but its times) are equal."""
+    for table in ("records", "summary", "comparisons", "verdicts"):
+        one, two = (pd.read_csv(out / folder / f"study_{table}.csv") for folder in ("one", "two"))
+        pd.testing.assert_frame_equal(one, two, check_exact=True, obj=table)
+    one, two = ([line for line in (out / folder / "study_report.txt").read_text().splitlines()
+                 if not line.startswith("Time per criterion")] for folder in ("one", "two"))
+    assert one == two
+    assert not list((out / "two").glob("*.rank*.csv")), "rank 0 merges the other ranks' records and removes them"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'two' / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert [r.info.run_name for r in runs] == ["study"], "rank 0 logs the study once"
+
+
+def test_two_torchrun_processes_give_the_one_process_study(quick_run, tmp_path):
+    """configs/multi_gpu_evaluate.json: each rank scores every other batch of 4 images, rank 0 merges. Localisation,
+    label randomisation (whose unrelated-pairs baseline pairs images of both ranks) and faithfulness on three
+    methods and the baselines give exactly the one-process records, tables and report."""
+    tmp, _ = quick_run
+    kept, methods = ("localization", "label_randomization", "faithfulness"), ("grad", "gradcam", "ig")
+    output = sharded_and_single(
+        tmp, tmp_path, "--study#criteria", f"$dict((k, v) for k, v in @criteria.items() if k in {kept})",
+        "--study#methods", f"$dict((k, v) for k, v in @methods.items() if k in {methods})",
+        "--saliency#sensitivity_images", "8", "--saliency#faithfulness_images", "8")
+    assert output.count("criterion localization took") == 2, "both processes scored their share"
+    assert_same_study(tmp_path)
+    records = pd.read_csv(tmp_path / "two" / "study_records.csv")
+    pairs = records[records.metric == "unrelated_ssim"].image_id.str.split("|")
+    order = list(dict.fromkeys(records[records.criterion == "localization"].image_id))
+    assert any(order.index(a) // 4 != order.index(b) // 4 for a, b in pairs), "pairs span both ranks' batches"
+
+
+def test_ddp_training_under_torchrun_logs_the_auc_of_every_validation_image_once(quick_run, tmp_path):
+    """configs/multi_gpu_train.json on two gloo processes: one checkpoint of the plain network (no DDP prefix), one
+    MLflow run, and a validation ROC AUC gathered across ranks that equals the checkpoint's AUC on the whole
+    validation split computed here in one process."""
+    import torch
+    from monai.bundle import ConfigWorkflow
+    from monai.metrics import compute_roc_auc
+
+    from bundle.networks import build_network, load_checkpoint
+
+    tmp, _ = quick_run
+    overrides = {"output_dir": str(tmp_path / "eval"), "dataset_dir": str(tmp / "data"),
+                 "ckpt_dir": str(tmp_path / "models"), "epochs": 1}
+    command = [*TORCHRUN, "-m", "monai.bundle", "run", "--config_file",
+               "['configs/train.json','configs/multi_gpu_train.json']", "--synthetic", "%configs/quick.json#synthetic",
+               *[x for k, v in overrides.items() for x in (f"--{k}", str(v))]]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    network = load_checkpoint(build_network("densenet121"), str(tmp_path / "models" / "densenet121_seed0.pt")).eval()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert len(runs) == 1, "rank 0 logs the training once"
+    workflow = ConfigWorkflow(config_file=str(ROOT / "configs" / "train.json"), workflow_type="train",
+                              logging_file=False, bundle_root=str(ROOT), **overrides,
+                              synthetic=json.loads((ROOT / "configs" / "quick.json").read_text())["synthetic"])
+    workflow.initialize()
+    scores, labels = [], []
+    with torch.no_grad():
+        for batch in workflow.parser.get_parsed_content("validate#dataloader"):
+            scores.append(torch.softmax(network(batch["image"]), dim=1)[:, 1])
+            labels.append(batch["label"].reshape(-1).float())
+    auc = float(compute_roc_auc(torch.cat(scores), torch.cat(labels)))
+    assert runs[0].data.metrics["val_auc"] == pytest.approx(auc, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_the_whole_quick_study_under_torchrun_equals_one_process(quick_run, tmp_path):
+    """Every criterion of the quick study, each on at least two batches, sharded over two processes."""
+    tmp, _ = quick_run
+    sharded_and_single(tmp, tmp_path, "--saliency#sensitivity_images", "8", "--saliency#faithfulness_images", "8",
+                       "--saliency#psc_images", "8")
+    assert_same_study(tmp_path)
 
 
 @pytest.mark.slow

@@ -360,3 +360,27 @@ def test_psc_records_attack_within_epsilon_and_counts_what_it_cannot_judge(attac
     changed = mine[(mine.method == "grad") & (mine.metric == "sensitivity_class_changed")].value.mean()
     assert f"class changed in {changed:.0%}" in psc_verdicts.loc["grad", "rule"]  # counted, whether or not it did
     assert (tmp / "eval" / "study_psc.png").is_file()
+
+
+def test_records_of_several_processes_merge_into_one_process_order():
+    """Two ranks' shares (batches 0 and 2 on rank 0, batch 1 on rank 1): the merged records are in the order one
+    process writes (criterion, source, image; each image's records in their own order), a failure both ranks met is
+    reported once, and a source that failed on one rank only is left out of that criterion entirely."""
+    from bundle.records import merge_shares
+
+    def rec(criterion, method, image, metric):
+        return {"image_id": image, "model": "m", "method": method, "criterion": criterion, "metric": metric,
+                "step": "trained", "value": 0.0}
+
+    skipped = {"criterion": "all", "method": "xrai", "error": "2-D only"}
+    rank0 = [rec("loc", "grad", i, m) for i in ("a", "e") for m in ("auprc", "hit")] + \
+        [rec("loc", "cam", "a", "auprc"), rec("rand", "grad", "a", "ssim"), rec("loc", "random", "a", "auprc")]
+    rank1 = [rec("loc", "grad", "c", m) for m in ("auprc", "hit")] + [rec("rand", "grad", "c", "ssim")]
+    failed = {"criterion": "loc", "method": "cam", "error": "no layer"}
+    rows, failures = merge_shares([(rank0, [skipped]), (rank1, [skipped, failed])], ["loc", "rand"],
+                                  ["grad", "cam", "random"], ["a", "c", "e"])
+    assert [(r["criterion"], r["method"], r["image_id"], r["metric"]) for r in rows] == [
+        ("loc", "grad", "a", "auprc"), ("loc", "grad", "a", "hit"), ("loc", "grad", "c", "auprc"),
+        ("loc", "grad", "c", "hit"), ("loc", "grad", "e", "auprc"), ("loc", "grad", "e", "hit"),
+        ("loc", "random", "a", "auprc"), ("rand", "grad", "a", "ssim"), ("rand", "grad", "c", "ssim")]
+    assert failures == [skipped, failed]

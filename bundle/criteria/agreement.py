@@ -71,7 +71,7 @@ class ModelAgreement(Criterion):
     def sources(self, ctx) -> list[str]:
         names = [n for n, kind in ctx.kinds.items()
                  if kind == "method" or (kind == "baseline" and hasattr(ctx.sources[n], "independent_draw"))]
-        has_readers = any(ctx.reader_masks(batch) is not None for batch in ctx.batches(1))
+        has_readers = any(ctx.reader_masks(batch) is not None for batch in ctx.study_batches(1))
         return names + [READERS] * has_readers
 
     def evaluate_method(self, ctx, name: str) -> list[Record]:

@@ -82,6 +82,11 @@ class Criterion:
                 continue
             yield records
 
+    def evaluate_across_images(self, ctx, name: str) -> list[Record]:
+        """Records that pair or pool images (a baseline drawn from image pairs), for a source whose per-image records
+        are all in: the study calls it once, in the process that merges the records (none by default)."""
+        return []
+
     def aggregates(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
         """Summary rows of statistics that are not a mean over images (a correlation across images, the area
         of a median curve), in the summary's columns, computed from the records (none by default)."""

@@ -29,6 +29,8 @@ class StudyContext:
         kinds: ``method``, ``baseline`` or ``reference`` per source name.
         target: the class the maps explain.
         cache / cache_context: the map cache and the data-pipeline description that goes into its keys.
+        rank / world_size: this process's share of the images under ``torchrun`` (``bundle.distributed``):
+            :meth:`batches` yields every ``world_size``-th batch, from batch ``rank``.
     """
 
     primary: ModelSpec
@@ -45,6 +47,8 @@ class StudyContext:
     image_key: str = "image"
     mask_key: str = "mask"
     reader_mask_key: str = "reader_mask"
+    rank: int = 0
+    world_size: int = 1
     failures: list[dict] = field(default_factory=list)
     _models: dict = field(default_factory=dict)
     _digests: dict = field(default_factory=dict)
@@ -63,7 +67,16 @@ class StudyContext:
         return self._digests[spec]
 
     def batches(self, limit: int | None = None) -> Iterator[dict]:
-        """The study's images in a fixed order (the first ``limit`` only, when given)."""
+        """The batches this process scores, of :meth:`study_batches`: all of them in one process; under ``torchrun``
+        batch ``i`` goes to rank ``i % world_size``. Each batch is exactly the one a single process scores (same
+        images, same size), so a sharded study computes the same numbers."""
+        for i, batch in enumerate(self.study_batches(limit)):
+            if i % self.world_size == self.rank:
+                yield batch
+
+    def study_batches(self, limit: int | None = None) -> Iterator[dict]:
+        """All the study's images in a fixed order (the first ``limit`` only, when given), whichever the process:
+        what a criterion looks at before scoring (does the data have a second reader?) or across images."""
         seen = 0
         for batch in self.dataloader:
             if limit is not None:

@@ -88,7 +88,7 @@ class Faithfulness(Criterion):
         return self.verdict_metric
 
     def sources(self, ctx) -> list[str]:
-        batch = next(iter(ctx.batches(1)))
+        batch = next(iter(ctx.study_batches(1)))
         images = ctx.images(batch)
         if images.ndim != 4 or images.shape[1] != 1:
             ctx.warn_once(f"{self.name}: skipped, PIC curves are defined here for one-channel 2-D images "

@@ -68,12 +68,9 @@ class MapSensitivity(Criterion):
         signed, records = ctx.signed(name), []
         for spec in self.compared_models(ctx.primary):
             fields = {"model": spec.name, "method": name, "criterion": self.name}
-            trained_units, all_ids = [], []
             for batch in ctx.batches(self.n_images):
                 ids, masks = ctx.image_ids(batch), ctx.masks(batch)
                 trained, flat = normalize_maps(ctx.maps(spec, name, batch), self.normalization, signed)
-                trained_units.append(torch.where(flat.reshape(-1, *[1] * (trained.ndim - 1)), float("nan"), trained))
-                all_ids += ids
                 for step, maps in self.changed_maps(ctx, spec, name, batch):
                     unit, changed_flat = normalize_maps(maps, self.normalization, signed)
                     undefined = (flat | changed_flat).to(unit.device)
@@ -83,11 +80,25 @@ class MapSensitivity(Criterion):
                         if metric != "auprc":
                             values = torch.where(undefined.to(values.device), float("nan"), values)
                         records += records_for(ids, values.tolist(), metric=metric, step=step, **fields)
-            records += self._unrelated(torch.cat(trained_units), all_ids, fields)
+        return records
+
+    def evaluate_across_images(self, ctx, name: str) -> list[Record]:
+        """Per compared model, the unrelated-pairs baseline: SSIM of the trained maps of distinct image pairs
+        (seeded draw), what a changed map must go below. Pairs span every image, so it runs after the per-image
+        records (the maps come from the cache)."""
+        signed, records = ctx.signed(name), []
+        for spec in self.compared_models(ctx.primary):
+            units, ids = [], []
+            for batch in ctx.study_batches(self.n_images):
+                trained, flat = normalize_maps(ctx.maps(spec, name, batch), self.normalization, signed)
+                units.append(torch.where(flat.reshape(-1, *[1] * (trained.ndim - 1)), float("nan"), trained))
+                ids += ctx.image_ids(batch)
+            records += self._unrelated(torch.cat(units), ids, {"model": spec.name, "method": name,
+                                                               "criterion": self.name})
         return records
 
     def _unrelated(self, units: torch.Tensor, ids: list[str], fields: Mapping) -> list[Record]:
-        """SSIM of the trained maps of distinct image pairs (seeded draw), the baseline a changed map must go below."""
+        """SSIM of the trained maps of ``unrelated_pairs`` distinct image pairs (seeded draw)."""
         pairs = list(combinations(range(len(ids)), 2))
         if len(pairs) > self.unrelated_pairs:
             chosen = np.random.default_rng([self.seed, 11]).choice(len(pairs), self.unrelated_pairs, replace=False)
@@ -123,8 +134,8 @@ class MapSensitivity(Criterion):
         return pd.DataFrame(out)
 
     def verdicts(self, summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
-        mine = comparisons[(comparisons.criterion == self.name) & comparisons.decides.eq(True)] \
-            if len(comparisons) else comparisons
+        mine = comparisons[comparisons.criterion == self.name] if len(comparisons) else comparisons
+        mine = mine[mine.decides.eq(True)] if len(mine) else mine  # no rows: every source failed, no column either
         rows = []
         for method, group in mine.groupby("method", sort=False):
             outcomes, texts = [], []

@@ -20,6 +20,7 @@ from bundle.data.synthetic import SyntheticConfig, render
 from bundle.data.synthetic_dataset import ensure_synthetic_dataset, write_synthetic_dataset
 from bundle.data.synthetic_volume import ensure_volume_dataset, render_volume, write_volume_dataset
 from bundle.data.tables import dataset_folder
+from bundle.distributed import main_process_first
 from bundle.data.transforms import GroundTruthMaskd
 
 READERS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist,
@@ -38,11 +39,13 @@ def _reader(name: str):
 
 
 def prepare_dataset(name: str, dataset_dir: str, synthetic: dict | None = None) -> Path:
-    """Make sure ``dataset_dir`` holds dataset ``name``: generate a synthetic one if missing, check a real one."""
+    """Make sure ``dataset_dir`` holds dataset ``name``: generate a synthetic one if missing, check a real one.
+    Under ``torchrun`` rank 0 writes it first; the other ranks then find it written."""
     _reader(name)
-    if name in SYNTHETIC:
-        return SYNTHETIC[name](dataset_dir, **(synthetic or {}))
-    return dataset_folder(dataset_dir)
+    with main_process_first():
+        if name in SYNTHETIC:
+            return SYNTHETIC[name](dataset_dir, **(synthetic or {}))
+        return dataset_folder(dataset_dir)
 
 
 def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, labels: int | None = None,
