@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 import logging
 import weakref
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 from monai.networks.nets import DenseNet, DenseNet121, DenseNet169
@@ -188,6 +190,9 @@ def cam_layer_of(model: nn.Module) -> str:
     """
     if model in _CHOSEN_CAM_LAYERS:
         return _CHOSEN_CAM_LAYERS[model]
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ValueError("a TorchScript module cannot be hooked, so CAM methods cannot run on it: give its "
+                         "architecture as network_def and the file as its checkpoint")
     name = getattr(model, "architecture", None)
     if name is not None:
         layer, how = get_architecture(name).cam_layer, f"architecture {name!r}"
@@ -224,14 +229,37 @@ def randomisation_blocks_of(model: nn.Module) -> tuple[tuple[str, tuple[str, ...
     return tuple((n, (n,)) for n in reversed(children))
 
 
+def is_torchscript(path: str | Path) -> bool:
+    """Whether a file is a TorchScript archive (what MONAI's ``ckpt_export`` writes): a zip holding the module's
+    code beside its weights, where a checkpoint holds weights only."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def torchscript_network(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """A TorchScript file as the study's ``network_def`` when its architecture is not one a config can build.
+    Methods that hook a layer (the Grad-CAM family, guided backpropagation) cannot hook a scripted module and are
+    reported not scored; give the architecture as ``network_def`` instead to score every method."""
+    if not is_torchscript(path):
+        raise ValueError(f"{path} is not a TorchScript file (torch.jit.save / ckpt_export writes one)")
+    return torch.jit.load(str(path), map_location=map_location)
+
+
 def load_checkpoint(model: nn.Module, path: str, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load a state dict saved by the training config's CheckpointSaver into ``model``.
+    """Load a state dict saved by the training config's CheckpointSaver, or the weights of a TorchScript file of
+    the same network (``ckpt_export``'s output), into ``model``.
 
     A file that cannot be read (cut short by a full disk, not a checkpoint) or that holds another network's
     weights raises a ``ValueError`` naming the file and what to do."""
     advice = "delete it to retrain, or point ckpt_dir elsewhere"
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        if is_torchscript(path):  # its weights only: the module the config built runs (hooks work on it)
+            state = torch.jit.load(str(path), map_location=map_location).state_dict()
+        else:
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError ... for damaged files
         raise ValueError(f"{path} cannot be read as a checkpoint (cut short, or not a torch checkpoint; torch says: "
                          f"{brief(e, 120)}): {advice}") from e

@@ -111,3 +111,25 @@ def test_weights_are_restored_before_results_are_handed_out_even_when_computing_
     with pytest.raises(RuntimeError):
         next(randomization.map_steps(fail))
     assert _changed_parameters(densenet, trained) == set()
+
+
+def test_a_block_that_cannot_be_reinitialised_is_an_error_not_the_trained_maps():
+    """A block whose weights no module can reset (a bare parameter; a TorchScript module) would hand the trained
+    model's maps out as the randomised model's: refused, naming the block."""
+
+    class Scale(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gain = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return x * self.gain
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), Scale())
+    randomised = WeightRandomization(model, [("gain", ("1",)), ("linear", ("0",))])
+    with pytest.raises(ValueError, match=r"^1: no module of this block can re-initialise its weights"):
+        with randomised.randomized("gain"):
+            pass
+    assert torch.equal(model[1].gain, torch.ones(1))
+    with pytest.raises(ValueError, match="a TorchScript module cannot be re-initialised block by block"):
+        WeightRandomization(torch.jit.script(torch.nn.Sequential(torch.nn.Linear(2, 2))), [("0", ("0",))])

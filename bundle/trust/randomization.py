@@ -30,10 +30,14 @@ def reset_block(model: nn.Module, paths: Sequence[str], seed: int) -> None:
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         for path in paths:
-            for module in model.get_submodule(path).modules():
+            block = model.get_submodule(path)
+            resettable = {m for m in block.modules() if hasattr(m, "reset_parameters")}
+            if not resettable and any(True for _ in block.parameters()):  # else the "randomised" maps are the trained
+                raise ValueError(f"{path}: no module of this block can re-initialise its weights (reset_parameters)")
+            for module in block.modules():
                 if isinstance(module, nn.modules.batchnorm._NormBase):
                     module.reset_running_stats()
-                if hasattr(module, "reset_parameters"):
+                if module in resettable:
                     module.reset_parameters()
 
 
@@ -53,6 +57,9 @@ class WeightRandomization:
 
     def __init__(self, model: nn.Module, blocks: Sequence[tuple[str, Sequence[str]]], mode: str = "cascading",
                  seed: int = 0, steps: Sequence[str] | None = None) -> None:
+        if isinstance(model, torch.jit.ScriptModule):
+            raise ValueError("a TorchScript module cannot be re-initialised block by block: give its architecture as "
+                             "network_def and the file as its checkpoint")
         self.model, self.blocks = model, [(name, tuple(paths)) for name, paths in blocks]
         self.mode, self.seed = look_up_option(mode, RANDOMIZATION_MODES), seed
         names = [name for name, _ in self.blocks]
