@@ -18,6 +18,7 @@ from bundle.data.dicom import inspect_dicom
 from bundle.data.nifti import inspect_nifti, is_nifti
 from bundle.data.png import inspect_png
 from bundle.data.screening import ImageCheck, ItemList, collect
+from bundle.data.tables import file_stem
 from bundle.report.figures import saliency_gallery
 from bundle.trust.normalization import normalize_maps
 
@@ -43,12 +44,6 @@ def image_files(folder: str | Path) -> ItemList:
     if not files:
         raise ValueError(f"{root}: no DICOM, PNG, JPEG or NIfTI files (suffixes {', '.join(IMAGE_SUFFIXES)})")
     return collect(root, ({"image": str(p), "boxes": []} for p in files), [], _inspect, None, "every image file")
-
-
-def _stem(path: str) -> str:
-    name = Path(path).name
-    return next((name[: -len(s)] for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True)
-                 if name.lower().endswith(s)), name)
 
 
 class SaliencyMapSaver:
@@ -90,6 +85,6 @@ class SaliencyMapSaver:
             shown = {n: normalize_maps(m[i:i + 1], "pair", getattr(self.methods[n], "signed", True))[0].numpy()
                      for n, m in maps.items()}  # as the study's gallery shows them
             grey = images[i:i + 1, 0].cpu().numpy()
-            saliency_gallery(grey, np.zeros_like(grey), shown, [_stem(path)],
-                             self.output_dir / f"{_stem(path)}_maps.png")
+            saliency_gallery(grey, np.zeros_like(grey), shown, [file_stem(path, IMAGE_SUFFIXES)],
+                             self.output_dir / f"{file_stem(path, IMAGE_SUFFIXES)}_maps.png")
         logger.info("saliency maps of %d image(s) written to %s", len(paths), self.output_dir)

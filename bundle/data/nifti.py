@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bundle.data.screening import ImageCheck, ItemIssue, ItemList, collect, report
-from bundle.data.tables import dataset_folder, seeded_split
+from bundle.data.tables import dataset_folder, file_stem, seeded_split
 
 DATASET_JSON = "dataset.json"
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -52,11 +52,6 @@ def inspect_nifti(path: str | Path) -> ImageCheck:
     if not np.isfinite(data).all():
         return ImageCheck("the volume holds NaN or infinite values", reason="image_shape")
     return ImageCheck(shape=shape)
-
-
-def _name(path: str) -> str:
-    name = Path(path).name
-    return next((name[: -len(s)] for s in NIFTI_SUFFIXES[::-1] if name.endswith(s)), name)
 
 
 def _class_and_mask(entry: dict, root: Path) -> tuple[int, str | None]:
@@ -98,7 +93,8 @@ def load_nifti_datalist(
         entries = json.loads(path.read_text())["training"]
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a dataset.json with a 'training' list ({type(e).__name__}: {e})") from e
-    patients = [str(e.get("patient", _name(e.get("image", "")))) if isinstance(e, dict) else "" for e in entries]
+    patients = [str(e.get("patient", file_stem(e.get("image", ""), NIFTI_SUFFIXES))) if isinstance(e, dict) else ""
+                for e in entries]
     split_of = seeded_split(sorted(set(patients)), split_seed)
     issues: list[ItemIssue] = []
 
@@ -118,7 +114,8 @@ def load_nifti_datalist(
             if labels is not None and label != labels:
                 continue
             yield {"image": str(root / entry["image"]), "label": label, "boxes": [],
-                   "patient_id": _name(entry["image"]), "patient": patient, "split": split_of[patient],
+                   "patient_id": file_stem(entry["image"], NIFTI_SUFFIXES), "patient": patient,
+                   "split": split_of[patient],
                    **({"mask": str(root / mask)} if mask else {})}
 
     return collect(root, candidates(), issues, inspect_nifti if check_files else None, limit,

@@ -50,3 +50,9 @@ def number(value) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def file_stem(path: str | Path, suffixes: tuple[str, ...]) -> str:
+    """A file's name without the longest of ``suffixes`` it ends with, in any case (``a.nii.gz`` -> ``a``)."""
+    name = Path(path).name
+    return next((name[: -len(s)] for s in sorted(suffixes, key=len, reverse=True) if name.lower().endswith(s)), name)
