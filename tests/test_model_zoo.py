@@ -58,3 +58,33 @@ def test_a_checkpoint_exports_to_torchscript_with_the_same_outputs(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(scripted(images), network.eval()(images), atol=1e-5, rtol=1e-5)
     assert exported.stat().st_size > 25 * 2**20
+
+
+def test_large_files_yml_describes_every_default_checkpoint_none_tracked(tmp_path):
+    """large_files.yml lists exactly the checkpoints the default study trains (as scripts/describe_large_files.py
+    writes it: path, url, SHA-256), and git tracks none of them (each is over the Zoo's 25 MB limit, an output)."""
+    import hashlib
+
+    import yaml
+
+    shipped = yaml.safe_load((ROOT / "large_files.yml").read_text())["large_files"]
+    paths = [f["path"] for f in shipped]
+    assert paths == ["models/densenet121_seed0.pt", "models/inception_v3_seed0.pt",
+                     "models/densenet121_seed0_permuted_labels.pt", "models/densenet121_seed1.pt"]
+    for f in shipped:
+        assert f["hash_type"] == "sha256" and len(f["hash_val"]) == 64 and int(f["hash_val"], 16) >= 0
+    tracked = subprocess.run(["git", "ls-files", "models"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert not set(paths) & set(tracked)
+    ignored = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert ignored == paths
+
+    (tmp_path / "models").mkdir()
+    for i, path in enumerate(paths):
+        (tmp_path / path).write_bytes(bytes([i]) * (1000 + i))
+    result = subprocess.run([sys.executable, "scripts/describe_large_files.py", "--models", str(tmp_path / "models"),
+                             "--url-base", "https://example.org/v/", "--out", str(tmp_path / "large_files.yml")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = yaml.safe_load((tmp_path / "large_files.yml").read_text())["large_files"]
+    assert written == [{"path": p, "url": f"https://example.org/v/{Path(p).name}", "hash_type": "sha256",
+                        "hash_val": hashlib.sha256((tmp_path / p).read_bytes()).hexdigest()} for p in paths]
