@@ -284,36 +284,64 @@ def test_two_identical_trainings_agree_perfectly(quick_run, tmp_path):
     torch.testing.assert_close(ssim(*scaled), torch.ones(3))
 
 
-def test_same_seed_same_numbers(quick_run, tmp_path):
-    """Every map of every method and baseline, the PIC curves (seeded random masks) and the PSC attacks, computed
-    again in a new folder from the same models (same seeds give bit-identical weights: the test above), reproduce
-    every per-image value. The other criteria run the same map code on other models, and their seeded
-    re-initialisation is tested in test_randomization."""
+def test_your_torchscript_model_without_a_train_config_is_studied_saying_what_cannot_run(quick_run, tmp_path):
+    """The quick study's trained DenseNet121 as a TorchScript module no config builds
+    (``bundle.networks.torchscript_network``) and no train_config: its gradient maps score as the eager network's
+    did; Grad-CAM (a hook) and cascading randomisation (re-initialisation) are reported not scored, saying why,
+    instead of the trained model's maps passed off as randomised ones; repeatability and label randomisation, whose
+    models the bundle cannot train, are left out naming the missing checkpoint."""
+    import torch
+
+    from bundle.networks import build_network, load_checkpoint
+
     tmp, _ = quick_run
-    kept = ("localization", "faithfulness", "psc")
-    run_quick(tmp_path, "--study#criteria", f"$dict((k, v) for k, v in @criteria.items() if k in {kept})",
-              models=tmp / "models")
-    first, again = records(tmp)[0], records(tmp_path)[0]
-    assert set(again.criterion) == set(kept)
-    subset = pd.read_csv(io.StringIO(first[first.criterion.isin(kept)].to_csv(index=False)))  # dtypes as read
-    pd.testing.assert_frame_equal(subset, again)
+    trained = load_checkpoint(build_network("densenet121"), str(tmp / "models" / "densenet121_seed0.pt")).eval()
+    (tmp_path / "models").mkdir()
+    scripted = tmp_path / "models" / "scripted_seed0.pt"
+    torch.jit.save(torch.jit.script(trained), str(scripted))
+    criteria = ("localization", "cascading_randomization", "repeatability", "label_randomization")
+    command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file",
+               "['configs/evaluate.json','configs/quick.json']", "--output_dir", str(tmp_path / "eval"),
+               "--dataset_dir", str(tmp / "data"), "--ckpt_dir", str(tmp_path / "models"), "--train_config", "$None",
+               "--network_name", "scripted", "--network_def", f"$bundle.networks.torchscript_network('{scripted}')",
+               "--study#criteria", f"$dict((k, v) for k, v in @criteria.items() if k in {criteria})",
+               "--criteria#cascading_randomization#architectures", "$[@network_name]",
+               "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam)",
+               "--study#baselines", "$dict(random=@baselines#random)", "--study#references", "$dict()"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    grad = [r[(r.criterion == "localization") & (r.method == "grad")].drop(columns="model").reset_index(drop=True)
+            for r in (records(tmp)[0], records(tmp_path)[0])]
+    assert len(grad[1]) == N_IMAGES * len(METRICS)
+    pd.testing.assert_frame_equal(*grad, atol=1e-5, rtol=1e-4)  # the scripted module's gradients are the eager one's
+    assert "localization: gradcam was not scored" in output and "a TorchScript module cannot be hooked" in output
+    assert "cascading_randomization: grad was not scored" in output
+    assert "a TorchScript module cannot be re-initialised block by block" in output
+    for criterion, model in (("repeatability", "scripted_seed1"),
+                             ("label_randomization", "scripted_seed0_permuted_labels")):
+        assert (f"{criterion}: skipped: it needs {model}, which has no checkpoint in {tmp_path / 'models'}, and there "
+                "is no train_config to train it") in output
+    assert set(records(tmp_path)[0].criterion) == {"localization"}
 
 
 def sharded_and_single(tmp: Path, out: Path, *overrides: str) -> str:
     """The quick study on ``quick_run``'s data and models, once in one process (``out/one``) and once as two
     ``torchrun`` processes on gloo (``out/two``), one thread per process in both (a thread count changes float
-    sums in their last bits, as it does on one machine). Returns the torchrun output."""
-    outputs = []
+    sums in their last bits, as it does on one machine). The two run side by side (three one-thread processes on
+    the two cores). Returns the torchrun output."""
+    running = []
     for folder, launcher in (("one", [sys.executable]), ("two", TORCHRUN)):
         config = ["configs/evaluate.json", "configs/quick.json"] + (["configs/multi_gpu_evaluate.json"] if
                                                                     folder == "two" else [])
         command = [*launcher, "-m", "monai.bundle", "run", "evaluate", "--config_file", repr(config),
                    "--output_dir", str(out / folder), "--dataset_dir", str(tmp / "data"),
                    "--ckpt_dir", str(tmp / "models"), "--run_name", "study", *overrides]
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-        outputs.append(result.stdout + result.stderr)
+        running.append(subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    outputs = [process.communicate(timeout=1200)[0] for process in running]
+    for process, output in zip(running, outputs):
+        assert process.returncode == 0, output[-5000:]
     return outputs[1]
 
 
@@ -333,13 +361,15 @@ def assert_same_study(out: Path) -> None:
 
 def test_two_torchrun_processes_give_the_one_process_study(quick_run, tmp_path):
     """configs/multi_gpu_evaluate.json: each rank scores every other batch of 4 images, rank 0 merges. Localisation,
-    label randomisation (whose unrelated-pairs baseline pairs images of both ranks) and faithfulness on three
-    methods and the baselines give exactly the one-process records, tables and report."""
+    label randomisation (whose unrelated-pairs baseline pairs images of both ranks), faithfulness (seeded random
+    masks) and PSC (attacks) give exactly the one-process records, tables and report. Both runs compute every map,
+    curve and attack again from the same models, in new folders: same seeds, same numbers."""
     tmp, _ = quick_run
-    kept, methods = ("localization", "label_randomization", "faithfulness"), ("grad", "gradcam", "ig")
+    kept = ("localization", "label_randomization", "faithfulness", "psc")
     output = sharded_and_single(
         tmp, tmp_path, "--study#criteria", f"$dict((k, v) for k, v in @criteria.items() if k in {kept})",
-        "--study#methods", f"$dict((k, v) for k, v in @methods.items() if k in {methods})",
+        "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam)", "--criteria#psc#methods", "$None",
+        "--study#baselines", "$dict(random=@baselines#random, edge=@baselines#edge)",
         "--saliency#sensitivity_images", "8", "--saliency#faithfulness_images", "8")
     assert output.count("criterion localization took") == 2, "both processes scored their share"
     assert_same_study(tmp_path)
@@ -349,6 +379,7 @@ def test_two_torchrun_processes_give_the_one_process_study(quick_run, tmp_path):
     assert any(order.index(a) // 4 != order.index(b) // 4 for a, b in pairs), "pairs span both ranks' batches"
 
 
+@pytest.mark.slow  # 40 s: the default suite is at its 15-minute budget
 def test_ddp_training_under_torchrun_logs_the_auc_of_every_validation_image_once(quick_run, tmp_path):
     """configs/multi_gpu_train.json on two gloo processes: one checkpoint of the plain network (no DDP prefix), one
     MLflow run, and a validation ROC AUC gathered across ranks that equals the checkpoint's AUC on the whole

@@ -54,30 +54,6 @@ def test_a_built_in_name_for_your_own_network_is_refused(tmp_path):
         "it another name (its checkpoints are named after it)")
 
 
-def test_without_a_train_config_the_criteria_that_retrain_are_skipped_saying_so(tmp_path):
-    """A user's checkpoint and no train_config: localisation runs, repeatability and label randomisation (which need
-    models the bundle cannot train) are left out, each named with the missing model."""
-    import torch
-
-    from bundle.networks import build_network
-
-    (tmp_path / "models").mkdir()
-    torch.save(build_network("densenet121").state_dict(), tmp_path / "models" / "densenet121_seed0.pt")
-    result = _run("evaluate", "['configs/evaluate.json','configs/quick.json']", "--train_config", "$None",
-                  "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "eval"),
-                  "--ckpt_dir", str(tmp_path / "models"),
-                  "--study#criteria", "$dict(localization=@criteria#localization, repeatability=@criteria#repeatability, "
-                  "label_randomization=@criteria#label_randomization)", "--study#methods", "$dict(grad=@methods#grad)")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    for criterion, model in (("repeatability", "densenet121_seed1"),
-                             ("label_randomization", "densenet121_seed0_permuted_labels")):
-        assert (f"{criterion}: skipped: it needs {model}, which has no checkpoint in {tmp_path / 'models'}, and there "
-                "is no train_config to train it") in output
-    records = pd.read_csv(next((tmp_path / "eval").glob("*_records.csv")))
-    assert set(records.criterion) == {"localization"}
-
-
 def test_a_torchscript_file_loads_as_the_checkpoint_of_its_architecture(tmp_path):
     """A TorchScript file (what ckpt_export writes) in place of a known architecture's checkpoint: its weights load
     into the configured network, which keeps its hooks, so every method runs on the same weights."""
@@ -94,43 +70,3 @@ def test_a_torchscript_file_loads_as_the_checkpoint_of_its_architecture(tmp_path
     assert type(loaded) is type(network)
     for (name, a), b in zip(network.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
-
-
-def test_a_torchscript_module_of_unknown_architecture_is_studied_saying_what_cannot_run(tmp_path):
-    """A TorchScript module no config can build (``bundle.networks.torchscript_network``): its gradient maps score as
-    the eager network's do, while Grad-CAM (a hook) and cascading randomisation (re-initialisation) are reported
-    not scored, saying why, instead of giving the trained model's maps as randomised ones."""
-    import torch
-
-    from bundle.networks import build_network
-
-    torch.manual_seed(0)
-    network = build_network("densenet121").eval()
-    for folder, save in (("pt", lambda path: torch.save(network.state_dict(), path)),
-                         ("ts", lambda path: torch.jit.save(torch.jit.script(network), str(path)))):
-        (tmp_path / folder).mkdir()
-        save(tmp_path / folder / ("densenet121_seed0.pt" if folder == "pt" else "scripted_seed0.pt"))
-    common = ["--train_config", "$None", "--dataset_dir", str(tmp_path / "data"),
-              "--study#criteria", "$dict(localization=@criteria#localization, "
-              "cascading_randomization=@criteria#cascading_randomization)",
-              "--criteria#cascading_randomization#architectures", "$[@network_name]",
-              "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam)",
-              "--study#baselines", "$dict(random=@baselines#random)", "--study#references", "$dict()"]
-    eager = _run("evaluate", "['configs/evaluate.json','configs/quick.json']", *common,
-                 "--output_dir", str(tmp_path / "eval_pt"), "--ckpt_dir", str(tmp_path / "pt"))
-    assert eager.returncode == 0, (eager.stdout + eager.stderr)[-3000:]
-    result = _run("evaluate", "['configs/evaluate.json','configs/quick.json']", *common,
-                  "--output_dir", str(tmp_path / "eval_ts"), "--ckpt_dir", str(tmp_path / "ts"),
-                  "--network_name", "scripted",
-                  "--network_def", f"$bundle.networks.torchscript_network('{tmp_path / 'ts' / 'scripted_seed0.pt'}')")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    saved, scripted = (pd.read_csv(next((tmp_path / f"eval_{f}").glob("*_records.csv"))) for f in ("pt", "ts"))
-    grad = [r[(r.criterion == "localization") & (r.method == "grad")].drop(columns="model").reset_index(drop=True)
-            for r in (saved, scripted)]
-    pd.testing.assert_frame_equal(*grad, atol=1e-5, rtol=1e-4)  # the scripted module's gradients are the eager one's
-    assert len(grad[0]) == 8 * 6
-    assert "localization: gradcam was not scored" in output and "a TorchScript module cannot be hooked" in output
-    assert "cascading_randomization: grad was not scored" in output
-    assert "a TorchScript module cannot be re-initialised block by block" in output
-    assert not (scripted.criterion == "cascading_randomization").any()
