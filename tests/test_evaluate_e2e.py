@@ -480,11 +480,8 @@ def comparable(client: mlflow.MlflowClient, run) -> tuple:
             sorted(a.path.replace(name, "<run>") for a in client.list_artifacts(run.info.run_id)))
 
 
-def test_a_real_server_gets_the_study_over_http_now_or_later(quick_run, server, tmp_path):
-    """The quick study's runs read back over HTTP from the real server, trainings nested under their study. With
-    the server stopped in the middle of another study (a rerun: it must reuse every model and map), that study
-    finishes, says so in one line, and ``scripts/log_to_mlflow.py`` logs it later exactly as a live run was
-    logged."""
+def test_a_real_server_gets_the_study_over_http(quick_run, server):
+    """The quick study's runs read back over HTTP from the real server, trainings nested under their study."""
     tmp, _ = quick_run
     remote = mlflow.MlflowClient(server.uri)
     local = mlflow.MlflowClient(f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
@@ -498,6 +495,16 @@ def test_a_real_server_gets_the_study_over_http_now_or_later(quick_run, server, 
     assert [m.step for m in remote.get_metric_history(trained[0].info.run_id, "val_auc")] == [1]
     assert any(a.path.endswith("_report.html") for a in remote.list_artifacts(live.info.run_id))
 
+
+@pytest.mark.slow  # 80 s: test_mirror covers a server down at a smaller scale in the default suite
+def test_a_server_stopped_mid_study_gets_the_run_later_and_a_rerun_reuses_every_map(quick_run, server, tmp_path):
+    """With the server stopped in the middle of another study (a rerun: it must reuse every model and map), that
+    study finishes, says so in one line, and ``scripts/log_to_mlflow.py`` logs it later exactly as a live run was
+    logged."""
+    tmp, _ = quick_run
+    remote = mlflow.MlflowClient(server.uri)
+    local = mlflow.MlflowClient(f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
+    live = newest(remote, "evaluate_")
     cached_maps = sorted((tmp / "eval" / "map_cache").rglob("*.npy"))
     stamps = {p: p.stat().st_mtime_ns for p in cached_maps}
     log = tmp_path / "study.log"
