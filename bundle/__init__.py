@@ -7,6 +7,6 @@ errors.install_excepthook()  # a failed `monai.bundle run` ends with its cause, 
 
 __version__ = "0.9.0"
 __all__ = [
-    "criteria", "data", "distributed", "errors", "findings", "handlers", "inference", "mirror", "models", "networks", "profiles",
-    "saliency", "study", "summary", "switches", "tracking", "trust",
+    "criteria", "data", "distributed", "errors", "findings", "handlers", "inference", "mirror", "models", "networks",
+    "profiles", "saliency", "study", "summary", "switches", "tracking", "trust",
 ]

@@ -41,7 +41,8 @@ def merge_shares(shares: Sequence[tuple[list[dict], list[dict]]], criteria: Sequ
     for _, share_failures in shares:
         for failure in share_failures:
             failures.setdefault((failure["criterion"], failure["method"]), failure)
-    criterion_at, source_at, image_at = ({n: i for i, n in enumerate(names)} for names in (criteria, sources, image_ids))
+    criterion_at, source_at, image_at = ({n: i for i, n in enumerate(names)}
+                                         for names in (criteria, sources, image_ids))
     rows = sorted((row for share_rows, _ in shares for row in share_rows
                    if (row["criterion"], row["method"]) not in failures),
                   key=lambda r: (criterion_at[r["criterion"]], source_at.get(r["method"], len(source_at)),

@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     overrides = ["--saliency#n_images", str(max(8, args.images))] + [
-        x for n in ("sensitivity", "agreement", "faithfulness", "psc") for x in (f"--saliency#{n}_images", str(args.images))]
+        x for n in ("sensitivity", "agreement", "faithfulness", "psc")
+        for x in (f"--saliency#{n}_images", str(args.images))]
     args.work.mkdir(parents=True, exist_ok=True)
     study(args.work, "train", [sys.executable], [], overrides)  # data and every model, not timed
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.processes}"]
@@ -76,8 +77,8 @@ def main() -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"processes": args.processes, "images": args.images, "verdicts_changed": changed,
-                                         "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"processes": args.processes, "images": args.images,
+                                         "verdicts_changed": changed, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

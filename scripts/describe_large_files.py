@@ -12,11 +12,12 @@ identifies one uploaded file, not a training.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import textwrap
 from pathlib import Path
 
 from monai.bundle import ConfigParser
+
+from bundle.saliency.cache import file_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = (
@@ -39,14 +40,6 @@ def default_checkpoints(config: Path = ROOT / "configs" / "evaluate.json") -> li
     return [f"models/{spec.checkpoint('').name}" for spec in specs]
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe(models: Path, url_base: str = "", origin: str = "") -> str:
     """The YAML text describing the default checkpoints found in ``models`` (each must be there)."""
     lines = [f"# {line}" for line in textwrap.wrap(HEADER.format(origin=origin or "unstated"), 110)] + ["large_files:"]
@@ -56,7 +49,7 @@ def describe(models: Path, url_base: str = "", origin: str = "") -> str:
             raise FileNotFoundError(f"{found}: missing; train the default models first (python -m monai.bundle run "
                                     "evaluate --config_file configs/evaluate.json trains every missing one)")
         url = url_base + Path(path).name if url_base else ""
-        lines += [f'  - path: "{path}"', f'    url: "{url}"', f'    hash_val: "{sha256(found)}"',
+        lines += [f'  - path: "{path}"', f'    url: "{url}"', f'    hash_val: "{file_digest(found)}"',
                   '    hash_type: "sha256"']
     return "\n".join(lines) + "\n"
 

@@ -20,8 +20,8 @@ from bundle.data.synthetic import SyntheticConfig, render
 from bundle.data.synthetic_dataset import ensure_synthetic_dataset, write_synthetic_dataset
 from bundle.data.synthetic_volume import ensure_volume_dataset, render_volume, write_volume_dataset
 from bundle.data.tables import dataset_folder
-from bundle.distributed import main_process_first
 from bundle.data.transforms import GroundTruthMaskd
+from bundle.distributed import main_process_first
 
 READERS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist,
            "siim": load_siim_datalist, "mura": load_mura_datalist, "chexlocalize": load_chexlocalize_datalist,
