@@ -83,7 +83,8 @@ def make_batches(n: int = 10, size: int = 24, order=None) -> list[dict]:
 def make_study(tmp_path, batches, methods=None, run_name="study", criteria=None) -> SaliencyStudy:
     net = SpotNet()
     (tmp_path / "models").mkdir(exist_ok=True)
-    torch.save(net.state_dict(), tmp_path / "models" / "spotnet_seed0.pt")
+    if not (tmp_path / "models" / "spotnet_seed0.pt").exists():  # torch.save writes a new digest: keep the cache keys
+        torch.save(net.state_dict(), tmp_path / "models" / "spotnet_seed0.pt")
     masks = torch.cat([b["mask"] for b in batches])
     return SaliencyStudy(
         network=net, model={"architecture": "spotnet", "seed": 0}, dataloader=batches,
@@ -286,6 +287,11 @@ def test_fidelity_without_a_defined_correlation_is_inconclusive():
     assert verdict.verdict == "INCONCLUSIVE" and "no defined correlation on 4 images" in verdict.rule
 
 
+def attacked_methods() -> dict:
+    return {"grad": get_method("grad"), "gradcam": get_method("gradcam", layer="act"),
+            "occlusion": get_method("occlusion", window=6, stride=6), "flat": ConstantMap(0.0)}
+
+
 @pytest.fixture(scope="module")
 def attacked_run(tmp_path_factory):
     """Faithfulness and PSC in the study: SpotNet (class 1 follows the bright lesion), two directly attacked
@@ -293,14 +299,12 @@ def attacked_run(tmp_path_factory):
     from bundle.criteria import Faithfulness, PredictionSaliencyCorrelation
 
     tmp = tmp_path_factory.mktemp("attacked")
-    methods = {"grad": get_method("grad"), "gradcam": get_method("gradcam", layer="act"),
-               "occlusion": get_method("occlusion", window=6, stride=6), "flat": ConstantMap(0.0)}
     with torch.no_grad():  # a min_score between the scores of the (quantised) images: some are skipped for it
         quantised = [torch.round(255 * b["image"]) / 255 for b in make_batches(12)]
         scores = torch.cat([torch.softmax(SpotNet()(x), dim=1)[:, 1] for x in quantised])
     criteria = {"faithfulness": Faithfulness(min_score=float(scores.quantile(0.3)), workers=2, min_pairs=3),
                 "psc": PredictionSaliencyCorrelation(iterations=4, lr=0.01, epsilon=0.05, min_images=3)}
-    study = make_study(tmp, make_batches(12), methods=methods, criteria=criteria)
+    study = make_study(tmp, make_batches(12), methods=attacked_methods(), criteria=criteria)
     return tmp, study, study.run()
 
 
@@ -331,6 +335,30 @@ def test_faithfulness_records_curves_and_skips_by_reason(attacked_run):
     flat = rows.loc[("flat", "sic_auc", "trained")]  # a constant map ranks no pixel first: NaN, counted
     assert flat.n == 0 and flat.n_nan == 12
     assert (tmp / "eval" / "study_faithfulness.png").is_file()
+
+
+def test_a_rerun_reads_the_curves_from_the_cache_without_scoring_an_image(attacked_run):
+    """The blurred images' information and logits are cached like maps: the same faithfulness settings again in
+    the same folder give the same records without one forward pass; other reveal fractions are measured anew."""
+    from bundle.criteria import Faithfulness
+
+    tmp, study, _ = attacked_run
+    faithfulness = study.criteria["faithfulness"]
+    calls = []
+
+    def study_of(faithfulness, run_name):
+        study = make_study(tmp, make_batches(12), methods=attacked_methods(), run_name=run_name,
+                           criteria={"faithfulness": faithfulness})
+        study.network.register_forward_hook(lambda *_: calls.append(1))
+        return study.run()
+
+    study_of(faithfulness, "rerun")
+    records = [pd.read_csv(tmp / "eval" / f"{name}_records.csv") for name in ("study", "rerun")]
+    first = records[0][records[0].criterion == "faithfulness"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, records[1].reset_index(drop=True))
+    assert not calls
+    study_of(Faithfulness(fractions=(0.1, 0.5), min_score=faithfulness.min_score, min_pairs=3), "fewer")
+    assert calls  # one model row and the kept images are scored again
 
 
 def test_psc_records_attack_within_epsilon_and_counts_what_it_cannot_judge(attacked_run):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -137,15 +137,19 @@ class StudyContext:
         return self.cached(spec, method, batch, compute, step)
 
     def cached(self, spec: ModelSpec, what: object, batch: Mapping, compute: Callable[[list[int]], torch.Tensor],
-               step: str = "trained") -> torch.Tensor:
+               step: str = "trained", positions: Sequence[int] | None = None) -> torch.Tensor:
         """Per-image tensors of a batch that depend on model ``spec`` (at ``step``) and on ``what`` (its ``repr``:
-        a method with its parameters, an attack), from the cache when there, else ``compute(positions)`` of the
-        missing images. Without a cache everything is computed."""
+        a method with its parameters, an attack, PIC's settings), from the cache when there, else
+        ``compute(positions)`` of the missing images; ``positions`` keeps some of the batch's images (all by
+        default). Without a cache everything is computed."""
+        ids = self.image_ids(batch)
+        chosen = list(range(len(ids))) if positions is None else list(positions)
         if self.cache is None:
-            return compute(list(range(len(self.image_ids(batch)))))
+            return compute(chosen)
         description = MapCache.describe(spec.name, self.weights_digest(spec), what, self.target,
                                         dict(self.cache_context), step)
-        return self.cache.fetch(description, self.image_ids(batch), compute, self.device)
+        return self.cache.fetch(description, [ids[i] for i in chosen],
+                                lambda missing: compute([chosen[i] for i in missing]), self.device)
 
     def warn_once(self, message: str) -> None:
         """Log a warning about the data once per study, however many sources meet it."""

@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
+import torch
 from monai.utils import look_up_option
 from threadpoolctl import threadpool_limits
 
@@ -20,8 +21,8 @@ from bundle.saliency.base import budget_inputs
 from bundle.summary import SUMMARY_COLUMNS, compare_to_baseline
 from bundle.trust.normalization import normalize_maps
 from bundle.trust.pic import (
-    INFORMATION, PIC_FRACTIONS, PIC_KINDS, SKIP_REASONS, PicResult, curve_through, median_curve, pic_curves,
-    random_reveal_mask, to_uint8,
+    INFORMATION, PIC_FRACTIONS, PIC_KINDS, SKIP_REASONS, PicResult, curve_through, curves_from_logits, median_curve,
+    pic_measurements, random_reveal_mask, to_uint8,
 )
 
 MODEL_ROW = "model"  # the records' method column for what depends on the image and model only (skip reasons)
@@ -113,14 +114,24 @@ class Faithfulness(Criterion):
             yield from super().evaluate(ctx)
         self._pool = None
 
-    def _curves(self, ctx, batch, maps: np.ndarray, fractions: Sequence[float], keep: list[int]):
-        """Curves of the images at positions ``keep``, as arrays over the whole batch (NaN elsewhere)."""
+    def _curves(self, ctx, batch, source: str, maps: np.ndarray, fractions: Sequence[float], keep: list[int]):
+        """Curves of the images at positions ``keep``, as arrays over the whole batch (NaN elsewhere). What they are
+        read from (information and logits of every blurred image) is cached like a map: a rerun blurs nothing."""
         images = to_uint8(ctx.images(batch))
         n, mask = len(images), random_reveal_mask(images.shape[1:], self.reveal_fraction, self.seed)
-        results = pic_curves(ctx.model(ctx.primary), images[keep], maps[keep], mask, ctx.target, self.kinds,
-                             fractions, self.min_score, self.monotonic, information_kind=self.information,
-                             batch_size=budget_inputs(ctx.images(batch)), executor=self._pool,
-                             device=ctx.device) if keep else {}
+
+        def measure(positions: list[int]) -> torch.Tensor:
+            info, logits = pic_measurements(ctx.model(ctx.primary), images[positions], maps[positions], mask,
+                                            fractions, self.information, budget_inputs(ctx.images(batch)),
+                                            self._pool, ctx.device)
+            return torch.cat([torch.as_tensor(info)[..., None], logits], dim=-1)  # (n, F + 2, 1 + classes)
+
+        what = (f"pic_measurements(source={ctx.sources[source] if source in ctx.sources else source!r}, "
+                f"fractions={tuple(fractions)}, information={self.information!r}, "
+                f"reveal_fraction={self.reveal_fraction}, seed={self.seed})")
+        measured = ctx.cached(ctx.primary, what, batch, measure, positions=keep).cpu().double() if keep else None
+        results = curves_from_logits(measured[..., 0].numpy(), measured[..., 1:], ctx.target, self.kinds,
+                                     self.min_score, self.monotonic) if keep else {}
         out = {}
         for kind in self.kinds:
             r = results.get(kind, PicResult(None, None, np.zeros(0), np.zeros((0, len(fractions))),
@@ -140,7 +151,8 @@ class Faithfulness(Criterion):
             ids = ctx.image_ids(batch)
             if name == MODEL_ROW:  # the skip rules read only the original and the fully blurred image
                 everything = list(range(len(ids)))
-                results = self._curves(ctx, batch, np.zeros(ctx.images(batch)[:, 0].shape), (), everything)
+                results = self._curves(ctx, batch, MODEL_ROW, np.zeros(ctx.images(batch)[:, 0].shape), (),
+                                       everything)
                 for kind, (*_, skipped) in results.items():
                     for reason in SKIP_REASONS:
                         records += records_for(ids, [float(s == reason) for s in skipped],
@@ -152,7 +164,7 @@ class Faithfulness(Criterion):
                 ctx.warn_once(f"{self.name}: the {name} map of {image_id} is constant or not finite: it ranks no "
                               "pixel before another, its curves are NaN (counted)")
             keep = [j for j, i in enumerate(ids) if i not in self._unscored]
-            results = self._curves(ctx, batch, maps.cpu().numpy(), self.fractions, keep)
+            results = self._curves(ctx, batch, name, maps.cpu().numpy(), self.fractions, keep)
             undefined = constant.cpu().numpy()[:, None]
             for kind, (auc, points_x, points_y, _) in results.items():
                 records += records_for(ids, np.where(undefined[:, 0], np.nan, auc), metric=f"{kind}_auc",

@@ -155,6 +155,42 @@ def curve_through(x: np.ndarray, y: np.ndarray, curve_x: np.ndarray) -> np.ndarr
     return np.append(line(curve_x[:-1]), 1.0)
 
 
+def _check_kinds(kinds: Sequence[str]) -> None:
+    for kind in kinds:
+        if kind not in PIC_KINDS:
+            raise ValueError(f"kind must be one of {PIC_KINDS}, got {kind!r}")
+
+
+def pic_measurements(
+    model: Callable, images: np.ndarray, maps: np.ndarray, reveal_mask: np.ndarray,
+    fractions: Sequence[float] = PIC_FRACTIONS, information_kind: str = "webp", batch_size: int = 64,
+    executor: Executor | None = None, device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, torch.Tensor]:
+    """What the curves are read from, per image: the information (N, F + 2) and the model's float64 logits
+    (N, F + 2, C) of its fully blurred version, its version at each reveal fraction and the original.
+
+    ``executor`` (e.g. a process pool) makes the blurred images of different images in parallel; the model then
+    scores them all in passes of ``batch_size``."""
+    images, maps = np.asarray(images), np.asarray(maps)
+    if images.dtype != np.uint8 or images.ndim != 3 or maps.shape != images.shape:
+        raise ValueError(f"images must be uint8 (N, H, W) and maps the same shape; got {images.dtype} "
+                         f"{images.shape} and {maps.shape}")
+    mapper = executor.map if executor is not None else map
+    measured = list(mapper(blurred_measurements, images, maps, repeat(reveal_mask), repeat(tuple(fractions)),
+                           repeat(information_kind)))
+    info, stacked = np.stack([m[1] for m in measured]), np.concatenate([m[0] for m in measured])
+    return info, _logits(model, stacked, batch_size, torch.device(device)).reshape(len(images), len(fractions) + 2, -1)
+
+
+def curves_from_logits(info: np.ndarray, logits: torch.Tensor, target: int = 1, kinds: Sequence[str] = PIC_KINDS,
+                       min_score: float = 0.8, monotonic: bool = True, n_points: int = 1000) -> dict[str, PicResult]:
+    """SIC and / or AIC curves from :func:`pic_measurements`' information and logits, every kind from the same
+    logits."""
+    _check_kinds(kinds)
+    return {kind: curves_from_measurements(info, class_scores(logits, target, kind), min_score, monotonic, n_points)
+            for kind in kinds}
+
+
 def pic_curves(
     model: Callable, images: np.ndarray, maps: np.ndarray, reveal_mask: np.ndarray, target: int = 1,
     kinds: Sequence[str] = PIC_KINDS, fractions: Sequence[float] = PIC_FRACTIONS, min_score: float = 0.8,
@@ -169,22 +205,10 @@ def pic_curves(
     original scores below ``min_score``, the fully blurred image is not less informative than the original,
     or it does not score lower.
     """
-    for kind in kinds:
-        if kind not in PIC_KINDS:
-            raise ValueError(f"kind must be one of {PIC_KINDS}, got {kind!r}")
-    images, maps = np.asarray(images), np.asarray(maps)
-    if images.dtype != np.uint8 or images.ndim != 3 or maps.shape != images.shape:
-        raise ValueError(f"images must be uint8 (N, H, W) and maps the same shape; got {images.dtype} "
-                         f"{images.shape} and {maps.shape}")
-
-    mapper = executor.map if executor is not None else map
-    measured = list(mapper(blurred_measurements, images, maps, repeat(reveal_mask), repeat(tuple(fractions)),
-                           repeat(information_kind)))
-    info = np.stack([m[1] for m in measured])
-    stacked = np.concatenate([m[0] for m in measured])
-    logits = _logits(model, stacked, batch_size, torch.device(device)).reshape(len(images), len(fractions) + 2, -1)
-    return {kind: curves_from_measurements(info, class_scores(logits, target, kind), min_score, monotonic, n_points)
-            for kind in kinds}
+    _check_kinds(kinds)
+    info, logits = pic_measurements(model, images, maps, reveal_mask, fractions, information_kind, batch_size,
+                                    executor, device)
+    return curves_from_logits(info, logits, target, kinds, min_score, monotonic, n_points)
 
 
 def aggregate_pic(curve_x: np.ndarray, curves: np.ndarray) -> tuple[np.ndarray, float]:
