@@ -213,6 +213,7 @@ def _run(tmp_path: Path, root: Path, workflow: str, output: str, *extra: str) ->
     return result.stdout
 
 
+@pytest.mark.slow  # 57 s: the default suite is at its 15-minute budget
 def test_the_study_runs_per_finding_through_the_real_command(tmp_path):
     """`run per_finding --findings [...]`: one study per finding (its own model, positives and masks; records equal to
     `run evaluate --dataset_options#finding`), one table and one MLflow run whose keys carry the finding."""

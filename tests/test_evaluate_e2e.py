@@ -160,8 +160,7 @@ def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
     assert str(tmp / "eval") in client.get_experiment(experiment.experiment_id).artifact_location
 
 
-STEPS = {"densenet121_seed0": ["class_layers", "denseblock4", "conv0"],
-         "inception_v3_seed0": ["fc", "Mixed_6e", "Conv2d_1a_3x3"]}  # configs/quick.json
+STEPS = {"densenet121_seed0": ["class_layers", "conv0"], "inception_v3_seed0": ["fc", "Conv2d_1a_3x3"]}  # quick.json
 
 
 def test_sensitivity_and_agreement_records_mlflow_steps_and_figure(quick_run):
@@ -181,11 +180,11 @@ def test_sensitivity_and_agreement_records_mlflow_steps_and_figure(quick_run):
                     if r.info.run_name.startswith("evaluate_"))
     run_id, metrics, tags = evaluate.info.run_id, evaluate.data.metrics, evaluate.data.tags
     history = client.get_metric_history(run_id, "cascading_randomization/ssim/grad")
-    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3]  # the cascade step as MLflow step
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2]  # the cascade step as MLflow step
     last = cascade[(cascade.model == "densenet121_seed0") & (cascade.method == "grad")
                    & (cascade.step == "cascading:conv0")].value.mean()
-    assert next(m.value for m in history if m.step == 3) == pytest.approx(last, rel=1e-6)
-    assert len(client.get_metric_history(run_id, "cascading_randomization/ssim/grad/inception_v3_seed0")) == 3
+    assert next(m.value for m in history if m.step == 2) == pytest.approx(last, rel=1e-6)
+    assert len(client.get_metric_history(run_id, "cascading_randomization/ssim/grad/inception_v3_seed0")) == 2
     for key in ("cascading_randomization/unrelated_ssim/grad", "label_randomization/ssim/grad",
                 "repeatability/iou/grad", "reproducibility/ssim/grad", "repeatability/iou/readers",
                 "model/densenet121_seed0_permuted_labels/auc", "time/cascading_randomization_s",
@@ -259,6 +258,7 @@ def test_the_label_permuted_model_is_near_chance_and_printed(quick_run):
     assert abs(float(printed.group(1)) - 0.5) < 0.2, printed.group(0)
 
 
+@pytest.mark.slow  # 40 s; test_epoch_trust trains twice with one seed and compares the weights bit for bit
 def test_two_identical_trainings_agree_perfectly(quick_run, tmp_path):
     """Same seed, same machine: the same weights, so every map agrees with SSIM 1."""
     import torch

@@ -135,6 +135,7 @@ def test_3d_networks_know_their_dimensions_and_cam_layer():
         build_network("densenet121", spatial_dims=3)
 
 
+@pytest.mark.slow  # 46 s; test_every_3d_criterion_runs_on_volumes (slow) runs its superset
 def test_the_study_runs_on_volumes_through_the_real_command(tmp_path):
     """The quick 3-D config end to end: a 3-D DenseNet121 trained on the synthetic brains, maps in 3-D, localisation
     against the lesion volumes (the oracle hits every lesion), lesion reliance against the twin volumes, cascading
