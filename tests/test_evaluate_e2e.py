@@ -284,6 +284,7 @@ def test_two_identical_trainings_agree_perfectly(quick_run, tmp_path):
     torch.testing.assert_close(ssim(*scaled), torch.ones(3))
 
 
+@pytest.mark.slow  # 26 s: the default suite is at its 15-minute budget
 def test_your_torchscript_model_without_a_train_config_is_studied_saying_what_cannot_run(quick_run, tmp_path):
     """The quick study's trained DenseNet121 as a TorchScript module no config builds
     (``bundle.networks.torchscript_network``) and no train_config: its gradient maps score as the eager network's

@@ -142,6 +142,7 @@ def test_the_configs_read_nih_by_name(nih):
         assert config.get_parsed_content("ckpt_dir") == str(ROOT / "models" / "siim")
 
 
+@pytest.mark.slow  # 31 s: the default suite is at its 15-minute budget; the NIH reader's rules are tested above
 def test_the_study_runs_on_an_nih_folder_through_the_real_command(tmp_path):
     """`python -m monai.bundle run evaluate --dataset_name nih`: trains on the PNGs, scores the boxed positives."""
     root = tmp_path / "nih"

@@ -45,6 +45,7 @@ def test_a_monai_resnet18_trained_with_our_train_config_is_studied(tmp_path):
     assert "resnet18_seed0 on synthetic (test split" in output
 
 
+@pytest.mark.slow  # 16 s: the default suite is at its 15-minute budget
 def test_a_built_in_name_for_your_own_network_is_refused(tmp_path):
     result = _run("run", "configs/train.json", "--network_def", RESNET, "--output_dir", str(tmp_path / "eval"),
                   "--dataset_dir", str(tmp_path / "data"))
