@@ -129,9 +129,11 @@ class Faithfulness(Criterion):
         what = (f"pic_measurements(source={ctx.sources[source] if source in ctx.sources else source!r}, "
                 f"fractions={tuple(fractions)}, information={self.information!r}, "
                 f"reveal_fraction={self.reveal_fraction}, seed={self.seed})")
-        measured = ctx.cached(ctx.primary, what, batch, measure, positions=keep).cpu().double() if keep else None
-        results = curves_from_logits(measured[..., 0].numpy(), measured[..., 1:], ctx.target, self.kinds,
-                                     self.min_score, self.monotonic) if keep else {}
+        results = {}
+        if keep:
+            measured = ctx.cached(ctx.primary, what, batch, measure, positions=keep).cpu()
+            results = curves_from_logits(measured[..., 0].numpy(), measured[..., 1:], ctx.target, self.kinds,
+                                         self.min_score, self.monotonic)
         out = {}
         for kind in self.kinds:
             r = results.get(kind, PicResult(None, None, np.zeros(0), np.zeros((0, len(fractions))),
