@@ -38,7 +38,7 @@ class Architecture:
     cam_layer: str | None
     # (block name, module paths reset together), from the output back to the input
     randomisation_blocks: tuple[tuple[str, tuple[str, ...]], ...] | None
-    spatial_dims: int | None = 2  # 3: a network for volumes (its name ends in _3d)
+    spatial_dims: int | None = 2  # 3: a network for volumes (its name ends in _3d); None: either
 
 
 def _densenet121(in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2) -> nn.Module:
@@ -77,6 +77,44 @@ def _inception_v3(in_channels: int = 1, num_classes: int = 2, spatial_dims: int 
     return net
 
 
+class GlassBox(nn.Module):
+    """A linear classifier of the image averaged over a grid of ``cells`` x ``cells`` cells: each logit is an
+    explicit linear function of the pixels, so its exact attribution is known by construction (calibration's
+    known-good model). Its gradient is the cell's weight divided by the cell's pixel count, the same for every
+    image; Integrated Gradients from a black image is the image times that gradient.
+
+    Args:
+        in_channels / num_classes: as every network here. spatial_dims: 2 or 3. cells: cells per side.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2, cells: int = 16) -> None:
+        super().__init__()
+        self.pool = (nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d)(cells)
+        self.fc = nn.Linear(in_channels * cells ** spatial_dims, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(x).flatten(1))
+
+
+class IntensityModel(nn.Module):
+    """A fixed model whose target logit is ``sign`` x the image's mean intensity (the other logit 0): calibration's
+    known answers for lesion reliance. On the synthetic radiographs a lesion adds attenuation, shown brighter, so
+    ``sign`` 1 scores a positive above its lesion-free twin, ``sign`` -1 below it, and ``sign`` 0 ties them.
+
+    Args:
+        sign: 1, -1 or 0. target: the class whose logit carries the intensity.
+    """
+
+    def __init__(self, sign: int = 1, target: int = 1) -> None:
+        super().__init__()
+        self.sign, self.target = sign, target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(len(x), 2, dtype=x.dtype, device=x.device)
+        logits[:, self.target] = self.sign * x.flatten(1).mean(dim=1)
+        return logits
+
+
 _DENSENET_BLOCKS = (
     ("class_layers", ("class_layers",)),
     ("denseblock4", ("features.norm5", "features.denseblock4")),
@@ -102,6 +140,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     # volumes: MONAI's DenseNets with 3-D convolutions (the same block names), two depths for reproducibility. Their
     # CAM layer is denseblock3 (1/16 of the input a side): the last one is 1/32, a single voxel at 32^3, whose CAM
     # is constant
+    "glass_box": Architecture("glass_box", GlassBox, "pool", (("fc", ("fc",)),), None),
     "densenet121_3d": Architecture("densenet121_3d", _densenet121, "features.denseblock3", _DENSENET_BLOCKS, 3),
     "densenet169_3d": Architecture("densenet169_3d", _densenet169, "features.denseblock3", _DENSENET_BLOCKS, 3),
 }
@@ -127,11 +166,11 @@ def build_network(name: str = "densenet121", in_channels: int = 1, num_classes: 
     architecture = get_architecture(name)
     if architecture.cam_layer is None:  # a user's network: its own config decides its shape
         return architecture.factory()
-    if spatial_dims is not None and spatial_dims != architecture.spatial_dims:
+    if spatial_dims is not None and architecture.spatial_dims not in (None, spatial_dims):
         names = sorted(n for n, a in ARCHITECTURES.items() if a.spatial_dims == spatial_dims)
         raise ValueError(f"network {name!r} is {architecture.spatial_dims}-D but spatial_dims is {spatial_dims}: "
                          f"choose one of {names} (network_name)")
-    spatial_dims = architecture.spatial_dims
+    spatial_dims = architecture.spatial_dims or spatial_dims or 2  # None: an architecture of either dimension
     net = architecture.factory(in_channels=in_channels, num_classes=num_classes, spatial_dims=spatial_dims)
     if spatial_dims == 2:
         net = net.to(memory_format=torch.channels_last)

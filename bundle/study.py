@@ -33,9 +33,9 @@ from bundle.networks import build_network, load_checkpoint
 from bundle.records import RecordWriter, merge_shares
 from bundle.report import FIGURES, agreement_scatter, format_report, saliency_gallery, write_html_report
 from bundle.saliency.cache import MapCache, file_digest
-from bundle.summary import adjust_across_grid, summarise
+from bundle.verdicts import apply_calibration, calibration_status, judge, latest_calibration, verdict_stability
 from bundle.mirror import mirror_or_explain
-from bundle.tracking import check_store, export_executed_config, log_study, unique_run_name
+from bundle.tracking import calibration_metrics, check_store, export_executed_config, log_study, unique_run_name
 from bundle.trust.normalization import normalize_maps
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ class SaliencyStudy:
         id_key: str = "patient_id",
         auc_dataloader: DataLoader | None = None,
         mirror_uri: str | None = None,
+        stability_resamples: int = 200,
+        image_settings: Mapping[str, str] | None = None,
     ) -> None:
         sources = {"method": dict(methods), "baseline": dict(baselines), "reference": dict(references or {})}
         names = [n for group in sources.values() for n in group]
@@ -116,6 +118,7 @@ class SaliencyStudy:
         if finding:  # a multi-label dataset's finding: in the title, the tags and the map-cache keys
             self.params["finding"] = finding
         self.n_resamples, self.seed, self.gallery_images, self.id_key = n_resamples, seed, gallery_images, id_key
+        self.stability_resamples, self.image_settings = stability_resamples, dict(image_settings or {})
         self.cache = MapCache(cache_dir) if cache_dir else None
         self.auc_dataloader = auc_dataloader
         self.mirror_uri, self._trained_runs = mirror_uri, []
@@ -211,12 +214,9 @@ class SaliencyStudy:
         records, seconds = self._merge(ctx, gathered)
         aucs = self._model_aucs(ctx, specs)
         kinds = {**self.kinds, READERS: "reference"}  # the second reader's agreement is a reference row
-        aggregates = [c.aggregates(records, kinds, self.n_resamples, self.seed) for c in self.criteria.values()]
-        summary = pd.concat([summarise(records, kinds, self.n_resamples, self.seed),
-                             *[a for a in aggregates if len(a)]], ignore_index=True)
-        comparisons = adjust_across_grid(pd.concat(
-            [c.comparisons(records, self.kinds, self.n_resamples, self.seed) for c in self.criteria.values()]))
-        verdicts = pd.concat([c.verdicts(summary, comparisons) for c in self.criteria.values()], ignore_index=True)
+        judged = judge(self.criteria, records, kinds, self.n_resamples, self.seed)
+        summary, comparisons, verdicts = judged.summary, judged.comparisons, judged.verdicts
+        verdicts = self._trust_in_verdicts(records, kinds, verdicts)
         verdicts = pd.concat([verdicts, pd.DataFrame(
             [{**f, "verdict": "INCONCLUSIVE", "rule": f"not scored: {f['error']}"} for f in ctx.failures
              if self.kinds.get(f["method"], f.get("kind", "method")) == "method"],  # baselines, references: none
@@ -226,11 +226,29 @@ class SaliencyStudy:
                    "headlines": {n: c.headline for n, c in self.criteria.items()},
                    "notes": {n: repr(c) for n, c in self.criteria.items()}, "aucs": aucs, "seconds": seconds,
                    "tabled": {n: c.tabled for n, c in self.criteria.items()},
+                   "trust": {**self._calibration, "stability_resamples": self.stability_resamples,
+                             "image_settings": self.image_settings},
                    "data_issues": data_issue_counts(getattr(getattr(self.dataloader, "dataset", None), "data", None))}
         report = format_report(failures=ctx.failures, **content)
         print(report, flush=True)
         self._save_and_log(ctx, self._records_path(), records, comparisons, report, content)
         return summary
+
+    def _trust_in_verdicts(self, records: pd.DataFrame, kinds: Mapping[str, str], verdicts: pd.DataFrame) -> pd.DataFrame:
+        """Each verdict's stability (the share of bootstrap resamples of the images that give it again, from the
+        records alone) and its criterion's calibration, read from the newest ``run calibrate`` in the output folder:
+        a criterion that failed its calibration has its verdicts made INCONCLUSIVE by rule."""
+        if self.stability_resamples > 0:
+            start = time.perf_counter()
+            verdicts = verdicts.merge(verdict_stability(self.criteria, records, kinds, verdicts,
+                                                        self.stability_resamples, self.seed, self.n_resamples),
+                                      on=["criterion", "method"], how="left")
+            logger.info("verdict stability: %d bootstrap resamples of the images in %.1f s", self.stability_resamples,
+                        time.perf_counter() - start)
+        calibration, path = latest_calibration(self.output_dir)
+        status = calibration_status(calibration, self.criteria, self.params)
+        self._calibration = {"record": calibration, "file": path, "status": status}
+        return apply_calibration(verdicts, status)
 
     def _records_path(self, rank: int = 0) -> Path:
         return self.output_dir / f"{self.run_name}_records{f'.rank{rank}' if rank else ''}.csv"
@@ -360,11 +378,16 @@ class SaliencyStudy:
                  **{f"data/{action}/{reason}": n for action, counts in content["data_issues"].items()
                     for reason, n in counts.items()},
                  **{f"data/{action}": sum(counts.values()) for action, counts in content["data_issues"].items()}}
+        status = self._calibration["status"]
+        if any(s["calibrated"] is not None for s in status.values()):  # the calibration these verdicts rest on
+            extra.update(calibration_metrics(self._calibration["record"]))
         def log(uri: str) -> str:
             return log_study(uri, self.experiment_name, self.run_name, self.output_dir, params, summary, verdicts,
                              comparisons, ctx.failures, paths, report,
                              tags={"bundle_version": __version__, "dataset": self.params.get("dataset", ""),
                                    "profile": self.params.get("profile", ""),
+                                   **{f"calibrated/{n}": {True: "yes", False: "no"}.get(c["calibrated"], c["why"])
+                                      for n, c in status.items()},
                                    **({"finding": self.params["finding"]} if "finding" in self.params else {})},
                              primary=self.primary.name, extra_metrics=extra, children=self._trained_runs)
 

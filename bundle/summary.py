@@ -66,16 +66,16 @@ def compare_to_baseline(
     """
     rows = records[(records.criterion == criterion) & (records.metric == metric)]
     unscored = "" if (rows.method == baseline).any() else baseline
-    reference = rows[rows.method == baseline].set_index(["image_id", "model", "step"])["value"]
+    # one row per image (and model, step), one column per source: paired by image id, never by position
+    wide = rows.pivot(index=["image_id", "model", "step"], columns="method", values="value").sort_index()
+    theirs = wide[baseline].to_numpy() if baseline in wide else np.full(len(wide), np.nan)
+    sign = 1.0 if higher_is_better else -1.0
     out = []
-    for method, group in rows[rows.method.map(kinds).eq("method")].groupby("method", sort=False):
-        ours = group.set_index(["image_id", "model", "step"])["value"].sort_index()
-        theirs = reference.reindex(ours.index)  # paired by image id, never by position
-        sign = 1.0 if higher_is_better else -1.0
-        c = paired_comparison(sign * ours.to_numpy(), sign * theirs.to_numpy(), n_resamples, seed=seed)
+    for method in dict.fromkeys(rows.method[rows.method.map(kinds).eq("method")]):
+        c = paired_comparison(sign * wide[method].to_numpy(), sign * theirs, n_resamples, seed=seed)
         out.append({"criterion": criterion, "method": method, "metric": metric, "baseline": baseline, "n_pairs": c.n,
-                    "mean_diff": c.mean_diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "p_value": c.p_value,
-                    "direction": c.direction, "unscored_baselines": unscored})
+                    "mean_diff": c.mean_diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "sd_diff": c.sd_diff,
+                    "p_value": c.p_value, "direction": c.direction, "unscored_baselines": unscored})
     return pd.DataFrame(out)
 
 

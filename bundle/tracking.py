@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -174,6 +175,9 @@ def log_study(
                                step=step)
         mlflow.set_tags({**(tags or {}),
                          **{f"verdict/{v.criterion}/{v.method}": v.verdict for v in verdicts.itertuples(index=False)},
+                         **{f"stability/{v.criterion}/{v.method}": f"{v.stability:.3f}"
+                            for v in verdicts.itertuples(index=False) if math.isfinite(getattr(v, "stability", math.nan))},
+
                          **{f"error/{f['criterion']}/{f['method']}": f["error"][:5000] for f in failures}})
         for path in artifacts:
             mlflow.log_artifact(str(path))
@@ -182,4 +186,48 @@ def log_study(
         for name in children or ():
             for child in client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{name}'"):
                 client.set_tag(child.info.run_id, "mlflow.parentRunId", run.info.run_id)
+        return run.info.run_id
+
+
+def metric_name(text: str) -> str:
+    """``text`` with every character MLflow refuses in a metric key (``+``, ``:``, ``@``, ...) replaced by ``_``."""
+    return re.sub(r"[^\w.\- /]", "_", text)
+
+
+def calibration_metrics(record: dict) -> dict[str, float]:
+    """MLflow metrics of a calibration (``bundle.calibration``): per criterion ``calibration/<criterion>/<measure>``
+    (``false_pass_rate``, ``false_pass_high``, ``power``, ``power_low``, ``calibrated``, and per graded control
+    ``spearman/<control>`` and ``resolution/<control>``), and per control ``calibration/<criterion>/<control>/
+    pass_rate``. Values that are not finite (a resolution beyond the last level) are left out."""
+    import math
+
+    values = {}
+    for row in record.get("criteria", []):
+        for measure, value in row.items():
+            if measure not in ("criterion", "why") and value is not None:
+                values[f"calibration/{row['criterion']}/{measure.replace(':', '/')}"] = float(value)
+    for row in record.get("table", []):
+        values[f"calibration/{row['criterion']}/{row['label']}/pass_rate"] = float(row["pass_rate"])
+    return {metric_name(k): v for k, v in values.items() if math.isfinite(v)}
+
+
+def log_calibration(tracking_uri: str, experiment_name: str, run_name: str, output_dir: str | os.PathLike,
+                    record: dict, artifacts: list, report: str) -> str:
+    """Log a calibration as one MLflow run of the study's experiment: its settings as params, its measures as
+    metrics (:func:`calibration_metrics`), its tables and report as artifacts; return the run's id."""
+    import mlflow
+
+    experiment_id = ensure_experiment(tracking_uri, experiment_name, output_dir)
+    mlflow.set_tracking_uri(tracking_uri)
+    params = {k: record[k] for k in ("draws", "power_target", "family", "seed", "noise_levels", "shift_fractions",
+                                     "glass_box", "seconds")}
+    params.update({f"criterion.{name}": setting for name, setting in record["settings"].items()})
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        mlflow.log_metrics(calibration_metrics(record))
+        mlflow.set_tags({"calibration": "yes", **{f"calibrated/{c['criterion']}": "yes" if c["calibrated"] else "no"
+                                                 for c in record["criteria"]}})
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+        mlflow.log_text(report, "calibration.txt")
         return run.info.run_id

@@ -11,13 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 
+import numpy as np
 import pandas as pd
 
 from bundle.models import ModelSpec
 from bundle.progress import progress
+from bundle.trust.stats import WILCOXON_EFFICIENCY, images_for_mean_test
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
-VERDICT_COLUMNS = ("criterion", "method", "verdict", "rule")
+# images_needed: for an INCONCLUSIVE, the images its deciding test would need at 80 % power (inf: no effect to detect)
+VERDICT_COLUMNS = ("criterion", "method", "verdict", "rule", "images_needed")
+POWER = 0.8
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class Criterion:
     headline: str = ""  # the metric the report's verdict table shows for this criterion
     figure: str = ""  # the figure the study draws for it (a name in bundle.report.FIGURES), if any
     tabled: tuple[str, ...] | None = None  # the metrics of its table in the report (None: every metric)
+    interval_decides = False  # whether a bootstrap interval (not a test's p-value) decides its verdicts
+    higher_is_better = True  # the direction of its headline score (calibration reads the trend of degradations)
 
     def models(self, primary: ModelSpec) -> list[ModelSpec]:
         """The trained models this criterion needs (the study trains missing ones first)."""
@@ -97,8 +103,14 @@ class Criterion:
         return pd.DataFrame()
 
     def verdicts(self, summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
-        """PASS / FAIL / INCONCLUSIVE per method with the rule that decided it (:data:`VERDICT_COLUMNS`)."""
+        """PASS / FAIL / INCONCLUSIVE per method with the rule that decided it and, for an INCONCLUSIVE, the images
+        its deciding test would need at :data:`POWER` (:data:`VERDICT_COLUMNS`)."""
         raise NotImplementedError
+
+    def deciding(self, records: pd.DataFrame) -> pd.DataFrame:
+        """The records its verdicts are computed from (all of this criterion's by default): what a bootstrap of the
+        verdicts resamples, so that it repeats only the work a verdict needs."""
+        return records[records.criterion == self.name]
 
     def params(self) -> dict:
         """Settings that change a number, for MLflow params and the report."""
@@ -126,6 +138,25 @@ def verdict_against_baseline(c, metric: str, alpha: float, min_pairs: int, which
     else:
         verdict, why = INCONCLUSIVE, f"not distinguishable from {c.baseline} (p_Holm >= {alpha})"
     return verdict, f"{why}; {test}"
+
+
+def images_needed(verdict: str, needed: float, have: int = 0, least: int = 0) -> float:
+    """``needed`` for an INCONCLUSIVE (at least ``least``, and never fewer than the ``have`` images already scored
+    plus one), NaN for a decided verdict."""
+    if verdict != INCONCLUSIVE:
+        return float("nan")
+    return float(max(needed, least, have + 1)) if np.isfinite(needed) else needed
+
+
+def images_needed_against_baseline(c, verdict: str, alpha: float, min_pairs: int) -> float:
+    """Images the paired Wilcoxon test of a baseline comparison row would need at :data:`POWER` for its observed mean
+    difference and spread (normal approximation, Bonferroni over the Holm family, Wilcoxon's efficiency 3/pi); NaN
+    when the comparison cannot be decided by images (a baseline was not scored)."""
+    if isinstance(c.unscored_baselines, str) and c.unscored_baselines:
+        return float("nan")
+    needed = images_for_mean_test(c.mean_diff, c.sd_diff, alpha, POWER, sides=2, family=int(c.n_tests),
+                                  efficiency=WILCOXON_EFFICIENCY)
+    return images_needed(verdict, needed, int(c.n_pairs), min_pairs)
 
 
 def chosen_methods(ctx, criterion: str, methods) -> set[str]:

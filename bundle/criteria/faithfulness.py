@@ -15,7 +15,8 @@ from monai.utils import look_up_option
 from threadpoolctl import threadpool_limits
 
 from bundle.criteria.base import (
-    INCONCLUSIVE, VERDICT_COLUMNS, Criterion, Record, chosen_methods, records_for, verdict_against_baseline,
+    INCONCLUSIVE, VERDICT_COLUMNS, Criterion, Record, chosen_methods, images_needed_against_baseline, records_for,
+    verdict_against_baseline,
 )
 from bundle.saliency.base import budget_inputs
 from bundle.summary import SUMMARY_COLUMNS, compare_to_baseline
@@ -187,9 +188,9 @@ class Faithfulness(Criterion):
         curve_x = np.append(np.linspace(0.0, 1.0, num=1000, endpoint=False), 1.0)
         shown = np.linspace(0, len(curve_x) - 1, CURVE_STEPS).round().astype(int)
         rows = []
-        for (model, method), group in mine.groupby(["model", "method"], sort=False):
-            points = group[group.step.isin(steps)].pivot_table(index="image_id", columns=["metric", "step"],
-                                                               values="value", dropna=False, aggfunc="first")
+        for (model, method), group in mine[mine.step.isin(steps)].groupby(["model", "method"], sort=False):
+            points = group.pivot_table(index="image_id", columns=["metric", "step"], values="value", dropna=False,
+                                       aggfunc="first")
             for kind in self.kinds:
                 x, y = points[f"{kind}_information"][steps].to_numpy(), points[f"{kind}_score"][steps].to_numpy()
                 curves = np.array([curve_through(xi, yi, curve_x) if np.isfinite(xi).all() and np.isfinite(yi).all()
@@ -202,6 +203,12 @@ class Faithfulness(Criterion):
                 rows += [{**base, "metric": f"{kind}_median_curve", "step": f"x:{curve_x[i]:.2f}", "mean": m.curve[i],
                           "ci_low": m.curve_low[i], "ci_high": m.curve_high[i]} for i in shown]
         return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+    def deciding(self, records: pd.DataFrame) -> pd.DataFrame:
+        """The verdict metric's per-image areas and the skip counts (not the curves' points)."""
+        kind = self.verdict_metric.split("_")[0]
+        mine = records[records.criterion == self.name]
+        return mine[(mine.metric == self.verdict_metric) | mine.metric.str.startswith(f"{kind}_skipped_")]
 
     def comparisons(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
         """Each method's per-image area against the baseline's, paired by image; the verdict metric's test
@@ -228,7 +235,8 @@ class Faithfulness(Criterion):
                 rule += (f"; median-curve {kind.upper()} area {area[0].mean:.3f} [{area[0].ci_low:.3f}, "
                          f"{area[0].ci_high:.3f}] vs {c.baseline} {area[1].mean:.3f}; {area[0].n} images scored"
                          + (f" (skipped: {skipped})" if skipped else ""))
-            rows.append({"criterion": self.name, "method": c.method, "verdict": verdict, "rule": rule})
+            rows.append({"criterion": self.name, "method": c.method, "verdict": verdict, "rule": rule,
+                         "images_needed": images_needed_against_baseline(c, verdict, self.alpha, self.min_pairs)})
         compared = {row["method"] for row in rows}
         scored = mine[(mine.kind == "method") & (mine.metric == self.verdict_metric)].method.unique()
         rows += [{"criterion": self.name, "method": m, "verdict": INCONCLUSIVE, "rule": "no baseline to compare with"}

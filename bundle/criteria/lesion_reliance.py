@@ -15,7 +15,10 @@ import torch
 from monai.data import list_data_collate
 from scipy.stats import binomtest
 
-from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, records_for
+from bundle.criteria.base import (
+    FAIL, INCONCLUSIVE, PASS, POWER, VERDICT_COLUMNS, Criterion, Record, images_needed, records_for,
+)
+from bundle.trust.stats import images_for_sign_test
 from bundle.data.synthetic_dataset import write_lesion_free_twins
 from bundle.data.synthetic_volume import write_volume_twins
 
@@ -92,7 +95,10 @@ class LesionReliance(Criterion):
                 rule = (f"positive above its lesion-free twin in {higher}/{r.n} pairs, mean logit difference "
                         f"{d.mean:+.2f} [{d.ci_low:+.2f}, {d.ci_high:+.2f}]; one-sided sign test "
                         f"p {p:.2g} {'<' if verdict == PASS else '>='} {self.alpha}")
-            out.append({"criterion": self.name, "method": r.method, "verdict": verdict, "rule": rule})
+            needed = images_needed(verdict, images_for_sign_test(r.mean if r.n else float("nan"), self.alpha, POWER),
+                                   int(r.n))
+            out.append({"criterion": self.name, "method": r.method, "verdict": verdict, "rule": rule,
+                        "images_needed": needed})
         return pd.DataFrame(out, columns=list(VERDICT_COLUMNS))
 
     def params(self) -> dict:

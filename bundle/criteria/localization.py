@@ -9,7 +9,8 @@ import torch
 from monai.utils import look_up_option
 
 from bundle.criteria.base import (
-    INCONCLUSIVE, VERDICT_COLUMNS, Criterion, Record, records_for, verdict_against_baseline,
+    INCONCLUSIVE, VERDICT_COLUMNS, Criterion, Record, images_needed_against_baseline, records_for,
+    verdict_against_baseline,
 )
 from bundle.summary import compare_to_strongest_baseline
 from bundle.trust.localization import (
@@ -84,6 +85,9 @@ class Localization(Criterion):
                 ctx.warn_once(f"{self.name}: the {name} map of {image_id} is constant or not finite; its scores "
                               "are NaN (counted)")
 
+    def deciding(self, records: pd.DataFrame) -> pd.DataFrame:
+        return records[(records.criterion == self.name) & (records.metric == self.verdict_metric)]
+
     def comparisons(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
         return compare_to_strongest_baseline(records, kinds, self.name, self.verdict_metric, True, n_resamples, seed)
 
@@ -93,7 +97,8 @@ class Localization(Criterion):
         for c in mine.itertuples(index=False):
             verdict, rule = verdict_against_baseline(c, self.verdict_metric, self.alpha, self.min_pairs,
                                                      "the strongest")
-            rows.append({"criterion": self.name, "method": c.method, "verdict": verdict, "rule": rule})
+            rows.append({"criterion": self.name, "method": c.method, "verdict": verdict, "rule": rule,
+                         "images_needed": images_needed_against_baseline(c, verdict, self.alpha, self.min_pairs)})
         compared = {row["method"] for row in rows}
         scored = summary[(summary.criterion == self.name) & (summary.kind == "method")].method.unique()
         rows += [{"criterion": self.name, "method": m, "verdict": INCONCLUSIVE, "rule": "no baseline to compare with"}

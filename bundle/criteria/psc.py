@@ -10,12 +10,13 @@ import pandas as pd
 import torch
 
 from bundle.criteria.base import (
-    FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, chosen_methods, records_for,
+    FAIL, INCONCLUSIVE, PASS, POWER, VERDICT_COLUMNS, Criterion, Record, chosen_methods, images_needed, records_for,
 )
 from bundle.saliency import get_method
 from bundle.saliency.base import target_tensor
 from bundle.saliency.differentiable import DIFFERENTIABLE, differentiable_map
 from bundle.summary import SUMMARY_COLUMNS
+from bundle.trust.stats import images_for_correlation
 from bundle.trust.psc import (
     PSC_ATTACKS, Attack, attacked_images, class_probability, map_divergence, prediction_divergence, psc,
 )
@@ -69,6 +70,7 @@ class PredictionSaliencyCorrelation(Criterion):
     name = "psc"
     headline = "sensitivity"
     figure = "psc_scatter"
+    interval_decides = True
     tabled = ("sensitivity", "robustness", "attacked_directly", "sensitivity_class_changed",
               "robustness_class_changed", "sensitivity_linf", "robustness_linf")  # attacked_directly 0: transfer
 
@@ -165,7 +167,7 @@ class PredictionSaliencyCorrelation(Criterion):
         value = {(r.method, r.metric): r for r in mine.itertuples(index=False)}
         rows = []
         for method in dict.fromkeys(mine[mine.kind.isin(["method", "baseline"])].method):
-            outcomes, texts = [], []
+            outcomes, texts, needed = [], [], []
             for attack in self.attacks:
                 r = value.get((method, attack))
                 if r is None:
@@ -176,6 +178,9 @@ class PredictionSaliencyCorrelation(Criterion):
                     outcome = (PASS if r.ci_low > self.threshold else FAIL if r.ci_high < self.threshold
                                else INCONCLUSIVE)
                 outcomes.append(outcome)
+                if outcome == INCONCLUSIVE:  # Fisher's z approximates the bootstrap interval of the correlation
+                    needed.append(images_needed(outcome, images_for_correlation(r.mean, self.threshold, 0.05, POWER),
+                                                int(r.n), self.min_images))
                 changed, linf = value.get((method, f"{attack}_class_changed")), value.get((method, f"{attack}_linf"))
                 psc_text = "undefined (no variation)" if pd.isna(r.mean) else \
                     f"{r.mean:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
@@ -190,5 +195,7 @@ class PredictionSaliencyCorrelation(Criterion):
             rule = (f"PASS needs the 95% CI of PSC above {self.threshold} under every attack (PSC near 1 is "
                     f"trustworthy; Zhang et al. 2024's best on CheXpert: sensitivity {PUBLISHED['sensitivity']}, "
                     f"robustness {PUBLISHED['robustness']}); {how}: " + "; ".join(texts))
-            rows.append({"criterion": self.name, "method": method, "verdict": verdict, "rule": rule})
+            # a FAIL under one attack decides; otherwise every undecided attack must be decided
+            rows.append({"criterion": self.name, "method": method, "verdict": verdict, "rule": rule,
+                         "images_needed": max(needed) if verdict == INCONCLUSIVE and needed else float("nan")})
         return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))

@@ -12,14 +12,16 @@ import pandas as pd
 import torch
 from monai.utils import look_up_option
 
-from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, VERDICT_COLUMNS, Criterion, Record, records_for
+from bundle.criteria.base import (
+    FAIL, INCONCLUSIVE, PASS, POWER, VERDICT_COLUMNS, Criterion, Record, images_needed, records_for,
+)
 from bundle.models import ModelSpec
 from bundle.networks import get_architecture, randomisation_blocks_of
 from bundle.trust.localization import localization_scores
 from bundle.trust.normalization import normalize_maps
 from bundle.trust.randomization import RANDOMIZATION_MODES, WeightRandomization
 from bundle.trust.similarity import spearman, ssim
-from bundle.trust.stats import bootstrap_summary, one_sample_test
+from bundle.trust.stats import bootstrap_summary, images_for_mean_test, one_sample_test
 
 UNRELATED = "unrelated_ssim"  # the baseline: SSIM between the trained model's maps of two different images
 
@@ -45,6 +47,7 @@ class MapSensitivity(Criterion):
     """
 
     headline = "ssim"
+    higher_is_better = False  # a map that changes with the model is less similar to the trained model's
     _judged = True  # whether the last step is the changed model the pass rule is defined on
     _unjudged_reason = ""
 
@@ -110,39 +113,54 @@ class MapSensitivity(Criterion):
         return records_for([f"{ids[i]}|{ids[j]}" for i, j in pairs], values.tolist(), metric=UNRELATED,
                            step="trained", **fields)
 
+    def deciding(self, records: pd.DataFrame) -> pd.DataFrame:
+        """The unrelated-pairs baseline and the SSIM of each model's last step."""
+        mine = records[records.criterion == self.name]
+        similarity = mine[mine.metric == "ssim"]
+        last = similarity.groupby("model", sort=False).step.last()  # steps come in cascade order
+        return mine[(mine.metric == UNRELATED) | ((mine.metric == "ssim") & mine.step.eq(mine.model.map(last)))]
+
     def comparisons(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
         """Per model, source and step: one-sided t-test of SSIM below the unrelated-pairs mean. Each model's last
         step decides the verdict; for methods it enters Holm's family, earlier steps and the baselines' sanity
         rows keep their raw p (outside the method grid)."""
         mine = records[records.criterion == self.name]
+        baselines = mine[mine.metric == UNRELATED].groupby(["model", "method"]).value.mean()
+        similarity = mine[mine.metric == "ssim"]
+        last = similarity.groupby(["model", "method"], sort=False).step.last()  # steps come in cascade order
         out = []
-        for (model, method), group in mine.groupby(["model", "method"], sort=False):
-            baseline = float(group[group.metric == UNRELATED].value.mean())
-            similarity = group[group.metric == "ssim"]
-            steps = list(dict.fromkeys(similarity.step))
-            for step in steps:
-                values = similarity[similarity.step == step].sort_values("image_id").value.to_numpy()
-                test = one_sample_test(values, baseline, "less")
-                s = bootstrap_summary(values - baseline, n_resamples, seed=seed)
-                decides = step == steps[-1]
-                out.append({"criterion": self.name, "method": method, "metric": "ssim", "model": model, "step": step,
-                            "baseline": "unrelated_pairs", "baseline_value": baseline, "n_pairs": test.n,
-                            "mean_diff": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "p_value": test.p_value,
-                            "direction": int(np.sign(s.mean)) if np.isfinite(s.mean) else 0,
-                            "unscored_baselines": "", "decides": decides,
-                            "in_grid": decides and kinds.get(method) == "method"})
+        # one grouping, each step's values in image-id order (the order of its bootstrap)
+        for (model, method, step), values in similarity.sort_values("image_id", kind="stable").groupby(
+                ["model", "method", "step"], sort=False).value:
+            values, baseline = values.to_numpy(), float(baselines.get((model, method), np.nan))
+            test = one_sample_test(values, baseline, "less")
+            s = bootstrap_summary(values - baseline, n_resamples, seed=seed)
+            decides = step == last[(model, method)]
+            out.append({"criterion": self.name, "method": method, "metric": "ssim", "model": model, "step": step,
+                        "baseline": "unrelated_pairs", "baseline_value": baseline, "n_pairs": test.n,
+                        "mean_diff": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "sd_diff": test.sd,
+                        "p_value": test.p_value,
+                        "direction": int(np.sign(s.mean)) if np.isfinite(s.mean) else 0,
+                        "unscored_baselines": "", "decides": decides,
+                        "in_grid": decides and kinds.get(method) == "method"})
         return pd.DataFrame(out)
 
     def verdicts(self, summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
         mine = comparisons[comparisons.criterion == self.name] if len(comparisons) else comparisons
         mine = mine[mine.decides.eq(True)] if len(mine) else mine  # no rows: every source failed, no column either
-        rows = []
-        for method, group in mine.groupby("method", sort=False):
-            outcomes, texts = [], []
-            for c in group.itertuples(index=False):
+        rows, by_method = [], {}
+        for c in mine.itertuples(index=False):  # one pass: itertuples is costly, and verdicts are bootstrapped
+            by_method.setdefault(c.method, []).append(c)
+        for method, group in by_method.items():
+            outcomes, texts, needed = [], [], []
+            for c in group:
                 p = c.p_holm if c.in_grid else c.p_value  # baselines' sanity rows: outside the method grid
                 if c.n_pairs < self.min_images or not np.isfinite(p):
                     outcome = INCONCLUSIVE
+                    family = int(c.n_tests) if c.in_grid else 1
+                    needed.append(images_needed(outcome, images_for_mean_test(
+                        c.mean_diff, c.sd_diff, self.alpha, POWER, sides=1, family=family), int(c.n_pairs),
+                        self.min_images))
                 else:
                     outcome = PASS if p < self.alpha and c.direction < 0 else FAIL
                 outcomes.append(outcome)
@@ -153,8 +171,9 @@ class MapSensitivity(Criterion):
             rule = (f"PASS needs SSIM(trained, changed) below the unrelated-pairs baseline (p_Holm < {self.alpha} "
                     f"for methods) on every model: " + "; ".join(texts))
             if not self._judged:
-                verdict, rule = INCONCLUSIVE, f"{self._unjudged_reason}; last steps: " + "; ".join(texts)
-            rows.append({"criterion": self.name, "method": method, "verdict": verdict, "rule": rule})
+                verdict, rule, needed = INCONCLUSIVE, f"{self._unjudged_reason}; last steps: " + "; ".join(texts), []
+            rows.append({"criterion": self.name, "method": method, "verdict": verdict, "rule": rule,
+                         "images_needed": max(needed) if verdict == INCONCLUSIVE and needed else float("nan")})
         return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bundle.report.tables import FIDELITY, _cell, _lookup, data_issue_line
+from bundle.report.tables import FIDELITY, _cell, _lookup, data_issue_line, trust_lines, verdict_mark
 
 VERDICT_CLASSES = {"PASS": "pass", "FAIL": "fail", "INCONCLUSIVE": "inconclusive"}
 
@@ -73,7 +73,8 @@ def verdict_section(summary: pd.DataFrame, verdicts: pd.DataFrame, order: Sequen
             rules.append(f"<li id='rule{len(rules) + 1}'><b>{_escape(criterion)}, {_escape(name)}: "
                          f"{_escape(verdict.verdict)}</b>: {_escape(verdict.rule)}</li>")
             tds.append(f"<td class='{VERDICT_CLASSES.get(verdict.verdict, '')}' title='{_escape(verdict.rule)}'>{text}"
-                       f"<span class='verdict'>{_escape(verdict.verdict)}<sup><a href='#rule{len(rules)}'>"
+                       f"<span class='verdict'>{_escape(verdict.verdict + verdict_mark(verdict))}"
+                       f"<sup><a href='#rule{len(rules)}'>"
                        f"{len(rules)}</a></sup></span></td>")
         flag = "!" if getattr(judged.get((name, FIDELITY)), "verdict", "") == "FAIL" else ""
         rows.append(f"<tr class='{_escape(kinds[name])}'><td>{_escape(name)}{flag}</td><td>{_escape(kinds[name])}</td>"
@@ -82,7 +83,8 @@ def verdict_section(summary: pd.DataFrame, verdicts: pd.DataFrame, order: Sequen
     return (f"<table id='verdicts'><thead><tr><th>method</th><th>kind</th>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
             f"<p class='legend'>{legend} mean [95% bootstrap CI] over images; hover a cell or follow its number for "
-            "the rule that decided it; ! marks a method whose cut pass counts change its maps.</p>"
+            "the rule that decided it; ! marks a method whose cut pass counts change its maps, ~ an unstable "
+            "verdict, ? a verdict of an uncalibrated criterion (see Can these verdicts be trusted?).</p>"
             f"<h2>Deciding rules</h2><ol class='rules'>{''.join(rules)}</ol>")
 
 
@@ -111,10 +113,11 @@ def html_report(
     headlines: Mapping[str, str], notes: Mapping[str, str] | None = None, figures: Mapping[str, Path] | None = None,
     aucs: Mapping[str, float] | None = None, seconds: Mapping[str, float] | None = None,
     tabled: Mapping[str, Sequence[str] | None] | None = None, provenance: str = "",
-    data_issues: Mapping[str, Mapping[str, int]] | None = None,
+    data_issues: Mapping[str, Mapping[str, int]] | None = None, trust: Mapping | None = None,
 ) -> str:
-    """The whole report as one HTML page: title, models, the verdict table with its rules, each criterion's table,
-    then ``figures`` (caption -> PNG) embedded."""
+    """The whole report as one HTML page: title, models, the verdict table with its rules, whether the verdicts can
+    be trusted (calibration, stability, what would decide each INCONCLUSIVE), each criterion's table, then
+    ``figures`` (caption -> PNG) embedded."""
     parts = [f"<h1>{_escape(title)}</h1>"]
     if provenance:
         parts.append(f"<p class='meta'>{_escape(provenance)}</p>")
@@ -128,6 +131,9 @@ def html_report(
     parts += [f"<p><b>{_escape(v.criterion)}</b> ({_escape(v.method)}): <b>{_escape(v.verdict)}</b>: "
               f"{_escape(v.rule)}</p>" for v in model_rows.itertuples(index=False)]
     parts += ["<h2>Verdicts</h2>", verdict_section(summary, verdicts, order, kinds, headlines)]
+    if trust is not None:  # the console's section, as preformatted lines
+        lines = trust_lines(verdicts, trust)
+        parts += [f"<h2>{_escape(lines[1])}</h2>", f"<pre class='trust'>{_escape(chr(10).join(lines[2:]))}</pre>"]
     for criterion in dict.fromkeys(summary[summary.method.isin(list(kinds))].criterion):
         parts += [f"<h2>{_escape(criterion)}</h2>"]
         if notes and notes.get(criterion):

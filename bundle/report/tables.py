@@ -4,7 +4,9 @@ metric's mean with its CI. Formatting only: every number comes from the summary 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -46,14 +48,24 @@ def step_table(summary: pd.DataFrame, criterion: str, metric: str, order: Sequen
 FIDELITY = "fidelity_to_published"
 
 
+UNSTABLE, UNCALIBRATED = "~", "?"  # marks of a verdict: reproduced by too few resamples; its criterion failed calibration
+
+
+def verdict_mark(v) -> str:
+    """``~`` after an unstable verdict, ``?`` after one of an uncalibrated criterion (INCONCLUSIVE by rule)."""
+    return (UNCALIBRATED if getattr(v, "calibrated", None) is False else "") + \
+        (UNSTABLE if getattr(v, "unstable", None) is True else "")
+
+
 def verdict_table(summary: pd.DataFrame, verdicts: pd.DataFrame, order: Sequence[str], kinds: Mapping[str, str],
                   headlines: Mapping[str, str]) -> list[str]:
     """Methods x criteria: each criterion's headline metric, mean [95% CI], and the method's verdict.
 
-    A method whose cut pass counts change its maps (``fidelity_to_published`` FAIL) is marked ``!``.
+    A method whose cut pass counts change its maps (``fidelity_to_published`` FAIL) is marked ``!``; an unstable
+    verdict ``~`` and a verdict of an uncalibrated criterion ``?`` (:func:`verdict_mark`).
     """
     cells = _lookup(summary)
-    verdict_of = {(v.method, v.criterion): v.verdict for v in verdicts.itertuples(index=False)}
+    verdict_of = {(v.method, v.criterion): v.verdict + verdict_mark(v) for v in verdicts.itertuples(index=False)}
     columns = [(c, m) for c, m in headlines.items() if any(k[1] == c and k[0] in kinds for k in cells)]
     widths = [max(36, len(f"{c} ({m})")) for c, m in columns]
     header = f"{'method':<12}{'kind':<10}" + "".join(f"{f'{c} ({m})':<{w + 2}}" for (c, m), w in zip(columns, widths))
@@ -64,9 +76,9 @@ def verdict_table(summary: pd.DataFrame, verdicts: pd.DataFrame, order: Sequence
             row = cells.get((name, criterion, metric))
             text = "-" if row is None else f"{_cell(row)} {verdict_of.get((name, criterion), '')}".rstrip()
             parts.append(f"{text:<{width + 2}}")
-        flag = "!" if verdict_of.get((name, FIDELITY)) == "FAIL" else ""
+        flag = "!" if verdict_of.get((name, FIDELITY), "").startswith("FAIL") else ""
         lines.append((f"{name + flag:<12}{kinds[name]:<10}" + "".join(parts)).rstrip())
-    if any(verdict_of.get((name, FIDELITY)) == "FAIL" for name in order):
+    if any(verdict_of.get((name, FIDELITY), "").startswith("FAIL") for name in order):
         lines.append("! its cut pass counts change its maps (fidelity_to_published FAIL): confirm its verdicts with "
                      "the published counts (configs/published.json)")
     return lines
@@ -101,17 +113,100 @@ def data_issue_line(data_issues: Mapping[str, Mapping[str, int]] | None) -> str 
     return "Data: " + "; ".join(parts) + ", each named in the run's warnings" if parts else None
 
 
+def _rate(rate: float, low: float, high: float) -> str:
+    return "-" if rate is None or pd.isna(rate) else f"{rate:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def calibration_lines(record: Mapping) -> list[str]:
+    """Per criterion: calibrated or not (why), the worst false-PASS rate and the lowest power with their exact
+    intervals, and each graded control's trend and the level where PASS is lost."""
+    lines = []
+    for c in record["criteria"]:
+        graded = [(k.split(":", 1)[1], v, c.get(f"resolution:{k.split(':', 1)[1]}")) for k, v in c.items()
+                  if k.startswith("spearman:")]
+        trends = "; ".join(f"{name}: Spearman with the level {rho:+.2f}, PASS lost at "
+                           + ("no level tried" if lost is None or not np.isfinite(lost) else f"{lost:g}")
+                           for name, rho, lost in graded if rho is not None)
+        lines.append(f"  {c['criterion']:<24} {'calibrated' if c['calibrated'] else 'UNCALIBRATED':<13} "
+                     f"false-PASS at most {_rate(c['false_pass_rate'], 0, c['false_pass_high'])}, "
+                     f"power at least {_rate(c['power'], c['power_low'], 1)}" + (f"; {trends}" if trends else "")
+                     + ("" if c["calibrated"] else f"; {c['why']}"))
+    return lines
+
+
+def format_calibration(record: Mapping) -> str:
+    """The console report of ``run calibrate``: every control's verdicts over the draws, then per criterion."""
+    lines = [f"Calibration of the verdict rules ({record['date']}, {record['draws']} draws of the control seeds and of "
+             f"bootstrap resamples of the images; a known-good control must PASS in at least {record['power_target']} "
+             f"of them, a known-bad one in at most alpha; p-values adjusted as Holm would least favour each control "
+             f"over the study's {record['family']} tests; {record['seconds']:.0f} s)", ""]
+    header = (f"{'criterion':<24}{'control':<30}{'model':<11}{'expected':<10}{'PASS rate [95% CI]':<22}"
+              f"{'FAIL':>6}{'INCONCL':>9}{'score':>9}  met")
+    lines += [header, "-" * len(header)]
+    for r in record["table"]:
+        met = {True: "yes", False: "NO"}.get(r["met"], "")
+        lines.append(f"{r['criterion']:<24}{r['label'][:29]:<30}{r['model']:<11}{r['expected']:<10}"
+                     f"{_rate(r['pass_rate'], r['pass_low'], r['pass_high']):<22}{r['fail']:>6}{r['inconclusive']:>9}"
+                     f"{r['score']:>9.3f}  {met}".rstrip())
+    lines += ["", "Per criterion"] + calibration_lines(record)
+    if record.get("failures"):
+        lines += ["", "Controls not scored in some draws (counted as not PASS):"]
+        lines += sorted({f"  {f['criterion']}: {f['method']}: {f['error']}" for f in record["failures"]})
+    return "\n".join(lines)
+
+
+def trust_lines(verdicts: pd.DataFrame, trust: Mapping) -> list[str]:
+    """The report's "Can these verdicts be trusted?" section: the calibration the verdicts rest on, each verdict's
+    stability, and what would decide each INCONCLUSIVE."""
+    lines = ["", "Can these verdicts be trusted?"]
+    record, status = trust.get("record"), trust.get("status", {})
+    if record is not None and any(s["calibrated"] is not None for s in status.values()):
+        lines.append(f"Calibration: {Path(str(trust.get('file'))).name}, {record['date']}, {record['draws']} draws "
+                     f"(? marks the verdicts of an uncalibrated criterion: INCONCLUSIVE by rule)")
+        lines += [line for line in calibration_lines(record)
+                  if status.get(line.split()[0], {}).get("calibrated") is not None]
+    others = sorted(n for n, s in status.items() if s["calibrated"] is None)
+    if others:
+        lines.append(f"Not calibrated for these settings ({', '.join(others)}): their verdict rules have not been "
+                     "checked on controls with known answers; run the calibration with the same config files: "
+                     "python -m monai.bundle run calibrate --config_file <the same files and overrides>")
+    judged = verdicts[verdicts.get("stability", pd.Series(dtype=float)).notna()] if "stability" in verdicts \
+        else verdicts.iloc[:0]
+    if len(judged):
+        unstable = judged[judged.unstable.eq(True)]
+        lines.append(f"Stability: the share of {trust.get('stability_resamples')} bootstrap resamples of the images "
+                     f"that give each verdict again; {len(judged) - len(unstable)} of {len(judged)} verdicts are stable "
+                     f"(~ marks those below 0.8)" + (":" if len(unstable) else ""))
+        lines += [f"  {v.criterion:<24} {v.method:<12} {v.verdict:<13} {v.stability:.2f}"
+                  for v in unstable.itertuples(index=False)]
+    undecided = verdicts[verdicts.verdict.eq("INCONCLUSIVE") & verdicts.get(
+        "images_needed", pd.Series(np.nan, index=verdicts.index)).notna()]
+    if len(undecided):
+        settings = trust.get("image_settings", {})
+        lines.append("What would decide each INCONCLUSIVE: the images its deciding test needs at 80 % power if the "
+                     "observed effect and spread hold (normal approximation of the test, Bonferroni over its Holm "
+                     "family; Fisher's z for PSC's correlation)")
+        for v in undecided.itertuples(index=False):
+            if not np.isfinite(v.images_needed):
+                lines.append(f"  {v.criterion:<24} {v.method:<12} no effect observed: more images would not decide it")
+                continue
+            override = f": --{settings[v.criterion]} {int(v.images_needed)}" if v.criterion in settings else ""
+            lines.append(f"  {v.criterion:<24} {v.method:<12} about {int(v.images_needed)} images{override}")
+    return lines
+
+
 def format_report(
     title: str, summary: pd.DataFrame, verdicts: pd.DataFrame, failures: Sequence[Mapping], order: Sequence[str],
     kinds: Mapping[str, str], headlines: Mapping[str, str], notes: Mapping[str, str],
     aucs: Mapping[str, float] | None = None, seconds: Mapping[str, float] | None = None,
     tabled: Mapping[str, Sequence[str] | None] | None = None,
-    data_issues: Mapping[str, Mapping[str, int]] | None = None,
+    data_issues: Mapping[str, Mapping[str, int]] | None = None, trust: Mapping | None = None,
 ) -> str:
     """The whole console report. ``headlines`` names each criterion's headline metric, ``notes`` its settings line,
     ``aucs`` each model's classification AUC, ``seconds`` each criterion's time, ``tabled`` the metrics of each
     criterion's table (all when missing; per-step curves are in the CSVs, the figures and MLflow), ``data_issues``
-    the study images skipped or repaired where they entered, by reason."""
+    the study images skipped or repaired where they entered, by reason, ``trust`` the calibration the verdicts rest
+    on and the settings behind their stability and power hints (:func:`trust_lines`)."""
     lines = [title] + [line for line in [data_issue_line(data_issues)] if line]
     if aucs:
         lines += ["", "Models (classification AUC on the labelled validation images; agreement only means something "
@@ -124,9 +219,11 @@ def format_report(
                   "change the model or the input (randomisation, PSC), where a map that ignores the model must not "
                   "PASS)"]
     lines += verdict_table(summary, verdicts, order, kinds, headlines)
+    if trust is not None:
+        lines += trust_lines(verdicts, trust)
     lines += ["", "Deciding rules"]
     for v in verdicts[verdicts.method.isin(list(kinds))].itertuples(index=False):
-        lines.append(f"  {v.criterion:<22} {v.method:<11} {v.verdict:<13} {v.rule}")
+        lines.append(f"  {v.criterion:<22} {v.method:<11} {v.verdict + verdict_mark(v):<13} {v.rule}")
     for criterion in dict.fromkeys(summary[summary.method.isin(list(kinds))].criterion):
         lines += ["", f"{criterion}: {notes.get(criterion, '')}".rstrip(": ")]
         lines += metric_table(summary, criterion, order, kinds, (tabled or {}).get(criterion))
