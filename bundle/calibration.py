@@ -44,6 +44,7 @@ GRADED = "graded"  # a series of degradations of a known-good control: no expect
 STUDY, GLASS_BOX = "study", "glass_box"  # the model a control is judged on: the study's, or the glass box
 INTENSITY_MODELS = {"brighter": 1, "darker": -1, "constant": 0}  # lesion reliance's fixed models (sign of the logit)
 SEED_OFFSET = 1000  # control seeds start here, apart from the study's baselines (random: seed, seed + 1)
+CONTROL = "control:"  # the prefix of a control's source label: a control named like a baseline is not the baseline
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ CONTROLS: tuple[Control, ...] = (
     *_controls(AGREEMENT, "oracle", PASS, "the same lesion whichever the model"),
     *_controls(AGREEMENT, "oracle+noise", GRADED, "the oracle plus noise drawn independently for each model"),
     *_controls(AGREEMENT, "random", FAIL, "two independent random maps: chance agreement"),
-    *_controls(AGREEMENT, "shuffled oracle", FAIL, "lesions of two other images, drawn independently"),
+    *_controls(AGREEMENT, "shuffled oracle", FAIL, "lesions of two other images, never the same one"),
     Control("faithfulness", "ig", PASS, "Integrated Gradients on a linear model is each pixel's exact contribution: "
             "the most positive revealed first", GLASS_BOX),
     Control("faithfulness", "ig+noise", GRADED, "those contributions plus noise", GLASS_BOX),
@@ -119,20 +120,23 @@ class ControlSources:
 
     def build(self, name: str, draw: int) -> dict[str, object]:
         """The sources of one control at draw ``draw``: ``{label: source}``, one label per level for a graded one."""
-        seed = SEED_OFFSET + 2 * draw  # +1 is its independent draw (agreement): never another draw's seed
+        seed = SEED_OFFSET + 2 * (draw + 1)  # +1 is its independent draw (agreement): never another draw's seed
         s = self.sources
         levels = {"noise": self.noise_levels, "shifted": self.shift_fractions}
+        # a degradation keeps one noise draw (seed SEED_OFFSET) whatever the draw: its levels stay comparable, and its
+        # maps and curves are computed once; the draws resample its images
         graded = {
-            "oracle+noise": ("noise", lambda v: DegradedMap(s["oracle"], v, seed)),
+            "oracle+noise": ("noise", lambda v: DegradedMap(s["oracle"], v, SEED_OFFSET)),
             "oracle shifted": ("shifted", lambda v: ShiftedMap(s["oracle"], v)),
-            "gradcam+noise as its cut": ("noise", lambda v: CutOf(DegradedMap(s["gradcam"], v, seed), s["gradcam"])),
-            "grad+noise": ("noise", lambda v: DegradedMap(s["grad"], v, seed)),
-            "ig+noise": ("noise", lambda v: DegradedMap(RankedMap(s["ig"]), v, seed)),
-            "prediction tracking+noise": ("noise", lambda v: DegradedMap(PredictionTrackingMap(), v, seed)),
+            "gradcam+noise as its cut": ("noise", lambda v: CutOf(DegradedMap(s["gradcam"], v, SEED_OFFSET),
+                                                                  s["gradcam"])),
+            "grad+noise": ("noise", lambda v: DegradedMap(s["grad"], v, SEED_OFFSET)),
+            "ig+noise": ("noise", lambda v: DegradedMap(RankedMap(s["ig"]), v, SEED_OFFSET)),
+            "prediction tracking+noise": ("noise", lambda v: DegradedMap(PredictionTrackingMap(), v, SEED_OFFSET)),
         }
         if name in graded:
             kind, make = graded[name]
-            return {f"{name}@{level:g}": make(level) for level in levels[kind]}
+            return {f"{CONTROL}{name}@{level:g}": make(level) for level in levels[kind]}
         single = {
             "oracle": lambda: s["oracle"], "random": lambda: RandomMap(seed), "edge": EdgeMap, "prior": lambda: s["prior"],
             "shuffled oracle": lambda: ShuffledMap(s["oracle"], seed),
@@ -142,19 +146,20 @@ class ControlSources:
             "grad": lambda: s["grad"], "ig": lambda: RankedMap(s["ig"]), "ig negated": lambda: RankedMap(s["ig"], -1),
             "prediction tracking": PredictionTrackingMap,
         }
-        return {name: single[name]()} if name in single else {}
+        return {f"{CONTROL}{name}": single[name]()} if name in single else {}
 
 
 def level_of(label: str) -> float:
-    """The degradation level of a graded control's label (``name@level``); NaN for a single control."""
+    """The degradation level of a graded control's label (``control:name@level``); NaN for a single control."""
     return float(label.rpartition("@")[2]) if "@" in label else float("nan")
 
 
 def control_of(label: str) -> str:
-    return label.partition("@")[0]
+    """The control's name in :data:`CONTROLS` of a source label (``control:name`` or ``control:name@level``)."""
+    return label.removeprefix(CONTROL).partition("@")[0]
 
 
-def adjusted_as_expected(expected_fail: set[str], family: int) -> Callable[[pd.DataFrame], pd.DataFrame]:
+def adjusted_as_expected(expected_fail: set[tuple[str, str]], family: int) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """The study's Holm step, as least favourable to each control meeting its expectation: a control that must not
     PASS keeps its raw p-value (Holm's adjustment of the family's largest p-value, its most lenient case), the
     others get Bonferroni's ``family`` x p (Holm's strictest case), ``family`` being the study's number of tests."""
@@ -162,7 +167,8 @@ def adjusted_as_expected(expected_fail: set[str], family: int) -> Callable[[pd.D
         comparisons = comparisons.reset_index(drop=True).copy()
         if not len(comparisons):
             return comparisons.assign(p_holm=np.array([]), n_tests=0)
-        lenient = comparisons.method.map(control_of).isin(expected_fail).to_numpy()
+        lenient = np.array([(c, control_of(m)) in expected_fail
+                            for c, m in zip(comparisons.criterion, comparisons.method)], dtype=bool)
         p = comparisons.p_value.to_numpy(dtype=np.float64)
         comparisons["p_holm"] = np.where(lenient, p, np.minimum(1.0, family * p))
         comparisons["in_grid"] = comparisons["in_grid"].fillna(True).astype(bool) if "in_grid" in comparisons \
@@ -274,7 +280,7 @@ class Calibration:
         models, base = self._models(), study.context()
         parts = ControlSources({**study.sources}, self.noise_levels, self.shift_fractions, self.shuffled_method)
         baselines = {n: s for n, s in study.sources.items() if study.kinds[n] == "baseline"}
-        adjust = adjusted_as_expected({c.name for c in self.controls() if c.expected == FAIL}, family)
+        adjust = adjusted_as_expected({(c.criterion, c.name) for c in self.controls() if c.expected == FAIL}, family)
         rows, failures = [], []
         for setting in dict.fromkeys(c.model for c in self.controls()):
             controls = [c for c in self.controls() if c.model == setting]
@@ -286,16 +292,17 @@ class Calibration:
                     sources = {label: source for c in controls if c.criterion == name
                                for label, source in parts.build(c.name, draw).items()}
                     ctx = self._context(models[setting], base)
-                    ctx.sources, ctx.kinds = {**sources, **baselines}, {**{n: "method" for n in sources}, **kinds}
+                    ctx.sources = {**sources, **baselines}
+                    ctx.kinds = {**{n: "method" for n in sources}, **{n: "baseline" for n in baselines}}
                     records.append(score_in_one_process({name: criterion}, ctx))
                     kinds.update(ctx.kinds)
                     failures += [{**f, "model": setting, "draw": draw} for f in ctx.failures]
                 resampled = ImageResampler(pd.concat(records, ignore_index=True)).resample(
                     np.random.default_rng([self.seed, draw]))
-                judged = judge(criteria, resampled, kinds, study.n_resamples, self.seed, adjust)
+                judged = judge(criteria, resampled, kinds, study.n_resamples, self.seed, adjust, intervals=False)
                 scores = self._scores(criteria, judged.summary)
                 for v in judged.verdicts.itertuples(index=False):
-                    label = v.method if v.method != "model" else setting  # lesion reliance: the model is the control
+                    label = v.method if v.method != "model" else CONTROL + setting  # lesion reliance: the model
                     if any(c.criterion == v.criterion and c.name == control_of(label) for c in controls):
                         rows.append({"draw": draw, "criterion": v.criterion, "label": label, "verdict": v.verdict,
                                      "score": scores.get((v.criterion, v.method), np.nan)})
@@ -326,7 +333,8 @@ class Calibration:
             alpha = getattr(self.study.criteria[criterion], "alpha", 0.05)
             met = (passed / n >= POWER_TARGET if control.expected == PASS else passed / n <= alpha
                    if control.expected == FAIL else None)
-            rows.append({"criterion": criterion, "control": control.name, "label": label, "level": level_of(label),
+            rows.append({"criterion": criterion, "control": control.name, "label": label.removeprefix(CONTROL),
+                         "level": level_of(label),
                          "model": control.model, "expected": control.expected, "draws": n, "pass": passed,
                          "fail": int(counts.get(FAIL, 0)), "inconclusive": int(counts.get(INCONCLUSIVE, 0)),
                          "pass_rate": passed / n, "pass_low": low, "pass_high": high,

@@ -38,9 +38,16 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                      "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+
+
 def initialize(timeout_minutes: float = 720) -> torch.device:
-    """Join the process group ``torchrun`` describes in the environment: NCCL on GPUs, gloo on CPUs. The timeout
-    is long because the other ranks wait while rank 0 trains the models a study is missing."""
+    """Join the process group ``torchrun`` describes in the environment: NCCL on GPUs, gloo on CPUs.
+
+    ``timeout_minutes`` (``distributed_timeout_minutes`` in the multi_gpu configs) bounds every collective the
+    bundle starts: a rank that waits longer stops with an error naming the rank, the stage and what it waited for
+    (:func:`barrier`). It is long by default because the other ranks wait while rank 0 trains a missing model."""
     if "RANK" not in os.environ:
         raise RuntimeError("the multi_gpu configs run under torchrun (e.g. torchrun --standalone --nproc_per_node=2 "
                            "-m monai.bundle run ...), which sets RANK, WORLD_SIZE and MASTER_ADDR; for one process "
@@ -60,25 +67,45 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if active():
-        dist.barrier()
+def environment_outside_the_group() -> dict[str, str]:
+    """This process's environment without torchrun's variables: a child process started with it (a training that
+    rank 0 runs alone) cannot join or wait on the group, as Ignite and MONAI would when they see them."""
+    return {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARIABLES and not k.startswith("TORCHELASTIC_")}
 
 
 @contextmanager
-def main_process_first() -> Iterator[None]:
+def waiting(stage: str, what: str) -> Iterator[None]:
+    """A collective of ``stage`` that waits for ``what``: when it fails (a rank waited past the group's timeout, or
+    a rank died), the error names this rank, the stage and what it waited for, as the last line a user reads."""
+    try:
+        yield
+    except Exception as error:  # gloo raises RuntimeError, NCCL DistBackendError: both are a rank that never came
+        raise TimeoutError(f"rank {rank()} of {world_size()}: {stage}: gave up waiting for {what} ({str(error)[:300]}); "
+                           "if a rank failed, its own error is above; if it is only slow, raise "
+                           "distributed_timeout_minutes") from error
+
+
+def barrier(stage: str = "barrier", what: str = "every rank") -> None:
+    if active():
+        with waiting(stage, what):
+            dist.barrier()
+
+
+@contextmanager
+def main_process_first(stage: str = "preparing") -> Iterator[None]:
     """Rank 0 runs the block first (writes data, trains a model); the others run it after, finding the work done."""
     if not is_main():
-        barrier()
+        barrier(stage, "rank 0 to finish it (it writes the data or trains the missing models first)")
     yield
     if is_main():
-        barrier()
+        barrier(stage, "the other ranks to reach the end of it")
 
 
-def gather_to_main(obj: object) -> list | None:
+def gather_to_main(obj: object, stage: str = "gathering the results") -> list | None:
     """Every rank's ``obj`` in rank order on rank 0 (``None`` on the others); ``[obj]`` in one process."""
     if not active():
         return [obj]
     gathered = [None] * world_size() if is_main() else None
-    dist.gather_object(obj, gathered, dst=0)
+    with waiting(stage, "every rank's share"):
+        dist.gather_object(obj, gathered, dst=0)
     return gathered

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 from collections.abc import Sequence
 from copy import deepcopy
@@ -114,6 +115,12 @@ def study_per_finding(findings: Sequence[str] | None = None) -> pd.DataFrame:
     print, save and log the verdicts of all of them; return them (one row per finding, criterion and method)."""
     from monai.bundle import ConfigWorkflow
 
+    from bundle import distributed
+
+    if distributed.world_size() > 1 or int(os.environ.get("WORLD_SIZE", 1)) > 1:  # each study would start its own
+        # collectives, or every process would run every study
+        raise ValueError("run per_finding runs in one process: start it with python -m monai.bundle, not torchrun "
+                         "(a study of one finding runs under torchrun with --dataset_options#finding <finding>)")
     workflow = running_workflow()
     if workflow is None:
         raise RuntimeError("study_per_finding runs inside a bundle workflow: python -m monai.bundle run per_finding "

@@ -46,13 +46,42 @@ def ensure_trained(
     if train_config is None:
         raise FileNotFoundError(f"{checkpoint}: no checkpoint, and no train_config to train one")
     logger.info("checkpoint %s missing: training with %s", checkpoint, train_config)
-    from monai.bundle import run
+    settings = {**dict(overrides or {}), "network_name": spec.architecture, "seed": spec.seed,
+                "permute_labels": spec.permuted_labels, "ckpt_dir": str(ckpt_dir), "ckpt_name": checkpoint.name,
+                **({"run_name": run_name} if run_name else {})}
+    from bundle import distributed
 
-    run("run", config_file=str(train_config), **{
-        **dict(overrides or {}), "network_name": spec.architecture, "seed": spec.seed,
-        "permute_labels": spec.permuted_labels,
-        "ckpt_dir": str(ckpt_dir), "ckpt_name": checkpoint.name, **({"run_name": run_name} if run_name else {}),
-    })
+    if distributed.active():
+        train_outside_the_group(str(train_config), settings)
+    else:
+        from monai.bundle import run
+
+        run("run", config_file=str(train_config), **settings)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: training finished but wrote no checkpoint here; check ckpt_dir/ckpt_name")
     return checkpoint
+
+
+def train_outside_the_group(train_config: str, settings: Mapping) -> None:
+    """Under ``torchrun``, rank 0 trains a missing model alone: in a child process that does not see the process
+    group (torchrun's variables removed), because Ignite's and MONAI's distributed helpers (a checkpoint saver asking
+    for its rank) would otherwise start collectives the other ranks, waiting at a barrier, never join."""
+    import json
+    import subprocess
+    import sys
+
+    from bundle import distributed
+
+    command = [sys.executable, "-m", "bundle.models", train_config, json.dumps(dict(settings))]
+    if subprocess.run(command, env=distributed.environment_outside_the_group()).returncode != 0:
+        raise RuntimeError(f"training {settings.get('ckpt_name')} with {train_config} failed in its own process "
+                           "(its error is above)")
+
+
+if __name__ == "__main__":  # python -m bundle.models <train_config> '<settings as JSON>': what rank 0 runs alone
+    import json
+    import sys
+
+    from monai.bundle import run
+
+    run("run", config_file=sys.argv[1], **json.loads(sys.argv[2]))

@@ -13,8 +13,8 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +33,9 @@ from bundle.networks import build_network, load_checkpoint
 from bundle.records import RecordWriter, merge_shares
 from bundle.report import FIGURES, agreement_scatter, format_report, saliency_gallery, write_html_report
 from bundle.saliency.cache import MapCache, file_digest
-from bundle.verdicts import apply_calibration, calibration_status, judge, latest_calibration, verdict_stability
+from bundle.verdicts import (
+    REPLICATE, apply_calibration, calibration_status, judge, latest_calibration, replicate_agreement, verdict_stability,
+)
 from bundle.mirror import mirror_or_explain
 from bundle.tracking import calibration_metrics, check_store, export_executed_config, log_study, unique_run_name
 from bundle.trust.normalization import normalize_maps
@@ -67,6 +69,11 @@ class SaliencyStudy:
         tracking_uri: the local MLflow store every run is logged to first (a SQLite file next to the results).
         mirror_uri: a tracking server the study's runs are copied to at the end (``bundle.mirror``); when it
             cannot be reached, one line says how to log them later. ``None`` or ``tracking_uri``: no copy.
+        stability_resamples: bootstrap resamples of the images behind each verdict's stability (0: none).
+        image_settings: per criterion, the config id of its number of images (``["saliency", "psc_images"]``), so
+            the report can say the override that would decide an INCONCLUSIVE.
+        replicate: run the criteria again with the next seed's model as the model under study and report whether
+            the two replicates' verdicts agree (criteria whose other models were not trained are named, not run).
     """
 
     def __init__(
@@ -96,7 +103,8 @@ class SaliencyStudy:
         auc_dataloader: DataLoader | None = None,
         mirror_uri: str | None = None,
         stability_resamples: int = 200,
-        image_settings: Mapping[str, str] | None = None,
+        image_settings: Mapping[str, Sequence[str]] | None = None,
+        replicate: bool = False,
     ) -> None:
         sources = {"method": dict(methods), "baseline": dict(baselines), "reference": dict(references or {})}
         names = [n for group in sources.values() for n in group]
@@ -118,7 +126,8 @@ class SaliencyStudy:
         if finding:  # a multi-label dataset's finding: in the title, the tags and the map-cache keys
             self.params["finding"] = finding
         self.n_resamples, self.seed, self.gallery_images, self.id_key = n_resamples, seed, gallery_images, id_key
-        self.stability_resamples, self.image_settings = stability_resamples, dict(image_settings or {})
+        self.stability_resamples, self.replicate, self._replicate = stability_resamples, replicate, None
+        self.image_settings = {k: "#".join(v) if not isinstance(v, str) else v for k, v in (image_settings or {}).items()}
         self.cache = MapCache(cache_dir) if cache_dir else None
         self.auc_dataloader = auc_dataloader
         self.mirror_uri, self._trained_runs = mirror_uri, []
@@ -202,32 +211,42 @@ class SaliencyStudy:
         if distributed.is_main():
             check_store(self.tracking_uri)
         skipped = self._skip_sources_of_other_dimensions() + self._skip_untrainable_criteria()
-        with distributed.main_process_first():  # rank 0 trains what is missing; the other ranks then find it
+        with distributed.main_process_first("training the missing models"):  # rank 0 trains, the others find them
             specs = self._ensure_models()
         ctx = self.context()
         ctx.failures.extend(skipped)
         n_images = self._check_image_ids(ctx)
-        share = self._score(ctx)
-        gathered = distributed.gather_to_main(share)
+        gathered = distributed.gather_to_main(self._score(ctx, self.criteria), "gathering the records")
+        replica, replicated, not_replicated = self._replica(ctx)
+        replica_shares = distributed.gather_to_main(self._score(replica, replicated, REPLICATE),
+                                                    "gathering the replicate's records") if replica else None
         if gathered is None:
             return pd.DataFrame()
-        records, seconds = self._merge(ctx, gathered)
+        records, seconds = self._merge(ctx, gathered, self.criteria)
         aucs = self._model_aucs(ctx, specs)
         kinds = {**self.kinds, READERS: "reference"}  # the second reader's agreement is a reference row
         judged = judge(self.criteria, records, kinds, self.n_resamples, self.seed)
         summary, comparisons, verdicts = judged.summary, judged.comparisons, judged.verdicts
         verdicts = self._trust_in_verdicts(records, kinds, verdicts)
+        if self.replicate:  # judged and marked by the same calibration as the study's own verdicts
+            again = judge(replicated, self._merge(replica, replica_shares, replicated, REPLICATE)[0], kinds,
+                          self.n_resamples, self.seed).verdicts if replica is not None else verdicts.iloc[:0]
+            again = apply_calibration(again, self._calibration["status"])
+            self._replicate = replicate_agreement(verdicts, again, f"{self.primary.architecture}_seed"
+                                                  f"{self.primary.seed + 1}", not_replicated)
         verdicts = pd.concat([verdicts, pd.DataFrame(
             [{**f, "verdict": "INCONCLUSIVE", "rule": f"not scored: {f['error']}"} for f in ctx.failures
              if self.kinds.get(f["method"], f.get("kind", "method")) == "method"],  # baselines, references: none
             columns=verdicts.columns)], ignore_index=True)
+        verdicts["calibrated"] = verdicts.criterion.map(lambda c: self._calibration["status"].get(c, {}).get(
+            "calibrated"))  # the sources not scored too
         content = {"title": self._title(n_images), "summary": summary, "verdicts": verdicts,
                    "order": [*self.sources, READERS], "kinds": kinds,
                    "headlines": {n: c.headline for n, c in self.criteria.items()},
                    "notes": {n: repr(c) for n, c in self.criteria.items()}, "aucs": aucs, "seconds": seconds,
                    "tabled": {n: c.tabled for n, c in self.criteria.items()},
                    "trust": {**self._calibration, "stability_resamples": self.stability_resamples,
-                             "image_settings": self.image_settings},
+                             "image_settings": self.image_settings, "replicate": self._replicate},
                    "data_issues": data_issue_counts(getattr(getattr(self.dataloader, "dataset", None), "data", None))}
         report = format_report(failures=ctx.failures, **content)
         print(report, flush=True)
@@ -250,14 +269,36 @@ class SaliencyStudy:
         self._calibration = {"record": calibration, "file": path, "status": status}
         return apply_calibration(verdicts, status)
 
-    def _records_path(self, rank: int = 0) -> Path:
-        return self.output_dir / f"{self.run_name}_records{f'.rank{rank}' if rank else ''}.csv"
+    def _replica(self, ctx: StudyContext) -> tuple[StudyContext | None, dict[str, Criterion], dict[str, str]]:
+        """With ``replicate``: the context with the next seed's model (trained for repeatability) as the model under
+        study, the criteria whose models are all trained, and why each other criterion is not replicated."""
+        if not self.replicate:
+            return None, {}, {}
+        spec = ModelSpec(self.primary.architecture, self.primary.seed + 1)
+        runnable, skipped = {}, {}
+        for name, criterion in self.criteria.items():
+            try:
+                missing = [s.name for s in criterion.models(spec) if not s.checkpoint(self.ckpt_dir).is_file()]
+            except ValueError as error:  # e.g. repeatability's second model is that seed's model itself
+                skipped[name] = str(error)
+                continue
+            if missing:
+                skipped[name] = f"needs {', '.join(missing)}, which the study did not train"
+            else:
+                runnable[name] = criterion
+        if not spec.checkpoint(self.ckpt_dir).is_file():
+            return None, {}, {name: f"no {spec.name} was trained (add repeatability)" for name in self.criteria}
+        return replace(ctx, primary=spec, failures=[]), runnable, skipped
 
-    def _score(self, ctx: StudyContext) -> tuple[list[dict], list[dict], dict[str, float]]:
+    def _records_path(self, rank: int = 0, tag: str = "") -> Path:
+        return self.output_dir / f"{self.run_name}{tag}_records{f'.rank{rank}' if rank else ''}.csv"
+
+    def _score(self, ctx: StudyContext, criteria: Mapping[str, Criterion],
+               tag: str = "") -> tuple[list[dict], list[dict], dict[str, float]]:
         """Every criterion on this process's batches: its records (also appended to disk as they come, so work
         survives a crash), its failures, and each criterion's seconds."""
-        writer, seconds = RecordWriter(self._records_path(ctx.rank)), {}
-        for name, criterion in self.criteria.items():
+        writer, seconds = RecordWriter(self._records_path(ctx.rank, tag)), {}
+        for name, criterion in criteria.items():
             logger.info("criterion %s: %r", name, criterion)
             start = time.perf_counter()
             for records in criterion.evaluate(ctx):
@@ -266,13 +307,14 @@ class SaliencyStudy:
             logger.info("criterion %s took %.1f s", name, seconds[name])
         return writer.rows, ctx.failures, seconds
 
-    def _merge(self, ctx: StudyContext, shares: list[tuple]) -> tuple[pd.DataFrame, dict[str, float]]:
+    def _merge(self, ctx: StudyContext, shares: list[tuple], criteria: Mapping[str, Criterion],
+               tag: str = "") -> tuple[pd.DataFrame, dict[str, float]]:
         """Every process's records in one process's order (:func:`bundle.records.merge_shares`), then the records
-        that pair images (:meth:`Criterion.evaluate_across_images`), written over ``<run>_records.csv``."""
-        rows, ctx.failures[:] = merge_shares([share[:2] for share in shares], list(self.criteria), list(self.sources),
+        that pair images (:meth:`Criterion.evaluate_across_images`), written over ``<run><tag>_records.csv``."""
+        rows, ctx.failures[:] = merge_shares([share[:2] for share in shares], list(criteria), list(self.sources),
                                              self._image_ids)
-        seconds = {n: max(share[2].get(n, 0.0) for share in shares) for n in self.criteria}
-        for name, criterion in self.criteria.items():
+        seconds = {n: max(share[2].get(n, 0.0) for share in shares) for n in criteria}
+        for name, criterion in criteria.items():
             start = time.perf_counter()
             for source in dict.fromkeys(row["method"] for row in rows if row["criterion"] == name):
                 try:
@@ -281,10 +323,10 @@ class SaliencyStudy:
                     ctx.report_failure(name, source, error)
                     rows = [row for row in rows if (row["criterion"], row["method"]) != (name, source)]
             seconds[name] += time.perf_counter() - start
-        writer = RecordWriter(self._records_path())
+        writer = RecordWriter(self._records_path(tag=tag))
         writer.add(Record(**row) for row in rows)
         for rank in range(1, len(shares)):
-            self._records_path(rank).unlink(missing_ok=True)
+            self._records_path(rank, tag).unlink(missing_ok=True)
         return writer.frame(), seconds
 
     def _skip_sources_of_other_dimensions(self) -> list[dict]:
@@ -353,8 +395,9 @@ class SaliencyStudy:
 
     def _save_and_log(self, ctx, records_csv, records, comparisons, report, content) -> None:
         summary, verdicts, aucs, seconds = content["summary"], content["verdicts"], content["aucs"], content["seconds"]
-        files = {"summary": summary, "verdicts": verdicts, "comparisons": comparisons}
-        paths = [records_csv]
+        files = {"summary": summary, "verdicts": verdicts, "comparisons": comparisons,
+                 **({REPLICATE.strip("_"): self._replicate} if self._replicate is not None else {})}
+        paths = [records_csv] + [self._records_path(tag=REPLICATE)] * self._records_path(tag=REPLICATE).is_file()
         for name, table in files.items():
             paths.append(self.output_dir / f"{self.run_name}_{name}.csv")
             table.to_csv(paths[-1], index=False)
@@ -381,13 +424,18 @@ class SaliencyStudy:
         status = self._calibration["status"]
         if any(s["calibrated"] is not None for s in status.values()):  # the calibration these verdicts rest on
             extra.update(calibration_metrics(self._calibration["record"]))
+        replicated = {}
+        if self._replicate is not None and self._replicate.agree.notna().any():
+            extra["replicate/agreement"] = float(self._replicate.agree.dropna().astype(float).mean())
+            replicated = {f"replicate/{r.criterion}/{r.method}": str(r.replicate)[:5000]
+                          for r in self._replicate.itertuples(index=False)}
         def log(uri: str) -> str:
             return log_study(uri, self.experiment_name, self.run_name, self.output_dir, params, summary, verdicts,
                              comparisons, ctx.failures, paths, report,
                              tags={"bundle_version": __version__, "dataset": self.params.get("dataset", ""),
                                    "profile": self.params.get("profile", ""),
                                    **{f"calibrated/{n}": {True: "yes", False: "no"}.get(c["calibrated"], c["why"])
-                                      for n, c in status.items()},
+                                      for n, c in status.items()}, **replicated,
                                    **({"finding": self.params["finding"]} if "finding" in self.params else {})},
                              primary=self.primary.name, extra_metrics=extra, children=self._trained_runs)
 

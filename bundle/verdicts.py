@@ -25,6 +25,7 @@ POWER_TARGET = POWER  # a known-good control must PASS in at least this share of
 MONOTONE = 0.8  # a graded control's score must move with its level at least this strongly (Spearman)
 PAIR_SEPARATOR = "|"  # records of an image pair (the unrelated-pairs baseline) have ids "a|b"
 CALIBRATION_SUFFIX = "_calibration.json"  # what ``run calibrate`` writes beside the study's results
+REPLICATE = "_replicate"  # the files of the replicate with the next seed's model: <run>_replicate_records.csv
 
 
 @dataclass(frozen=True)
@@ -150,3 +151,15 @@ def apply_calibration(verdicts: pd.DataFrame, status: Mapping[str, Mapping]) -> 
     verdicts.loc[failed, "verdict"] = INCONCLUSIVE
     verdicts.loc[failed, "images_needed"] = np.nan  # more images cannot repair an instrument
     return verdicts
+
+
+def replicate_agreement(verdicts: pd.DataFrame, again: pd.DataFrame, model: str,
+                        not_replicated: Mapping[str, str]) -> pd.DataFrame:
+    """Per method and criterion: the study's verdict, the replicate's (the criteria again with ``model`` under study)
+    and whether they agree; a criterion that was not replicated says why instead (``agree`` NaN)."""
+    table = verdicts[["criterion", "method", "verdict"]].merge(
+        again[["criterion", "method", "verdict"]].rename(columns={"verdict": "replicate"}), how="left")
+    why = table.criterion.map(lambda c: f"not replicated: {not_replicated[c]}" if c in not_replicated else None)
+    table["replicate"] = table.replicate.where(why.isna(), why)
+    table["agree"] = (table.verdict == table.replicate).where(why.isna())
+    return table.assign(model=model)

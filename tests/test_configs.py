@@ -83,6 +83,7 @@ def test_profiles_are_one_file_each_and_auto_picks_cpu_without_cuda():
     psc = parser.get_parsed_content("criteria#psc")  # the cpu profile's attack cut, and the published attack
     assert (psc.iterations, psc.lr, psc.n_images, psc.attacked) == (10, 0.003, 16, ("grad",))
     assert parser.get_parsed_content("criteria#faithfulness").n_images == cpu["faithfulness_images"] == 32
+    assert parser.get_parsed_content("study#replicate") is False and published.get_parsed_content("study#replicate")
     published_psc = published.get_parsed_content("criteria#psc")
     assert (published_psc.iterations, published_psc.lr, published_psc.attacked) == (1000, 2e-4, None)
     with pytest.raises(Exception) as error:
@@ -127,6 +128,7 @@ def test_criteria_are_config_entries_with_their_own_settings():
     assert criteria["cascading_randomization"].architectures == ("densenet121", "inception_v3")
     assert isinstance(criteria["reproducibility"], Reproducibility)
     assert criteria["repeatability"].other == {"architecture": "densenet121", "seed": 1}
+    assert criteria["repeatability"].binarize == criteria["reproducibility"].binarize == "area"  # equal-area masks
     assert isinstance(criteria["faithfulness"], Faithfulness) and criteria["faithfulness"].baseline == "random"
     psc = criteria["psc"]
     assert isinstance(psc, PredictionSaliencyCorrelation) and psc.epsilon == 0.03 and psc.transfer_from == "grad"

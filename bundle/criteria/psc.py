@@ -151,10 +151,14 @@ class PredictionSaliencyCorrelation(Criterion):
     def aggregates(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
         """PSC per source and attack (metric ``<attack>``), from the per-image divergences in image-id order."""
         mine = records[records.criterion == self.name]
+        # one pivot for every source (each image's divergences side by side, in image-id order): verdicts are
+        # bootstrapped, and a pivot per source cost more than the correlations
+        wide = mine.pivot_table(index=["model", "method", "image_id"], columns="metric", values="value",
+                                aggfunc="first").reindex(columns=[f"{a}_jsd_{side}" for a in self.attacks
+                                                                  for side in ("pred", "map")])
         rows = []
-        for (model, method), group in mine.groupby(["model", "method"], sort=False):
-            values = group.pivot_table(index="image_id", columns="metric", values="value", aggfunc="first",
-                                       dropna=False).sort_index()
+        for model, method in dict.fromkeys(zip(mine.model, mine.method)):
+            values = wide.loc[(model, method)] if (model, method) in wide.index.droplevel(2) else wide.iloc[:0]
             for attack in self.attacks:
                 r = psc(values[f"{attack}_jsd_pred"], values[f"{attack}_jsd_map"], n_resamples, seed=seed)
                 rows.append({"model": model, "method": method, "criterion": self.name, "metric": attack,

@@ -42,7 +42,7 @@ def prepare_dataset(name: str, dataset_dir: str, synthetic: dict | None = None) 
     """Make sure ``dataset_dir`` holds dataset ``name``: generate a synthetic one if missing, check a real one.
     Under ``torchrun`` rank 0 writes it first; the other ranks then find it written."""
     _reader(name)
-    with main_process_first():
+    with main_process_first("preparing the data"):
         if name in SYNTHETIC:
             return SYNTHETIC[name](dataset_dir, **(synthetic or {}))
         return dataset_folder(dataset_dir)

@@ -147,7 +147,7 @@ def format_calibration(record: Mapping) -> str:
         met = {True: "yes", False: "NO"}.get(r["met"], "")
         lines.append(f"{r['criterion']:<24}{r['label'][:29]:<30}{r['model']:<11}{r['expected']:<10}"
                      f"{_rate(r['pass_rate'], r['pass_low'], r['pass_high']):<22}{r['fail']:>6}{r['inconclusive']:>9}"
-                     f"{r['score']:>9.3f}  {met}".rstrip())
+                     f"{np.nan if r['score'] is None else r['score']:>9.3f}  {met}".rstrip())
     lines += ["", "Per criterion"] + calibration_lines(record)
     if record.get("failures"):
         lines += ["", "Controls not scored in some draws (counted as not PASS):"]
@@ -161,8 +161,11 @@ def trust_lines(verdicts: pd.DataFrame, trust: Mapping) -> list[str]:
     lines = ["", "Can these verdicts be trusted?"]
     record, status = trust.get("record"), trust.get("status", {})
     if record is not None and any(s["calibrated"] is not None for s in status.values()):
-        lines.append(f"Calibration: {Path(str(trust.get('file'))).name}, {record['date']}, {record['draws']} draws "
-                     f"(? marks the verdicts of an uncalibrated criterion: INCONCLUSIVE by rule)")
+        name = Path(str(trust.get("file"))).name
+        lines.append(f"Calibration: {name}, {record['date']}, {record['draws']} draws, each control judged as one of "
+                     f"the study's {record['family']} tests (every control's row: "
+                     f"{name.replace('.json', '.txt')}); ? marks the verdicts of an uncalibrated criterion, "
+                     "INCONCLUSIVE by rule")
         lines += [line for line in calibration_lines(record)
                   if status.get(line.split()[0], {}).get("calibrated") is not None]
     others = sorted(n for n, s in status.items() if s["calibrated"] is None)
@@ -179,6 +182,17 @@ def trust_lines(verdicts: pd.DataFrame, trust: Mapping) -> list[str]:
                      f"(~ marks those below 0.8)" + (":" if len(unstable) else ""))
         lines += [f"  {v.criterion:<24} {v.method:<12} {v.verdict:<13} {v.stability:.2f}"
                   for v in unstable.itertuples(index=False)]
+    replicate = trust.get("replicate")
+    if replicate is not None:
+        compared = replicate[replicate.agree.notna()]
+        differ = compared[~compared.agree.astype(bool)]
+        lines.append(f"Replicate: the criteria again with {replicate.model.iloc[0] if len(replicate) else '?'} as the "
+                     f"model under study: {len(compared) - len(differ)} of {len(compared)} verdicts agree"
+                     + (":" if len(differ) else ""))
+        lines += [f"  {r.criterion:<24} {r.method:<12} {r.verdict:<13} replicate {r.replicate}"
+                  for r in differ.itertuples(index=False)]
+        lines += [f"  {c}: {why}" for c, why in dict(zip(replicate.criterion[replicate.agree.isna()],
+                                                         replicate.replicate[replicate.agree.isna()])).items()]
     undecided = verdicts[verdicts.verdict.eq("INCONCLUSIVE") & verdicts.get(
         "images_needed", pd.Series(np.nan, index=verdicts.index)).notna()]
     if len(undecided):

@@ -101,33 +101,36 @@ class ShiftedMap(_Wrapping):
 
 
 class ShuffledMap(_Wrapping):
-    """Each image gets the source's map of another image of its batch (a seeded cyclic derangement): a map
-    with realistic spatial statistics and no correspondence with the image (an image alone in its batch gets
-    its own map turned by 180 degrees).
+    """Each image gets the source's map of another image of its batch: the images are put on one seeded random
+    cycle and each takes the map ``step`` places ahead, a map with realistic spatial statistics and no
+    correspondence with the image (an image with no other ``step`` places away gets its own map turned by 180
+    degrees).
 
     Args:
         source: the map source whose maps are shuffled (a method, the oracle).
-        seed: seeds the derangement.
+        seed: seeds the cycle.
+        step: how far ahead on the cycle; the independent draw (the agreement criteria's second map) takes the
+            next step, so the two maps of a pair always come from two different other images.
     """
 
-    def __init__(self, source, seed: int = 0) -> None:
+    def __init__(self, source, seed: int = 0, step: int = 1) -> None:
         super().__init__(source)
-        self.seed = seed
+        self.seed, self.step = seed, step
 
     def __repr__(self) -> str:
-        return f"shuffled({self.source!r}, seed={self.seed})"
+        return f"shuffled({self.source!r}, seed={self.seed}, step={self.step})"
 
     def independent_draw(self) -> ShuffledMap:
-        return ShuffledMap(self.source, self.seed + 1)
+        return ShuffledMap(self.source, self.seed, self.step + 1)
 
     def __call__(self, model, images: torch.Tensor, target=None, masks: torch.Tensor | None = None) -> torch.Tensor:
         unit = self.unit(model, images, target, masks)
-        if len(unit) == 1:
+        if len(unit) <= self.step:
             return unit.flip(dims=tuple(range(1, unit.ndim)))
-        # seeded by the batch's images, so a cached batch and a recomputed one get the same derangement
+        # seeded by the batch's images, so a cached batch and a recomputed one get the same cycle
         order = torch.randperm(len(unit), generator=image_generators(images[:1], self.seed)[0])
         source_of = torch.empty_like(order)
-        source_of[order] = order.roll(-1)  # every image takes the map of the next one on a random cycle
+        source_of[order] = order.roll(-self.step)  # every image takes the map `step` places ahead on the cycle
         return unit[source_of.to(unit.device)]
 
 

@@ -1,0 +1,40 @@
+"""What two torchrun processes do in tests/test_distributed.py: ``python -m torch.distributed.run --standalone
+--nproc_per_node=2 tests/distributed_scenarios.py <scenario> <folder> [dataset]``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from bundle import distributed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def late_rank(folder: Path) -> None:
+    """Rank 1 never reaches the barrier in time: rank 0 must stop with an error that names it, not hang."""
+    distributed.initialize(timeout_minutes=0.05)  # 3 seconds
+    if distributed.rank() == 1:
+        time.sleep(30)
+        return
+    distributed.barrier("preparing the data", "rank 0 to finish it")
+
+
+def rank_0_trains(folder: Path, dataset: str) -> None:
+    """Rank 0 trains a missing model (train.json, through Ignite's checkpoint saver) while rank 1 waits for it."""
+    from bundle.models import ModelSpec, ensure_trained
+
+    distributed.initialize(timeout_minutes=5)
+    with distributed.main_process_first("training the missing models"):
+        checkpoint = ensure_trained(
+            ModelSpec("glass_box", 0), folder / "models", ROOT / "configs" / "train.json",
+            {"bundle_root": str(ROOT), "output_dir": str(folder / "eval"), "dataset_dir": dataset, "epochs": 1,
+             "mirror": False, "epoch_trust#enabled": False})
+    (folder / f"rank{distributed.rank()}.done").write_text(str(checkpoint))
+    distributed.finish()
+
+
+if __name__ == "__main__":
+    scenario, folder = sys.argv[1], Path(sys.argv[2])
+    {"late_rank": late_rank, "rank_0_trains": rank_0_trains}[scenario](folder, *sys.argv[3:])
