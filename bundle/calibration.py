@@ -56,6 +56,7 @@ class Control:
     expected: str  # PASS, FAIL (must never PASS), or GRADED (levels of a degradation)
     reason: str
     model: str = STUDY
+    requires: str | None = None  # a criterion the model under study must PASS for the expected verdict to hold
 
 
 def _controls(criteria: Sequence[str], name: str, expected: str, reason: str, model: str = STUDY) -> list[Control]:
@@ -89,17 +90,20 @@ CONTROLS: tuple[Control, ...] = (
     *_controls(AGREEMENT, "oracle+noise", GRADED, "the oracle plus noise drawn independently for each model"),
     *_controls(AGREEMENT, "random", FAIL, "two independent random maps: chance agreement"),
     *_controls(AGREEMENT, "shuffled oracle", FAIL, "lesions of two other images, never the same one"),
-    Control("faithfulness", "ig", PASS, "Integrated Gradients on a linear model is each pixel's exact contribution: "
-            "the most positive revealed first", GLASS_BOX),
-    Control("faithfulness", "ig+noise", GRADED, "those contributions plus noise", GLASS_BOX),
-    Control("faithfulness", "ig negated", FAIL, "the contributions reversed: what lowers the score is revealed first",
-            GLASS_BOX),
-    Control("faithfulness", "random", FAIL, "another draw of the random baseline it is compared with", GLASS_BOX),
+    Control("faithfulness", "oracle", PASS, "the lesion revealed first, on a model whose score rests on it (lesion "
+            "reliance: each positive above its lesion-free twin)", requires="lesion_reliance"),
+    Control("faithfulness", "oracle+noise", GRADED, "the oracle plus Gaussian noise", requires="lesion_reliance"),
+    Control("faithfulness", "oracle reversed", FAIL, "the lesion revealed last"),
+    Control("faithfulness", "random", FAIL, "another draw of the random baseline it is compared with"),
     Control("psc", "prediction tracking", PASS, "p x lesion + (1 - p) x rest: the map's divergence is the "
             "prediction's, PSC 1 by construction"),
     Control("psc", "prediction tracking+noise", GRADED, "that map plus noise"),
     *[Control("psc", name, FAIL, "the map ignores the prediction") for name in ("random", "edge", "prior", "oracle")],
 )
+GRADED_FROM = {  # the known-good control each graded series degrades: its level 0
+    "oracle+noise": "oracle", "oracle shifted": "oracle", "gradcam+noise as its cut": "gradcam as its own cut",
+    "grad+noise": "grad", "prediction tracking+noise": "prediction tracking",
+}
 NOT_APPLICABLE = {  # controls a criterion cannot judge, with the reason (the docs' table shows them as n/a)
     **{(criterion, name): "identical on both models with no independent draw: agreement cannot tell"
        for criterion in AGREEMENT for name in ("edge", "prior")},
@@ -131,7 +135,6 @@ class ControlSources:
             "gradcam+noise as its cut": ("noise", lambda v: CutOf(DegradedMap(s["gradcam"], v, SEED_OFFSET),
                                                                   s["gradcam"])),
             "grad+noise": ("noise", lambda v: DegradedMap(s["grad"], v, SEED_OFFSET)),
-            "ig+noise": ("noise", lambda v: DegradedMap(RankedMap(s["ig"]), v, SEED_OFFSET)),
             "prediction tracking+noise": ("noise", lambda v: DegradedMap(PredictionTrackingMap(), v, SEED_OFFSET)),
         }
         if name in graded:
@@ -143,7 +146,7 @@ class ControlSources:
             "shuffled gradcam": lambda: ShuffledMap(s[self.shuffled_method], seed),
             "gradcam as its own cut": lambda: CutOf(s["gradcam"], s["gradcam"]),
             "random as a cut of gradcam": lambda: CutOf(RandomMap(seed), s["gradcam"]),
-            "grad": lambda: s["grad"], "ig": lambda: RankedMap(s["ig"]), "ig negated": lambda: RankedMap(s["ig"], -1),
+            "grad": lambda: s["grad"], "oracle reversed": lambda: RankedMap(s["oracle"], -1),
             "prediction tracking": PredictionTrackingMap,
         }
         return {f"{CONTROL}{name}": single[name]()} if name in single else {}
@@ -231,11 +234,28 @@ class Calibration:
         self.noise_levels, self.shift_fractions = tuple(noise_levels), tuple(shift_fractions)
         self.glass_box = ModelSpec(**{"architecture": GLASS_BOX, "seed": study.primary.seed, **dict(glass_box or {})})
         self.glass_box_overrides, self.shuffled_method = dict(glass_box_overrides or {}), shuffled_method
-        self.family = family
+        self.family, self._unmet = family, {}
 
     def controls(self) -> list[Control]:
-        """The expected-verdict table rows of the study's criteria."""
-        return [c for c in CONTROLS if c.criterion in self.study.criteria]
+        """The expected-verdict table rows of the study's criteria whose preconditions hold (:meth:`preconditions`)."""
+        return [c for c in CONTROLS if c.criterion in self.study.criteria and c.requires not in self._unmet]
+
+    def preconditions(self) -> dict[str, str]:
+        """Why a control's expected verdict does not hold for this model, per criterion it requires the model under
+        study to PASS (lesion reliance: the oracle restores the score only of a model that uses the lesion)."""
+        unmet = {}
+        for name in dict.fromkeys(c.requires for c in CONTROLS if c.requires and c.criterion in self.study.criteria):
+            if name not in self.study.criteria:
+                unmet[name] = f"{name} is not among the study's criteria"
+                continue
+            ctx = self.study.context()
+            criterion = {name: self.study.criteria[name]}
+            verdicts = judge(criterion, score_in_one_process(criterion, ctx), {}, self.study.n_resamples,
+                             self.seed).verdicts
+            if not (verdicts.verdict == PASS).all() or not len(verdicts):
+                said = "; ".join(f"{v.verdict}: {v.rule}" for v in verdicts.itertuples(index=False)) or "no verdict"
+                unmet[name] = f"{self.study.primary.name} does not PASS {name} ({said})"
+        return unmet
 
     def _family(self) -> int:
         if self.family is not None:
@@ -270,14 +290,16 @@ class Calibration:
         def digest(spec: ModelSpec) -> str:
             return f"fixed:{spec.architecture}" if spec.architecture in INTENSITY_MODELS else base.checkpoint_digest(spec)
 
-        return replace(base, primary=primary, load_model=load, checkpoint_digest=digest, failures=[], _digests={},
-                       _models=base._models if primary.architecture not in INTENSITY_MODELS else {})
+        fixed = primary.architecture in INTENSITY_MODELS
+        return replace(base, primary=primary, load_model=load, checkpoint_digest=digest, failures=[],
+                       _digests={} if fixed else base._digests, _models={} if fixed else base._models)
 
     def verdicts_of_draws(self) -> tuple[pd.DataFrame, list[dict]]:
         """Per draw, criterion and control label: the verdict and the criterion's headline score. Each criterion
         scores only its own controls (beside the study's baselines), on the model of their setting."""
         study, family = self.study, self._family()
         models, base = self._models(), study.context()
+        self._unmet = self.preconditions()
         parts = ControlSources({**study.sources}, self.noise_levels, self.shift_fractions, self.shuffled_method)
         baselines = {n: s for n, s in study.sources.items() if study.kinds[n] == "baseline"}
         adjust = adjusted_as_expected({(c.criterion, c.name) for c in self.controls() if c.expected == FAIL}, family)
@@ -303,7 +325,8 @@ class Calibration:
                 scores = self._scores(criteria, judged.summary)
                 for v in judged.verdicts.itertuples(index=False):
                     label = v.method if v.method != "model" else CONTROL + setting  # lesion reliance: the model
-                    if any(c.criterion == v.criterion and c.name == control_of(label) for c in controls):
+                    if label.startswith(CONTROL) and any(c.criterion == v.criterion and c.name == control_of(label)
+                                                         for c in controls):  # the baselines' sanity rows are not
                         rows.append({"draw": draw, "criterion": v.criterion, "label": label, "verdict": v.verdict,
                                      "score": scores.get((v.criterion, v.method), np.nan)})
                 logger.info("calibration: %s model, draw %d of %d, %.1f s", setting, draw + 1, self.draws,
@@ -343,9 +366,10 @@ class Calibration:
 
     def criteria_table(self, table: pd.DataFrame, draws: pd.DataFrame) -> pd.DataFrame:
         """Per criterion: the worst false-PASS rate of its known-bad controls, the lowest power of its known-good
-        ones, each graded series' Spearman correlation of the score with the level and the level where PASS is
-        lost (the first level below the power target), and whether it is calibrated (every control met its
-        expected verdict and every graded score moves the wrong way as the level grows)."""
+        ones, each graded series' Spearman correlation of its mean score with the level (level 0: the known-good
+        control it degrades) and the level where PASS is lost (the first level below the power target), and
+        whether it is calibrated (every control met its expected verdict and every graded mean score worsens with
+        the level, Spearman at least 0.8)."""
         rows = []
         for criterion, mine in table.groupby("criterion", sort=False):
             bad, good, graded = (mine[mine.expected == kind] for kind in (FAIL, PASS, GRADED))
@@ -359,10 +383,11 @@ class Calibration:
                    "power_low": float(good.pass_low.min()) if len(good) else np.nan}
             lower_is_better = not getattr(self.study.criteria[criterion], "higher_is_better", True)
             for control, series in graded.groupby("control", sort=False):
-                points = draws[(draws.criterion == criterion) & draws.label.map(control_of).eq(control)]
-                points = points[np.isfinite(points.score)]
-                rho = float(stats.spearmanr(points.label.map(level_of), points.score).statistic) \
-                    if points.score.nunique() > 1 else np.nan
+                # the mean score per level, from the known-good control (level 0) to the strongest degradation
+                drawn = draws[draws.criterion == criterion]
+                points = drawn[drawn.label.map(control_of).isin([control, GRADED_FROM[control]])]
+                means = points.groupby(points.label.map(level_of).fillna(0.0)).score.mean().dropna()
+                rho = float(stats.spearmanr(means.index, means).statistic) if means.nunique() > 1 else np.nan
                 lost = series[series.pass_rate < POWER_TARGET].level
                 row[f"spearman:{control}"] = rho
                 row[f"resolution:{control}"] = float(lost.min()) if len(lost) else np.inf
@@ -370,6 +395,9 @@ class Calibration:
                     problems.append(f"{control}: the score does not worsen steadily with the level (Spearman "
                                     f"{rho:+.2f})")
             row["calibrated"], row["why"] = not problems, "; ".join(problems) or "every control as expected"
+            unmet = {self._unmet[c.requires] for c in CONTROLS if c.criterion == criterion and c.requires in self._unmet}
+            if not len(good) and unmet:  # nothing known to be good to PASS: neither calibrated nor failed
+                row["calibrated"], row["why"] = None, "no known-good control: " + "; ".join(sorted(unmet))
             rows.append(row)
         return pd.DataFrame(rows)
 

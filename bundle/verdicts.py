@@ -134,6 +134,8 @@ def calibration_status(calibration: Mapping | None, criteria: Mapping[str, Crite
         if found is None or not same:
             why = "not calibrated" if found is None else "calibrated with other settings or data"
             status[name] = {"calibrated": None, "why": why}
+        elif found["calibrated"] is None:  # it could not be calibrated (no known-good control for this model)
+            status[name] = {"calibrated": None, "why": f"not calibrated: {found['why']}"}
         else:
             status[name] = {"calibrated": bool(found["calibrated"]), "why": found["why"]}
     return status

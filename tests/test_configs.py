@@ -73,7 +73,7 @@ def test_profiles_are_one_file_each_and_auto_picks_cpu_without_cuda():
     assert parser.get_parsed_content("methods#xrai").n_steps == cpu["methods"]["xrai"]["n_steps"] == 20
     cascade = parser.get_parsed_content("criteria#cascading_randomization")
     assert cascade.steps == cpu["cascade_steps"] and cascade.n_images == cpu["sensitivity_images"]
-    assert parser.get_parsed_content("criteria#repeatability").n_images == cpu["agreement_images"] == 12
+    assert parser.get_parsed_content("criteria#repeatability").n_images == cpu["agreement_images"] == 16
     assert parser.get_parsed_content("criteria#fidelity_to_published").n_images == cpu["fidelity_images"] == 3
     assert parser.get_parsed_content("study#params#profile") == "cpu"  # logged as an MLflow param
     published = _parser("evaluate.json", profile="published")

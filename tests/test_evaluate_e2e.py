@@ -296,12 +296,16 @@ def test_every_control_gets_its_expected_verdict_at_quick_size(calibrated):
     _, calibration, (printed, _) = calibrated
     table = pd.DataFrame(calibration["table"])
     assert calibration["draws"] == 20 and (table.draws == 20).all()
+    # the quick model (1 epoch) does not rely on the lesion: the oracle is no known-good faithfulness control for it
+    faithfulness = next(c for c in calibration["criteria"] if c["criterion"] == "faithfulness")
+    assert faithfulness["calibrated"] is None and "does not PASS lesion_reliance" in faithfulness["why"]
     decided = table[table.expected != "graded"]
     assert {(r.criterion, r.control) for r in decided.itertuples()} == {
-        (c.criterion, c.name) for c in CONTROLS if c.expected != GRADED}, "every control of the table was judged"
+        (c.criterion, c.name) for c in CONTROLS if c.expected != GRADED and c.requires is None}, \
+        "every control of the table was judged"
     assert decided.met.all(), decided[~decided.met.astype(bool)].to_string()
     for criterion in calibration["criteria"]:
-        assert criterion["calibrated"], criterion
+        assert criterion["calibrated"] is (None if criterion["criterion"] == "faithfulness" else True), criterion
     assert "Calibration of the verdict rules" in printed and "Per criterion" in printed
 
 
@@ -321,7 +325,10 @@ def test_the_study_says_how_far_each_verdict_can_be_trusted(calibrated):
     assert {"stability", "unstable", "calibrated", "images_needed"} <= set(verdicts.columns)
     judged = verdicts[verdicts.stability.notna()]
     assert judged.stability.between(0, 1).all() and (judged.unstable == (judged.stability < 0.8)).all()
-    assert verdicts.calibrated.eq(True).all()
+    assert verdicts[verdicts.criterion != "faithfulness"].calibrated.eq(True).all()
+    assert verdicts[verdicts.criterion == "faithfulness"].calibrated.isna().all()
+    assert "faithfulness             not calibrated: no known-good control: densenet121_seed0 does not PASS " \
+           "lesion_reliance" in printed
     undecided = verdicts[(verdicts.verdict == "INCONCLUSIVE") & verdicts.images_needed.notna()]
     section = printed[printed.index("Can these verdicts be trusted?"):printed.index("Deciding rules")]
     assert f"Calibration: {next(out.glob('*_calibration.json')).name}, {calibration['date']}, 20 draws, each control " \

@@ -25,6 +25,12 @@ def images():
     return torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(7))
 
 
+def test_a_map_compared_with_itself_diverges_by_exactly_zero():
+    """Entries below the clamp (a blurred mask's tails) must not leave a residue PSC could correlate."""
+    p = torch.tensor([[0.5, 0.5 - 3e-9, 1e-9, 2e-9], [1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    assert jensen_shannon(p, p.clone()).tolist() == [0.0, 0.0]
+
+
 def test_jensen_shannon_equals_scipy_squared_distance_in_nats():
     rng = np.random.default_rng(0)
     p, q = rng.random((5, 30)), rng.random((5, 30))

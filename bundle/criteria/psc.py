@@ -92,6 +92,7 @@ class PredictionSaliencyCorrelation(Criterion):
         if transfer_from not in DIFFERENTIABLE:
             raise ValueError(f"transfer_from must be a differentiable method {DIFFERENTIABLE}, got {transfer_from!r}")
         self.transfer_from, self.threshold, self.min_images = transfer_from, threshold, min_images
+        self._logits = {}
 
     def sources(self, ctx) -> list[str]:
         chosen = chosen_methods(ctx, self.name, self.methods)
@@ -111,6 +112,17 @@ class PredictionSaliencyCorrelation(Criterion):
             return source, True
         return type(source)(**{**params, **counts}), True
 
+    def evaluate(self, ctx):
+        self._logits = {}  # the model's logits of each batch (original and attacked), shared by every source
+        yield from super().evaluate(ctx)
+
+    def _logits_of(self, model, ctx, ids: list[str], what: str, images: torch.Tensor) -> torch.Tensor:
+        key = (ctx.primary, tuple(ids), what)
+        if key not in self._logits:
+            with torch.no_grad():
+                self._logits[key] = model(images)
+        return self._logits[key]
+
     def evaluate_method(self, ctx, name: str) -> list[Record]:
         (attacked, direct), model = self.attacked_source(ctx, name), ctx.model(ctx.primary)
         fields = {"model": ctx.primary.name, "method": name, "criterion": self.name, "step": "trained"}
@@ -118,8 +130,7 @@ class PredictionSaliencyCorrelation(Criterion):
         for batch in ctx.batches(self.n_images):
             ids, images = ctx.image_ids(batch), ctx.images(batch)
             target = target_tensor(ctx.target, len(ids), images.device)
-            with torch.no_grad():
-                logits = model(images)
+            logits = self._logits_of(model, ctx, ids, "original", images)
             before = class_probability(logits, target, self.prediction)
             maps = ctx.maps(ctx.primary, name, batch)
             records += records_for(ids, [float(direct)] * len(ids), metric="attacked_directly",
@@ -133,8 +144,7 @@ class PredictionSaliencyCorrelation(Criterion):
                                            attacked.signed)
 
                 adversarial = ctx.cached(ctx.primary, what, batch, compute, step="psc_images")
-                with torch.no_grad():
-                    adversarial_logits = model(adversarial)
+                adversarial_logits = self._logits_of(model, ctx, ids, repr(what), adversarial)
                 after = class_probability(adversarial_logits, target, self.prediction)
                 adversarial_maps = ctx.maps(ctx.primary, name, {**batch, ctx.image_key: adversarial},
                                             step=f"psc:{what!r}", model=model)

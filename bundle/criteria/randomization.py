@@ -223,8 +223,13 @@ class CascadingRandomization(MapSensitivity):
                                    self.steps.get(spec.architecture))
 
     def changed_maps(self, ctx, spec: ModelSpec, name: str, batch) -> Iterator[tuple[str, torch.Tensor]]:
+        randomization = self._randomization(ctx, spec)
+        if getattr(ctx.sources[name], "ignores_model", False):  # the same maps on every step: nothing to re-initialise
+            trained = ctx.maps(spec, name, batch)
+            yield from ((randomization.step_name(block), trained) for block in randomization.steps)
+            return
         # the cache key's step carries the seed and device: either changes the randomised model
-        yield from self._randomization(ctx, spec).map_steps(
+        yield from randomization.map_steps(
             lambda cache_step, model: ctx.maps(spec, name, batch, step=cache_step, model=model))
 
 
@@ -239,4 +244,5 @@ class LabelRandomization(MapSensitivity):
         return [primary, ModelSpec(primary.architecture, primary.seed, permuted_labels=True)]
 
     def changed_maps(self, ctx, spec: ModelSpec, name: str, batch) -> Iterator[tuple[str, torch.Tensor]]:
-        yield self.STEP, ctx.maps(self.models(spec)[1], name, batch)
+        changed = spec if getattr(ctx.sources[name], "ignores_model", False) else self.models(spec)[1]
+        yield self.STEP, ctx.maps(changed, name, batch)

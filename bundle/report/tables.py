@@ -127,10 +127,11 @@ def calibration_lines(record: Mapping) -> list[str]:
         trends = "; ".join(f"{name}: Spearman with the level {rho:+.2f}, PASS lost at "
                            + ("no level tried" if lost is None or not np.isfinite(lost) else f"{lost:g}")
                            for name, rho, lost in graded if rho is not None)
-        lines.append(f"  {c['criterion']:<24} {'calibrated' if c['calibrated'] else 'UNCALIBRATED':<13} "
+        state = {True: "calibrated", False: "UNCALIBRATED"}.get(c["calibrated"], "not calibrated")
+        lines.append(f"  {c['criterion']:<24} {state:<15} "
                      f"false-PASS at most {_rate(c['false_pass_rate'], 0, c['false_pass_high'])}, "
                      f"power at least {_rate(c['power'], c['power_low'], 1)}" + (f"; {trends}" if trends else "")
-                     + ("" if c["calibrated"] else f"; {c['why']}"))
+                     + ("" if c["calibrated"] is True else f"; {c['why']}"))
     return lines
 
 
@@ -168,9 +169,12 @@ def trust_lines(verdicts: pd.DataFrame, trust: Mapping) -> list[str]:
                      "INCONCLUSIVE by rule")
         lines += [line for line in calibration_lines(record)
                   if status.get(line.split()[0], {}).get("calibrated") is not None]
-    others = sorted(n for n, s in status.items() if s["calibrated"] is None)
-    if others:
-        lines.append(f"Not calibrated for these settings ({', '.join(others)}): their verdict rules have not been "
+    others = sorted(n for n, s in status.items() if s["calibrated"] is None and s["why"] != "not calibrated"
+                    and record is not None and s["why"].startswith("not calibrated:"))
+    lines += [f"  {n:<24} {status[n]['why']}" for n in others]  # calibrated runs that could not calibrate it
+    missing = sorted(n for n, s in status.items() if s["calibrated"] is None and n not in others)
+    if missing:
+        lines.append(f"Not calibrated for these settings ({', '.join(missing)}): their verdict rules have not been "
                      "checked on controls with known answers; run the calibration with the same config files: "
                      "python -m monai.bundle run calibrate --config_file <the same files and overrides>")
     judged = verdicts[verdicts.get("stability", pd.Series(dtype=float)).notna()] if "stability" in verdicts \

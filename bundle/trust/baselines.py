@@ -25,6 +25,7 @@ class RandomMap:
 
     name = "random"
     signed = False
+    ignores_model = True  # its maps are the same on any model (a randomised one included)
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -50,6 +51,7 @@ class PriorMap:
 
     name = "prior"
     signed = False
+    ignores_model = True
 
     def __init__(self, prior: torch.Tensor) -> None:
         self.prior = torch.as_tensor(prior, dtype=torch.float32)
@@ -76,6 +78,7 @@ class EdgeMap:
 
     name = "edge"
     signed = False
+    ignores_model = True
     spatial_dims = (2,)  # Canny is 2-D: the study leaves it out on volumes, saying so
 
     def __init__(self, low_threshold: float = 30, high_threshold: float = 90) -> None:
@@ -108,6 +111,7 @@ class OracleMap:
     name = "oracle"
     signed = False
     needs_ground_truth = True
+    ignores_model = True
 
     def __init__(self, sigma: float = 2.0) -> None:
         self.sigma = sigma

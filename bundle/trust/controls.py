@@ -33,6 +33,7 @@ class _Wrapping:
     def __init__(self, source) -> None:
         self.source = source
         self.needs_ground_truth = bool(getattr(source, "needs_ground_truth", False))
+        self.ignores_model = bool(getattr(source, "ignores_model", False))
 
     def unit(self, model, images, target, masks) -> torch.Tensor:
         """The source's maps folded and scaled to [0, 1] (``pair`` without the clip)."""
