@@ -1,7 +1,7 @@
 """``run calibrate``: every criterion's verdict rule on controls whose verdict is known (TRUST_METRICS.md section 10).
 
 A verdict rule is an instrument. Before its verdicts are trusted, it must PASS what is known to be good (the
-oracle; the exact gradient or contributions of a glass-box model; a map built to follow the prediction), never
+oracle; the exact gradient of a glass-box model; a map built to follow the prediction), never
 PASS what is known to be bad (random, edge, prior, shuffled maps, maps that ignore the model), and lose its PASS
 gradually as a known-good map is degraded. The calibration runs the study's own criteria (same models, map cache
 and images) on those controls over independent draws (control seeds and bootstrap resamples of the images), and
@@ -11,6 +11,7 @@ the degradation level and the level where PASS is lost. The study reads the newe
 folder: a criterion that failed its calibration is marked uncalibrated and its verdicts become INCONCLUSIVE.
 
 The expected verdicts (:data:`CONTROLS`) are fixed here and in docs/README.md before any calibration run.
+Calibration runs in one process.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,10 +31,10 @@ from scipy import stats
 from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, Criterion, Record
 from bundle.models import ModelSpec, ensure_trained
 from bundle.networks import IntensityModel
-from bundle.trust.baselines import EdgeMap, RandomMap
-from bundle.trust.controls import CutOf, DegradedMap, PredictionTrackingMap, RankedMap, ShiftedMap, ShuffledMap
 from bundle.report.tables import format_calibration
 from bundle.tracking import log_calibration, unique_run_name
+from bundle.trust.baselines import EdgeMap, RandomMap
+from bundle.trust.controls import CutOf, DegradedMap, PredictionTrackingMap, RankedMap, ShiftedMap, ShuffledMap
 from bundle.trust.stats import clopper_pearson
 from bundle.verdicts import CALIBRATION_SUFFIX, MONOTONE, POWER_TARGET, ImageResampler, judge
 

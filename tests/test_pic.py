@@ -104,6 +104,8 @@ def test_skipped_images_are_counted_with_the_reason_and_the_median_curve_aggrega
     boot = median_curve(scored.curve_x, scored.curves, n_resamples=200, seed=1)
     assert boot.auc == area and boot.auc_low <= area <= boot.auc_high and boot.n == len(kept)
     assert (boot.curve_low <= boot.curve + 1e-12).all() and (boot.curve <= boot.curve_high + 1e-12).all()
+    bare = median_curve(scored.curve_x, scored.curves, n_resamples=0)  # a verdict's bootstrap needs no interval
+    assert bare.auc == area and np.isnan(bare.auc_low) and np.isnan(bare.curve_high).all()
 
 
 class LesionContrast(nn.Module):

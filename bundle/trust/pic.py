@@ -239,12 +239,15 @@ class MedianCurve:
 def median_curve(curve_x: np.ndarray, curves: np.ndarray, n_resamples: int = 1000, confidence: float = 0.95,
                  seed: int = 0, chunk: int = 100) -> MedianCurve:
     """:func:`aggregate_pic` with bootstrap intervals: each resample draws the images anew and takes the median
-    curve and its area, in vectorised chunks of ``chunk`` resamples."""
+    curve and its area, in vectorised chunks of ``chunk`` resamples (no interval, NaN, with ``n_resamples`` 0)."""
     scored = curves[~np.isnan(curves).any(axis=1)]
     n, skipped = len(scored), len(curves) - len(scored)
     median, area = aggregate_pic(curve_x, curves)
     if n < 2:
         return MedianCurve(median, median, median, area, area, area, n, skipped)
+    if n_resamples == 0:
+        nan = np.full_like(median, np.nan)
+        return MedianCurve(median, nan, nan, area, float("nan"), float("nan"), n, skipped)
     rng = np.random.default_rng(seed)
     medians = []
     for start in range(0, n_resamples, chunk):
