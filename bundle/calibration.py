@@ -406,7 +406,7 @@ class Calibration:
         by the next study) and log it to MLflow; return the per-criterion table."""
         from bundle import distributed
 
-        if distributed.world_size() > 1:
+        if distributed.several_processes():
             raise ValueError("calibrate runs in one process: start it with python -m monai.bundle, not torchrun")
         study, start = self.study, time.perf_counter()
         draws, failures = self.verdicts_of_draws()

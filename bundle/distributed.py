@@ -26,6 +26,12 @@ def world_size() -> int:
     return dist.get_world_size() if active() else 1
 
 
+def several_processes() -> bool:
+    """Whether this process is one of several, in a process group or only launched by torchrun (``WORLD_SIZE``):
+    what a one-process workflow refuses."""
+    return world_size() > 1 or int(os.environ.get("WORLD_SIZE", 1)) > 1
+
+
 def is_main() -> bool:
     """Rank 0: the process that trains missing models, merges the study's records, reports and logs."""
     return rank() == 0

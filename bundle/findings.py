@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import re
 from collections.abc import Sequence
 from copy import deepcopy
@@ -117,8 +116,7 @@ def study_per_finding(findings: Sequence[str] | None = None) -> pd.DataFrame:
 
     from bundle import distributed
 
-    if distributed.world_size() > 1 or int(os.environ.get("WORLD_SIZE", 1)) > 1:  # each study would start its own
-        # collectives, or every process would run every study
+    if distributed.several_processes():  # each study would start its own collectives, or every process run them all
         raise ValueError("run per_finding runs in one process: start it with python -m monai.bundle, not torchrun "
                          "(a study of one finding runs under torchrun with --dataset_options#finding <finding>)")
     workflow = running_workflow()

@@ -75,11 +75,12 @@ class ImageResampler:
                     self.units.append([rows[i] for i in part.groupby("image_id", sort=True).indices.values()])
 
     def resample(self, rng: np.random.Generator) -> pd.DataFrame:
-        rows, ids = [], []
+        rows, ids, offset = [], [], 0
         for units in self.units:
             drawn = rng.integers(0, len(units), len(units))
             rows += [units[d] for d in drawn]
-            ids += [np.full(len(units[d]), draw) for draw, d in enumerate(drawn)]
+            ids += [np.full(len(units[d]), offset + draw) for draw, d in enumerate(drawn)]  # never two units' ids
+            offset += len(units)
         if not rows:
             return self.records.iloc[:0]
         out = self.records.take(np.concatenate(rows))

@@ -69,7 +69,7 @@ def test_profiles_are_one_file_each_and_auto_picks_cpu_without_cuda():
     assert resolve_profile("auto") == ("published" if torch.cuda.is_available() else "cpu")
     cpu = json.loads((ROOT / "configs/profiles/cpu.json").read_text())
     parser = _parser("evaluate.json", profile="cpu")
-    assert parser.get_parsed_content("saliency#n_images") == cpu["n_images"] == 32
+    assert parser.get_parsed_content("saliency#n_images") == cpu["n_images"] == 64
     assert parser.get_parsed_content("methods#xrai").n_steps == cpu["methods"]["xrai"]["n_steps"] == 20
     cascade = parser.get_parsed_content("criteria#cascading_randomization")
     assert cascade.steps == cpu["cascade_steps"] and cascade.n_images == cpu["sensitivity_images"]
@@ -82,7 +82,7 @@ def test_profiles_are_one_file_each_and_auto_picks_cpu_without_cuda():
     assert published.get_parsed_content("methods#kernelshap").n_samples == 200
     psc = parser.get_parsed_content("criteria#psc")  # the cpu profile's attack cut, and the published attack
     assert (psc.iterations, psc.lr, psc.n_images, psc.attacked) == (10, 0.003, 16, ("grad",))
-    assert parser.get_parsed_content("criteria#faithfulness").n_images == cpu["faithfulness_images"] == 32
+    assert parser.get_parsed_content("criteria#faithfulness").n_images == cpu["faithfulness_images"] == 64
     assert parser.get_parsed_content("study#replicate") is False and published.get_parsed_content("study#replicate")
     published_psc = published.get_parsed_content("criteria#psc")
     assert (published_psc.iterations, published_psc.lr, published_psc.attacked) == (1000, 2e-4, None)

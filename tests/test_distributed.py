@@ -57,3 +57,14 @@ def test_per_finding_refuses_torchrun_saying_what_to_run(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="run per_finding runs in one process"):
         study_per_finding(["Cardiomegaly"])
+
+
+def test_calibrate_refuses_torchrun_saying_what_to_run(monkeypatch):
+    from types import SimpleNamespace
+
+    from bundle.calibration import Calibration
+    from bundle.models import ModelSpec
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="calibrate runs in one process"):
+        Calibration(SimpleNamespace(primary=ModelSpec("densenet121", 0))).run()
