@@ -246,7 +246,8 @@ class SaliencyStudy:
                    "notes": {n: repr(c) for n, c in self.criteria.items()}, "aucs": aucs, "seconds": seconds,
                    "tabled": {n: c.tabled for n, c in self.criteria.items()},
                    "trust": {**self._calibration, "stability_resamples": self.stability_resamples,
-                             "image_settings": self.image_settings, "replicate": self._replicate},
+                             "image_settings": self.image_settings, "replicate": self._replicate,
+                             "study_images": n_images},
                    "data_issues": data_issue_counts(getattr(getattr(self.dataloader, "dataset", None), "data", None))}
         report = format_report(failures=ctx.failures, **content)
         print(report, flush=True)

@@ -208,7 +208,11 @@ def trust_lines(verdicts: pd.DataFrame, trust: Mapping) -> list[str]:
             if not np.isfinite(v.images_needed):
                 lines.append(f"  {v.criterion:<24} {v.method:<12} no effect observed: more images would not decide it")
                 continue
-            override = f": --{settings[v.criterion]} {int(v.images_needed)}" if v.criterion in settings else ""
+            n, setting = int(v.images_needed), settings.get(v.criterion)
+            study = trust.get("study_images")  # a criterion's images are the first of the study's
+            widen = f" --saliency#n_images {n}" if setting and setting != "saliency#n_images" and study and n > study \
+                else ""
+            override = f": --{setting} {n}{widen}" if setting else ""
             lines.append(f"  {v.criterion:<24} {v.method:<12} about {int(v.images_needed)} images{override}")
     return lines
 
