@@ -1,5 +1,5 @@
 """What two torchrun processes do in tests/test_distributed.py: ``python -m torch.distributed.run --standalone
---nproc_per_node=2 tests/distributed_scenarios.py <scenario> <folder> [dataset]``."""
+--nproc_per_node=2 tests/distributed_scenarios.py <scenario> <folder>``."""
 
 from __future__ import annotations
 
@@ -21,15 +21,17 @@ def late_rank(folder: Path) -> None:
     distributed.barrier("preparing the data", "rank 0 to finish it")
 
 
-def rank_0_trains(folder: Path, dataset: str) -> None:
-    """Rank 0 trains a missing model (train.json, through Ignite's checkpoint saver) while rank 1 waits for it."""
+def rank_0_trains(folder: Path) -> None:
+    """Rank 0 trains a missing model (train.json, which writes its 48 images first, through Ignite's checkpoint
+    saver) while rank 1 waits for it."""
     from bundle.models import ModelSpec, ensure_trained
 
     distributed.initialize(timeout_minutes=5)
     with distributed.main_process_first("training the missing models"):
         checkpoint = ensure_trained(
             ModelSpec("glass_box", 0), folder / "models", ROOT / "configs" / "train.json",
-            {"bundle_root": str(ROOT), "output_dir": str(folder / "eval"), "dataset_dir": dataset, "epochs": 1,
+            {"bundle_root": str(ROOT), "output_dir": str(folder / "eval"), "dataset_dir": str(folder / "data"),
+             "synthetic": {"n_images": 48, "seed": 1, "variant": "chest"}, "image_size": 32, "epochs": 1,
              "mirror": False, "epoch_trust#enabled": False})
     (folder / f"rank{distributed.rank()}.done").write_text(str(checkpoint))
     distributed.finish()

@@ -32,11 +32,11 @@ def test_a_rank_that_never_reaches_a_barrier_stops_the_other_with_an_error_namin
             in result.stdout + result.stderr), (result.stdout + result.stderr)[-3000:]
 
 
-def test_rank_0_trains_a_missing_model_alone_while_the_other_rank_waits(tmp_path, small_dataset):
+def test_rank_0_trains_a_missing_model_alone_while_the_other_rank_waits(tmp_path):
     """The training runs Ignite's checkpoint saver, which asks torch.distributed for its rank: inside the process
     group that started a collective the waiting rank never joined (issue 28's hang). Trained in a process outside the
     group, it finishes, and both ranks go on with the same checkpoint."""
-    result = scenario("rank_0_trains", tmp_path, str(small_dataset), timeout=600)
+    result = scenario("rank_0_trains", tmp_path, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     checkpoint = tmp_path / "models" / "glass_box_seed0.pt"
     assert checkpoint.is_file()

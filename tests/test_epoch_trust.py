@@ -146,7 +146,9 @@ def test_training_with_the_handler_gives_the_same_weights_and_logs_per_epoch(tmp
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'with' / 'mlruns.db'}")
     run = client.search_runs([client.get_experiment_by_name("saliency_trust_synthetic").experiment_id])[0]
-    for key in ("localization/auprc/grad", "localization/hit/gradcam", "logits_randomization/ssim/grad",
+    # the count, not the hit itself: a Grad-CAM with no positive evidence has no hit (NaN, not logged), as at epoch 2
+    # on an Intel Xeon with AVX-512
+    for key in ("localization/auprc/grad", "localization/hit/gradcam/n", "logits_randomization/ssim/grad",
                 SECONDS_KEY):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
     assert [m.step for m in client.get_metric_history(run.info.run_id, "map_drift/ssim/grad")] == [2]

@@ -290,6 +290,7 @@ def calibrated(quick_run, tmp_path_factory):
     return out, json.loads(next(out.glob("*_calibration.json")).read_text()), outputs
 
 
+@pytest.mark.slow  # with the others on `calibrated`: 4 min, over the default suite's budget
 def test_every_control_gets_its_expected_verdict_at_quick_size(calibrated):
     """Known-good controls PASS in at least 80 % of 20 draws, known-bad ones in at most alpha, every graded score
     worsens with its level: every criterion of the quick study is calibrated."""
@@ -309,6 +310,7 @@ def test_every_control_gets_its_expected_verdict_at_quick_size(calibrated):
     assert "Calibration of the verdict rules" in printed and "Per criterion" in printed
 
 
+@pytest.mark.slow  # with the others on `calibrated`: 4 min, over the default suite's budget
 def test_the_random_control_passes_localisation_at_most_at_alpha_with_its_exact_interval(calibrated):
     _, calibration, _ = calibrated
     random = next(r for r in calibration["table"] if (r["criterion"], r["control"]) == ("localization", "random"))
@@ -317,6 +319,7 @@ def test_the_random_control_passes_localisation_at_most_at_alpha_with_its_exact_
     assert random["pass_low"] <= random["pass_rate"] <= random["pass_high"]
 
 
+@pytest.mark.slow  # with the others on `calibrated`: 4 min, over the default suite's budget
 def test_the_study_says_how_far_each_verdict_can_be_trusted(calibrated):
     """The study in the calibration's folder: the calibration it rests on, each verdict's stability, what would
     decide each INCONCLUSIVE, and the replicate on the seed-1 model, in the report, the CSVs and MLflow."""
@@ -350,6 +353,7 @@ def test_the_study_says_how_far_each_verdict_can_be_trusted(calibrated):
     assert any(a.path.endswith("_calibration.json") for a in client.list_artifacts(calibrate.info.run_id))
 
 
+@pytest.mark.slow  # with the others on `calibrated`: 4 min, over the default suite's budget
 def test_the_replicate_on_the_seed_1_model_says_which_verdicts_agree(calibrated):
     out, _, (_, printed) = calibrated
     replicate = pd.read_csv(out / "study_replicate.csv")
@@ -491,6 +495,7 @@ def assert_same_study(out: Path) -> None:
         "rank 0 logs the study once"
 
 
+@pytest.mark.slow  # 1 min; the whole quick study under torchrun, from nothing, is slow too
 def test_two_torchrun_processes_give_the_one_process_study(quick_run, tmp_path):
     """configs/multi_gpu_evaluate.json: each rank scores every other batch of 4 images, rank 0 merges. Localisation,
     label randomisation (whose unrelated-pairs baseline pairs images of both ranks), faithfulness (seeded random

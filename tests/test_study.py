@@ -412,3 +412,36 @@ def test_records_of_several_processes_merge_into_one_process_order():
         ("loc", "grad", "c", "hit"), ("loc", "grad", "e", "auprc"), ("loc", "grad", "e", "hit"),
         ("loc", "random", "a", "auprc"), ("rand", "grad", "a", "ssim"), ("rand", "grad", "c", "ssim")]
     assert failures == [skipped, failed]
+
+
+def test_a_study_reads_its_calibration_and_says_how_stable_each_verdict_is(tmp_path):
+    """The newest calibration in the output folder, made with the criterion's settings on the same data, marks an
+    uncalibrated criterion: its verdicts INCONCLUSIVE by rule, `calibrated` False, MLflow tag `no`; every verdict
+    carries its stability (CSV column and MLflow tag)."""
+    import json
+
+    import mlflow
+
+    from bundle.verdicts import CALIBRATION_SUFFIX
+
+    localization = Localization(binarize="topk:10")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / f"cal{CALIBRATION_SUFFIX}").write_text(json.dumps({
+        "date": "2026-12-05T10:00:00", "draws": 20, "family": 3,
+        "params": {"dataset": "squares", "split": "test", "n_images": "10"},
+        "settings": {"localization": repr(localization)},
+        "criteria": [{"criterion": "localization", "calibrated": False, "why": "oracle: PASS in 0.40 of draws < 0.8",
+                      "false_pass_rate": 0.0, "false_pass_high": 0.17, "power": 0.4, "power_low": 0.19}]}))
+    make_study(tmp_path, make_batches(20), criteria={"localization": localization}).run()
+    verdicts = pd.read_csv(tmp_path / "eval" / "study_verdicts.csv").set_index("method")
+    assert (verdicts.verdict == "INCONCLUSIVE").all() and (~verdicts.calibrated.astype(bool)).all()
+    assert verdicts.rule.str.startswith("uncalibrated criterion (oracle: PASS in 0.40 of draws < 0.8): its rule alone "
+                                        "said ").all()
+    assert verdicts.stability.between(0, 1).all() and (verdicts.unstable == (verdicts.stability < 0.8)).all()
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}").search_runs(
+        [mlflow.MlflowClient(f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}").get_experiment_by_name(
+            "study_test").experiment_id])[0]
+    assert run.data.tags["calibrated/localization"] == "no"
+    assert float(run.data.tags["stability/localization/grad"]) == pytest.approx(verdicts.stability["grad"], abs=1e-3)
+    assert run.data.metrics["calibration/localization/power"] == 0.4
+    assert "UNCALIBRATED" in (tmp_path / "eval" / "study_report.txt").read_text()

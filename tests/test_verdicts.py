@@ -152,3 +152,37 @@ def test_an_uncalibrated_criterion_makes_its_verdicts_inconclusive_by_rule(tmp_p
     marked = apply_calibration(verdicts, status)
     assert marked.verdict.tolist() == ["PASS", "INCONCLUSIVE"] and marked.calibrated.tolist() == [True, False]
     assert marked.rule[1] == "uncalibrated criterion (prediction tracking: PASS in 0.40): its rule alone said FAIL: r2"
+
+
+def test_the_report_says_what_the_verdicts_rest_on_and_what_would_decide_them():
+    """The report's section: the calibration's lines for the criteria it covers, the unstable verdicts, and each
+    INCONCLUSIVE's images as the override (the study's images widened when a criterion needs more than them)."""
+    from bundle.report.tables import trust_lines
+
+    verdicts = pd.DataFrame([
+        {"criterion": "psc", "method": "grad", "verdict": "INCONCLUSIVE", "rule": "r", "images_needed": 120.0,
+         "stability": 0.6, "unstable": True, "calibrated": True},
+        {"criterion": "localization", "method": "grad", "verdict": "INCONCLUSIVE", "rule": "r",
+         "images_needed": np.inf, "stability": 0.9, "unstable": False, "calibrated": None},
+        {"criterion": "psc", "method": "ig", "verdict": "PASS", "rule": "r", "images_needed": np.nan,
+         "stability": 1.0, "unstable": False, "calibrated": True}])
+    record = {"date": "2026-12-05T10:00:00", "draws": 20, "family": 108, "criteria": [
+        {"criterion": "psc", "calibrated": True, "why": "every control as expected", "false_pass_rate": 0.0,
+         "false_pass_high": 0.17, "power": 1.0, "power_low": 0.83, "spearman:prediction tracking+noise": -0.94,
+         "resolution:prediction tracking+noise": 0.25}]}
+    lines = trust_lines(verdicts, {
+        "record": record, "file": "/out/cal_calibration.json", "image_settings": {"psc": "saliency#psc_images"},
+        "status": {"psc": {"calibrated": True, "why": "every control as expected"},
+                   "localization": {"calibrated": None, "why": "not calibrated"}},
+        "stability_resamples": 200, "study_images": 64})
+    text = "\n".join(lines)
+    assert lines[1] == "Can these verdicts be trusted?"
+    assert ("Calibration: cal_calibration.json, 2026-12-05T10:00:00, 20 draws, each control judged as one of the "
+            "study's 108 tests (every control's row: cal_calibration.txt)") in text
+    assert ("  psc                      calibrated      false-PASS at most 0.00 [0.00, 0.17], power at least 1.00 "
+            "[0.83, 1.00]; prediction tracking+noise: Spearman with the level -0.94, PASS lost at 0.25") in lines
+    assert "Not calibrated for these settings (localization)" in text
+    assert "2 of 3 verdicts are stable" in text and "  psc                      grad         INCONCLUSIVE  0.60" in lines
+    assert "  psc                      grad         about 120 images: --saliency#psc_images 120 --saliency#n_images " \
+           "120" in lines
+    assert "  localization             grad         no effect observed: more images would not decide it" in lines
