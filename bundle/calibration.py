@@ -218,6 +218,8 @@ class Calibration:
         shift_fractions: the shifts of the oracle, in lesion diameters.
         glass_box: the glass-box model, ``{"architecture": "glass_box", "seed": ...}``, trained when missing
             with ``glass_box_overrides`` on top of the study's training settings.
+        glass_box_overrides: training settings for the glass boxes only (e.g. ``learning_rate``), applied over the
+            study's ``train_overrides``; nothing extra when ``None``.
         shuffled_method: the method whose maps the shuffled control permutes.
         family: the study's number of Holm-adjusted tests (``None``: read from the newest comparisons table in
             the output folder, else the number of methods times the number of criteria).

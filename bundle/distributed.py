@@ -53,7 +53,12 @@ def initialize(timeout_minutes: float = 720) -> torch.device:
 
     ``timeout_minutes`` (``distributed_timeout_minutes`` in the multi_gpu configs) bounds every collective the
     bundle starts: a rank that waits longer stops with an error naming the rank, the stage and what it waited for
-    (:func:`barrier`). It is long by default because the other ranks wait while rank 0 trains a missing model."""
+    (:func:`barrier`). It is long by default because the other ranks wait while rank 0 trains a missing model.
+
+    Args:
+        timeout_minutes: the process group's timeout for every collective, in minutes (720, i.e. 12 hours, by
+            default: long enough for rank 0 to train a missing model while the others wait).
+    """
     if "RANK" not in os.environ:
         raise RuntimeError("the multi_gpu configs run under torchrun (e.g. torchrun --standalone --nproc_per_node=2 "
                            "-m monai.bundle run ...), which sets RANK, WORLD_SIZE and MASTER_ADDR; for one process "

@@ -43,7 +43,14 @@ def checkpoint_dir(models_dir: str, dataset_name: str, dataset_options: dict | N
     """Where a dataset's models live (the configs' default ``ckpt_dir``): ``models_dir`` for the synthetic data,
     ``<models_dir>/<dataset>`` for a real one, and ``<models_dir>/<dataset>/<finding>`` for a multi-label one (the
     finding asked for, else the reader's default), so no model trained for one finding or dataset is reused for
-    another."""
+    another.
+
+    Args:
+        models_dir: the bundle's models folder (``<bundle_root>/models`` in the configs).
+        dataset_name: the dataset (``dataset_name``); ``synthetic`` keeps its models in ``models_dir`` itself.
+        dataset_options: the reader's options (``dataset_options``); only its ``finding`` is read, for a
+            multi-label dataset.
+    """
     if dataset_name == "synthetic":
         return models_dir
     option = _finding_option(dataset_name)
@@ -111,7 +118,12 @@ def checkpoint_folders(config: dict, findings: Sequence[str]) -> dict[str, str]:
 
 def study_per_finding(findings: Sequence[str] | None = None) -> pd.DataFrame:
     """Run the evaluate workflow that called this (``python -m monai.bundle run per_finding``) once per finding;
-    print, save and log the verdicts of all of them; return them (one row per finding, criterion and method)."""
+    print, save and log the verdicts of all of them; return them (one row per finding, criterion and method).
+
+    Args:
+        findings: the findings studied, each a localisable finding of the multi-label dataset (``None`` or empty:
+            every one of them).
+    """
     from monai.bundle import ConfigWorkflow
 
     from bundle import distributed

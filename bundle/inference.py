@@ -36,7 +36,11 @@ def _inspect(path: str) -> ImageCheck:
 def image_files(folder: str | Path) -> ItemList:
     """Every DICOM, PNG, JPEG and NIfTI file under ``folder`` (sorted) that can be read, as MONAI data dicts
     ``{"image": path}``; a file that cannot is named in a warning and skipped, and a folder with none usable is an
-    error naming it."""
+    error naming it.
+
+    Args:
+        folder: the folder searched, with its subfolders, for image files by suffix (``dataset_dir`` in the configs).
+    """
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: folder of images does not exist (set dataset_dir)")

@@ -99,7 +99,14 @@ def mirror_runs(source_uri: str, target_uri: str, run_ids: Sequence[str] | None 
 def mirror_or_explain(source_uri: str, target_uri: str, output_dir: str | Path,
                       run_ids: Sequence[str] | None = None) -> dict[str, str]:
     """:func:`mirror_runs` when ``target_uri`` is another store; when it cannot be reached, one line says so and
-    how to log the results later (they are all on disk and in the local store), and nothing is raised."""
+    how to log the results later (they are all on disk and in the local store), and nothing is raised.
+
+    Args:
+        source_uri: the local MLflow store the runs were logged to (``local_tracking_uri``).
+        target_uri: the store to copy them to (``tracking_uri``); nothing is copied when it is empty or the same.
+        output_dir: the folder holding the results on disk, named in the message on how to log them later.
+        run_ids: the local runs to copy (every finished, not yet mirrored run when ``None``).
+    """
     if not target_uri or target_uri == source_uri:
         return {}
     problem = reachable(target_uri)

@@ -162,6 +162,14 @@ def build_network(name: str = "densenet121", in_channels: int = 1, num_classes: 
 
     2-D networks keep their weights channels-last: on CPU (oneDNN) that runs DenseNet121
     training 1.26x and input-gradient passes 1.25x faster at 128 x 128; outputs agree to float rounding.
+
+    Args:
+        name: the architecture (``network_name``): a key of :data:`ARCHITECTURES` (e.g. ``densenet121``,
+            ``inception_v3``, ``glass_box``, ``densenet121_3d``) or a name :func:`register_config_network` registered.
+        in_channels: input image channels (the configs' 1: grey-level images).
+        num_classes: output logits (the configs' 2: the finding absent or present).
+        spatial_dims: 2 or 3, checked against the architecture's own; it also sets the dimension of one that takes
+            either (the glass box; 2 when ``None``). A user's registered network ignores these three settings.
     """
     architecture = get_architecture(name)
     if architecture.cam_layer is None:  # a user's network: its own config decides its shape
@@ -181,7 +189,12 @@ def build_network(name: str = "densenet121", in_channels: int = 1, num_classes: 
 def register_config_network(name: str) -> None:
     """Make ``name`` (``network_name``) build the running bundle config's ``network_def`` when that is a user's
     network rather than :func:`build_network`, so the models a study trains besides the one under study (another
-    seed, permuted labels) are that network too; its CAM layer and randomisation order come from its type."""
+    seed, permuted labels) are that network too; its CAM layer and randomisation order come from its type.
+
+    Args:
+        name: the name the user's network is registered, trained and checkpointed under (``network_name``); must
+            not be a built-in architecture's. Nothing is registered when ``network_def`` is :func:`build_network`.
+    """
     from monai.bundle import ConfigParser
 
     from bundle.tracking import running_workflow
@@ -292,7 +305,13 @@ def load_checkpoint(model: nn.Module, path: str, map_location: str | torch.devic
     the same network (``ckpt_export``'s output), into ``model``.
 
     A file that cannot be read (cut short by a full disk, not a checkpoint) or that holds another network's
-    weights raises a ``ValueError`` naming the file and what to do."""
+    weights raises a ``ValueError`` naming the file and what to do.
+
+    Args:
+        model: the network, already built, whose weights are replaced (and which is returned).
+        path: the checkpoint file (a state dict, a ``{"model": state dict}`` dict, or a TorchScript file).
+        map_location: the device the stored tensors are loaded onto before they are copied into ``model``.
+    """
     advice = "delete it to retrain, or point ckpt_dir elsewhere"
     try:
         if is_torchscript(path):  # its weights only: the module the config built runs (hooks work on it)

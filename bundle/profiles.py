@@ -29,7 +29,12 @@ def resolve_profile(name: str) -> str:
 
 
 def load_profile(name: str, profiles_dir: str | Path) -> dict:
-    """The settings of profile ``name`` (``auto`` resolved), with its resolved name under ``name``."""
+    """The settings of profile ``name`` (``auto`` resolved), with its resolved name under ``name``.
+
+    Args:
+        name: ``cpu``, ``published``, or ``auto`` (``published`` when CUDA is available, ``cpu`` otherwise).
+        profiles_dir: the folder of ``<name>.json`` profile files (``configs/profiles`` in the bundle).
+    """
     resolved = resolve_profile(name)
     path = Path(profiles_dir) / f"{resolved}.json"
     if not path.is_file():

@@ -59,14 +59,30 @@ class SaliencyStudy:
         model: the model under study, ``{"architecture": ..., "seed": ...}`` (its checkpoint is
             ``<ckpt_dir>/<architecture>_seed<seed>.pt``, trained with ``train_config`` when missing).
         dataloader: the study's images (batches with ``image``, ``mask`` and ``id_key``).
-        methods / baselines / references: map sources by table name; baselines are what a method must
-            beat, references (the oracle) show each score's ceiling.
+        methods: the saliency methods under study, by table name (at least one).
+        baselines: map sources by table name that a method must beat (e.g. the random, edge and prior maps).
         criteria: the trust criteria by name (``bundle.criteria``).
+        output_dir: where records, summaries, verdicts, the report and figures are written (and where the newest
+            ``run calibrate`` is read from).
+        tracking_uri: the local MLflow store every run is logged to first (a SQLite file next to the results).
+        experiment_name: the MLflow experiment of the study's run (the configs': ``saliency_trust_<dataset_name>``).
+        run_name: the study's MLflow run name, also the prefix of every file it writes in ``output_dir``.
+        ckpt_dir: the folder of the models' checkpoints, where missing ones are trained to.
+        train_config: the bundle training config that trains a missing model (``None``: nothing can be trained,
+            and a criterion needing a model without a checkpoint is skipped, saying why).
+        train_overrides: config overrides for every training the study starts (none when ``None``).
+        references: map sources by table name that show each score's ceiling (the oracle; none when ``None``).
+        device: where models run and maps are computed.
+        target: the class the maps explain and the AUC is computed for (1: the finding present).
         params: settings of the data pipeline that change a number (logged, and part of map-cache keys).
+        n_resamples: bootstrap resamples behind every confidence interval of the summary and the comparisons.
+        seed: seeds the bootstrap resamples (of the intervals and of the verdicts' stability).
+        cache_dir: the on-disk map cache, so a rerun reuses every map (``None``: no cache).
+        gallery_images: images in the figure of every source's maps (0: no such figure).
+        id_key: the batch key of each image's id, unique among the study's images (the records' ``image_id``).
         auc_dataloader: labelled images of both classes (the validation split) on which every model the
             criteria use gets its classification AUC, printed beside the verdicts (agreement only means
             something between models of similar accuracy; a label-permuted model should be near 0.5).
-        tracking_uri: the local MLflow store every run is logged to first (a SQLite file next to the results).
         mirror_uri: a tracking server the study's runs are copied to at the end (``bundle.mirror``); when it
             cannot be reached, one line says how to log them later. ``None`` or ``tracking_uri``: no copy.
         stability_resamples: bootstrap resamples of the images behind each verdict's stability (0: none).

@@ -28,13 +28,21 @@ def usable_folder(path: str | os.PathLike, setting: str = "output_dir") -> Path:
 
 
 def sqlite_uri(output_dir: str | os.PathLike) -> str:
-    """``sqlite:///<abs output_dir>/mlruns.db``, creating the folder (MLflow 3 refuses the plain file store)."""
+    """``sqlite:///<abs output_dir>/mlruns.db``, creating the folder (MLflow 3 refuses the plain file store).
+
+    Args:
+        output_dir: the folder that holds the store (created when missing; an error when no file can be written in it).
+    """
     return f"sqlite:///{usable_folder(output_dir) / 'mlruns.db'}"
 
 
 def check_store(tracking_uri: str) -> None:
     """Open the MLflow store at ``tracking_uri`` once, so a damaged or unreachable one stops a run before any work
-    (the error names the store and what to do)."""
+    (the error names the store and what to do).
+
+    Args:
+        tracking_uri: the MLflow store to open (e.g. the ``sqlite:///`` URI of :func:`sqlite_uri`).
+    """
     import mlflow
 
     try:
@@ -45,7 +53,11 @@ def check_store(tracking_uri: str) -> None:
 
 
 def artifact_uri(output_dir: str | os.PathLike) -> str:
-    """``file://`` URI of ``<output_dir>/mlruns``, where run artifacts go (MLflow's default is ./mlruns in the cwd)."""
+    """``file://`` URI of ``<output_dir>/mlruns``, where run artifacts go (MLflow's default is ./mlruns in the cwd).
+
+    Args:
+        output_dir: the run's output folder, resolved to an absolute path (not created here).
+    """
     return (Path(output_dir).resolve() / "mlruns").as_uri()
 
 
@@ -84,7 +96,19 @@ def train_params(
     network: str, seed: int, learning_rate: float, epochs: int, batch_size: int, image_size: int,
     dataset_name: str, dataset_dir: str, permute_labels: bool = False,
 ) -> dict:
-    """The hyper-parameters a training run logs as MLflow params."""
+    """The hyper-parameters a training run logs as MLflow params.
+
+    Args:
+        network: the architecture's name (``network_name``), logged as ``network``.
+        seed: the training seed.
+        learning_rate: the optimiser's learning rate.
+        epochs: the number of training epochs.
+        batch_size: training images per batch.
+        image_size: the side, in pixels, the images are resized to.
+        dataset_name: the dataset's name, logged as ``dataset``.
+        dataset_dir: the dataset folder, logged as an absolute path.
+        permute_labels: whether the model is trained on permuted labels (the label-randomisation model).
+    """
     return {
         "network": network, "seed": seed, "learning_rate": learning_rate, "epochs": epochs,
         "batch_size": batch_size, "image_size": image_size, "dataset": dataset_name,

@@ -1,5 +1,5 @@
 """Damage a copy of an RSNA-layout folder the ways real radiology folders are damaged, one fault per patient, and
-say what the bundle must print for each (the contract in docs/README.md, "Bad input")."""
+say what the bundle must print for each (the contract in docs/bad_input.md)."""
 
 from __future__ import annotations
 

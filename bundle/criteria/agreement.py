@@ -45,20 +45,28 @@ class ModelAgreement(Criterion):
     the method is significantly below the baseline; INCONCLUSIVE otherwise or with fewer than
     ``min_images`` defined images.
 
-    Args:
-        other: the second model, ``{"architecture", "seed"}``; missing keys are the primary model's.
-        n_images: the first N study images (all when ``None``).
-        normalization: as in the localisation criterion.
-        binarize: ``area`` (default: both maps at the reference masks' mean area), or any localisation
-            binarisation (``otsu``, ``topk:p``, ``threshold:t``, ``bbox``) applied to each map on its own.
-        data_range: SSIM's data range.
-        verdict_metric: ``iou``, ``dice`` or ``ssim``. weak_threshold: the mean the weak rule needs.
-        alpha: significance level. min_images: fewest defined images for a verdict.
+    The settings are documented on ``__init__``, which :class:`Repeatability` and :class:`Reproducibility` share.
     """
 
     def __init__(self, other: Mapping | None = None, n_images: int | None = None, normalization: str = "pair",
                  binarize: str = EQUAL_AREA, data_range: float = 1.0, verdict_metric: str = "iou",
                  weak_threshold: float = 0.5, alpha: float = 0.05, min_images: int = 3) -> None:
+        """The settings of a two-model agreement criterion.
+
+        Args:
+            other: the second model, ``{"architecture", "seed"}``; missing keys take the subclass's default
+                (:class:`Repeatability`: seed + 1, :class:`Reproducibility`: another architecture).
+            n_images: the first N study images (all when ``None``).
+            normalization: map normalisation before SSIM and binarisation, as in the localisation criterion
+                (``pair`` default, ``minmax``, ``sum_to_one``).
+            binarize: ``area`` (default: both maps at the reference masks' mean area), or any localisation
+                binarisation (``otsu``, ``topk:p``, ``threshold:t``, ``bbox``) applied to each map on its own.
+            data_range: SSIM's data range, 1.0 for maps in [0, 1] (2.0 reproduces the published code).
+            verdict_metric: the agreement score the verdict is decided on: ``iou`` (default), ``dice`` or ``ssim``.
+            weak_threshold: the mean ``verdict_metric`` the weak rule's one-sided t-test must exceed (0.5).
+            alpha: significance level of the Holm-adjusted tests.
+            min_images: fewest defined images for a verdict other than INCONCLUSIVE.
+        """
         agreement_binarization(binarize, 0.5)  # checked here, before any map is computed
         self.other, self.n_images = dict(other or {}), n_images
         self.normalization, self.binarize, self.data_range = normalization, binarize, data_range

@@ -58,9 +58,12 @@ class Faithfulness(Criterion):
         min_score: the lowest score of the original for an image to be scored (0.8, PAIR).
         monotonic: running maximum of the score fraction (default on).
         information: ``webp`` (lossless-WebP byte length, default) or ``entropy`` (256-bin histogram).
-        reveal_fraction / seed: the random pixels every blurred image keeps (1 %, seeded).
-        baseline: the baseline a method must beat. verdict_metric: ``sic_auc`` or ``aic_auc``.
-        alpha: significance level. min_pairs: fewest paired images for a verdict.
+        reveal_fraction: the fraction of random pixels every blurred image keeps (0.01, PAIR's 1 %).
+        seed: seeds the draw of those kept random pixels (the same pixels for every image and source).
+        baseline: the map source a method must beat (``random``, the uniform random map, by default).
+        verdict_metric: the per-image area the verdict is decided on, ``sic_auc`` (default) or ``aic_auc``.
+        alpha: significance level of the Holm-adjusted paired test.
+        min_pairs: fewest paired images for a verdict other than INCONCLUSIVE.
         workers: processes that make the blurred images (1: in the study's process).
         methods: the methods scored (``None``: every one of the study's).
     """

@@ -54,13 +54,20 @@ class PredictionSaliencyCorrelation(Criterion):
     Args:
         n_images: the first N study images (all when ``None``): each costs two attacks per attacked map.
         attacks: ``sensitivity`` and / or ``robustness``.
-        epsilon, iterations, lr, beta, target_side, prediction: the attacks' settings
-            (:class:`bundle.trust.psc.Attack`).
+        epsilon: the attacks' L-infinity radius on [0, 1] intensities (0.03, Zhang et al.).
+        iterations: projected Adam steps per attack (1000, Zhang et al.'s most).
+        lr: the attacks' Adam learning rate (2e-4, Zhang et al.).
+        beta: softplus beta replacing ReLU during an attack, at its first and last step (geometric growth;
+            10 and 100, Dombrowski et al.).
+        target_side: side of the robustness attack's target square, as a fraction of the image side (0.12).
+        prediction: the target class's probability the attacks and JSD_pred read: ``softmax`` (default) or the
+            ``sigmoid`` of its logit.
         keep_weights: per attack, the weight of the term that keeps the map (sensitivity) or the
             prediction (robustness).
         attacked: methods attacked directly (``None``: every differentiable one); the rest transfer.
         transfer_from: the method whose attacked images the others are scored on (``grad``).
-        threshold: the PSC an interval must clear. min_images: fewest images for a verdict.
+        threshold: the PSC an interval must clear (0.5).
+        min_images: fewest images for a verdict other than INCONCLUSIVE.
         methods: the methods scored (``None``: every one of the study's).
         surrogates: per method name, the pass counts of the map the attack differentiates (the scored map
             keeps the configured counts); default :data:`SURROGATES`, as Zhang et al. attacked IG with 10

@@ -38,12 +38,8 @@ class MapSensitivity(Criterion):
     INCONCLUSIVE with fewer than ``min_images`` defined images. Baselines get verdicts
     too: a map that ignores the model (the edge map) must FAIL.
 
-    Args:
-        n_images: the first N study images (all when ``None``): every step costs a map per image.
-        normalization: map normalisation before SSIM and Spearman (``pair`` default).
-        data_range: SSIM's data range, 1.0 for maps in [0, 1]; 2.0 reproduces the published code.
-        unrelated_pairs: image pairs behind the baseline (all distinct pairs when there are fewer).
-        alpha: significance level. seed: draws the unrelated pairs. min_images: fewest for a verdict.
+    The settings are documented on ``__init__``, which :class:`LabelRandomization` shares (and
+    :class:`CascadingRandomization` receives through ``**settings``).
     """
 
     headline = "ssim"
@@ -53,6 +49,18 @@ class MapSensitivity(Criterion):
 
     def __init__(self, n_images: int | None = None, normalization: str = "pair", data_range: float = 1.0,
                  unrelated_pairs: int = 50, alpha: float = 0.05, seed: int = 0, min_images: int = 3) -> None:
+        """The settings shared by the map-sensitivity criteria.
+
+        Args:
+            n_images: the first N study images (all when ``None``): every step costs a map per image.
+            normalization: map normalisation before SSIM and Spearman: ``pair`` (default), ``minmax``,
+                ``sum_to_one``.
+            data_range: SSIM's data range, 1.0 for maps in [0, 1]; 2.0 reproduces the published code.
+            unrelated_pairs: image pairs behind the baseline (all distinct pairs when there are fewer).
+            alpha: significance level of the one-sided t-tests (Holm-adjusted for methods).
+            seed: seeds the draw of the unrelated pairs.
+            min_images: fewest defined images for a verdict other than INCONCLUSIVE.
+        """
         self.n_images, self.normalization, self.data_range = n_images, normalization, data_range
         self.unrelated_pairs, self.alpha, self.seed, self.min_images = unrelated_pairs, alpha, seed, min_images
 

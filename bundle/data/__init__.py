@@ -40,7 +40,14 @@ def _reader(name: str):
 
 def prepare_dataset(name: str, dataset_dir: str, synthetic: dict | None = None) -> Path:
     """Make sure ``dataset_dir`` holds dataset ``name``: generate a synthetic one if missing, check a real one.
-    Under ``torchrun`` rank 0 writes it first; the other ranks then find it written."""
+    Under ``torchrun`` rank 0 writes it first; the other ranks then find it written.
+
+    Args:
+        name: the dataset (``dataset_name``): one of :data:`DATASETS`; ``synthetic`` and ``synthetic_brain`` are
+            generated when missing, the others must already be there.
+        dataset_dir: the folder that holds (or receives) the dataset.
+        synthetic: keyword settings of the generator (e.g. ``n_images``, ``seed``); ignored for real datasets.
+    """
     _reader(name)
     with main_process_first("preparing the data"):
         if name in SYNTHETIC:
@@ -51,7 +58,16 @@ def prepare_dataset(name: str, dataset_dir: str, synthetic: dict | None = None) 
 def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, labels: int | None = None,
                  limit: int | None = None, options: dict | None = None) -> ItemList:
     """The screened datalist of dataset ``name`` (``dataset_name`` in the configs) in ``dataset_dir``: one split,
-    one class, the first ``limit`` usable items; ``options`` are the reader's own (e.g. ``finding`` for ``nih``)."""
+    one class, the first ``limit`` usable items; ``options`` are the reader's own (e.g. ``finding`` for ``nih``).
+
+    Args:
+        name: the dataset, one of :data:`DATASETS`; it picks the reader (:data:`READERS`).
+        dataset_dir: the folder holding the dataset.
+        split: ``train``, ``val`` or ``test`` (every split when ``None``).
+        labels: keep only items of this class (e.g. 1 for the positives; every class when ``None``).
+        limit: keep the first N usable items (all when ``None``).
+        options: the reader's own keyword settings (``dataset_options`` in the configs; none when ``None``).
+    """
     return _reader(name)(dataset_dir, split=split, labels=labels, limit=limit, **(options or {}))
 
 

@@ -74,7 +74,12 @@ def coco_rle_decode(rle: dict) -> np.ndarray:
 
 
 def location_prior(dataloader, mask_key: str = "mask") -> torch.Tensor:
-    """Average ground-truth mask over a (training-split) dataloader: the location-prior baseline map."""
+    """Average ground-truth mask over a (training-split) dataloader: the location-prior baseline map.
+
+    Args:
+        dataloader: yields batches of dicts holding the ground-truth masks under ``mask_key``; read once, every batch.
+        mask_key: the batch key of the ground-truth masks.
+    """
     total, count = 0.0, 0
     for batch in dataloader:
         masks = batch[mask_key]

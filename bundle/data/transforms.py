@@ -26,6 +26,13 @@ class GroundTruthMaskd(MapTransform):
     removed afterwards because ragged lists do not collate into a batch. With
     ``allow_missing`` a record without ``mask_key`` passes unchanged (a second reader's
     outline, which only some datasets have).
+
+    Args:
+        image_key: the key of the (resized) image whose grid the mask takes.
+        mask_key: the key of the segmentation (image file or COCO RLE) to read, and where the mask is written.
+        boxes_key: the key of the (x, y, w, h) boxes, in pixels of the original image; removed after use.
+        source: ``mask`` (default: the segmentation, else the boxes with a warning) or ``boxes`` (always the boxes).
+        allow_missing: pass a record without ``mask_key`` through unchanged instead of rasterising its boxes.
     """
 
     def __init__(

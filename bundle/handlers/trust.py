@@ -86,12 +86,15 @@ class EpochTrust:
         interval: evaluate at every ``interval``-th validation epoch.
         enabled: ``False`` attaches nothing (a config switch).
         target: the class the maps explain.
-        normalization / data_range: as the study's criteria (``pair``, 1.0).
+        normalization: map normalisation before scoring and SSIM, as the study's criteria: ``pair`` (default),
+            ``minmax``, ``sum_to_one``.
+        data_range: SSIM's data range, 1.0 for the normalised maps in [0, 1] (as the study's criteria).
         randomization_seed: seeds the logits layer's re-initialisation.
         folder: where records and figures go (nothing is written when ``None``).
         model_name: the records' model column.
         figure_images: images in each overlay figure.
         n_resamples: bootstrap resamples of the curves' intervals.
+        id_key: the batch key of each image's id, the records' ``image_id`` column.
     """
 
     def __init__(

@@ -124,6 +124,12 @@ class SaliencyMethod:
     published: dict = {}
 
     def __init__(self, output: str = "logit") -> None:
+        """The setting every method has (subclasses without their own ``__init__`` take only this one).
+
+        Args:
+            output: the class score the map explains: ``logit`` (default, the raw logit) or ``probability``
+                (its softmax probability).
+        """
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.output = output

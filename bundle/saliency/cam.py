@@ -59,6 +59,13 @@ def layer_activations_and_gradients(
 class _CAM(SaliencyMethod):
     signed = False  # a CAM ranks locations (after its ReLU): higher = more salient
     def __init__(self, layer: str | None = None, output: str = "logit") -> None:
+        """The settings of the CAM methods (Grad-CAM, Grad-CAM++, Guided Grad-CAM share this ``__init__``).
+
+        Args:
+            layer: dotted path of the target layer in the model (``None``: the architecture's CAM layer from
+                ``bundle.networks``, e.g. ``class_layers.relu`` on DenseNet121).
+            output: the class score explained: ``logit`` (default) or ``probability`` (softmax).
+        """
         super().__init__(output)
         self.layer = layer
 
@@ -107,6 +114,13 @@ class ScoreCAM(_CAM):
     ``max_channels`` keeps only each image's highest-variance channels (Faster
     Score-CAM, from the Score-CAM authors' repository); ``None``, the published
     default, scores every channel (1024 forward passes per image on DenseNet121).
+
+    Args:
+        layer: dotted path of the target layer (``None``: the architecture's CAM layer from ``bundle.networks``).
+        batch_size: masked inputs per forward pass, across images and channels (``None``: sized by ``PASS_VOXELS``).
+        max_channels: keep each image's highest-variance channels, at most this many (``None``: every channel,
+            as published).
+        output: the class score explained: ``logit`` (default) or ``probability`` (softmax).
     """
 
     name = "scorecam"

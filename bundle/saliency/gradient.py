@@ -33,6 +33,14 @@ class IntegratedGradients(SaliencyMethod):
 
     ``internal_batch_size`` bounds how many interpolated images go through the
     network at once (the memory budget); ``None`` sizes passes by ``PASS_VOXELS``.
+
+    Args:
+        n_steps: integration points along the path from the baseline to the image (50, as published).
+        baseline: where the path starts: a constant intensity (0.0, black) or a tensor of the images' shape.
+        integration: captum's integration rule: ``gausslegendre`` (default) or ``riemann_left``, ``riemann_right``,
+            ``riemann_middle``, ``riemann_trapezoid``.
+        internal_batch_size: interpolated inputs per pass (``None``: sized by ``PASS_VOXELS``, at least the batch).
+        output: the class score explained: ``logit`` (default) or ``probability`` (softmax).
     """
 
     name = "ig"
@@ -73,6 +81,14 @@ class SmoothGrad(SaliencyMethod):
     ``NoiseTunnel``, which draws one noise stream for the whole batch: here each
     image's noise comes from its own seeded generator, so its map does not
     depend on the other images in the batch.
+
+    Args:
+        nt_samples: noisy copies averaged per image (50, as published).
+        noise_level: the noise standard deviation as a fraction of each image's intensity range (0.15, PAIR's
+            ``stdev_spread``).
+        nt_samples_batch_size: noisy copies of every image per pass (4; ``None``: all ``nt_samples`` at once).
+        seed: seeds each image's noise (with the image's content), so a seed gives the same maps.
+        output: the class score explained: ``logit`` (default) or ``probability`` (softmax).
     """
 
     name = "smoothgrad"
@@ -120,7 +136,20 @@ class SmoothGrad(SaliencyMethod):
 
 
 class SmoothIntegratedGradients(SmoothGrad):
-    """Smooth IG (SIG): Integrated Gradients averaged over noisy copies of the input, as SmoothGrad does."""
+    """Smooth IG (SIG): Integrated Gradients averaged over noisy copies of the input, as SmoothGrad does.
+
+    Args:
+        nt_samples: noisy copies averaged per image (20, as published).
+        noise_level: the noise standard deviation as a fraction of each image's intensity range (0.15, PAIR's
+            ``stdev_spread``).
+        n_steps: integration points of each noisy copy's Integrated Gradients (20, as published).
+        baseline: the constant intensity each path starts from (0.0, black).
+        nt_samples_batch_size: noisy copies of every image per pass (4; ``None``: all ``nt_samples`` at once).
+        internal_batch_size: interpolated inputs per Integrated Gradients pass (``None``: sized by ``PASS_VOXELS``,
+            at least the inputs it integrates).
+        seed: seeds each image's noise (with the image's content), so a seed gives the same maps.
+        output: the class score explained: ``logit`` (default) or ``probability`` (softmax).
+    """
 
     name = "smoothig"
     published = {"nt_samples": 20, "n_steps": 20, "noise_level": 0.15}

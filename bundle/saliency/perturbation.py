@@ -15,6 +15,14 @@ class Occlusion(SaliencyMethod):
     ``window`` and ``stride`` are in pixels (voxels in 3-D); ``perturbations_per_eval``
     occluded inputs go through the network per pass (the memory budget; ``None``
     sizes passes by ``PASS_VOXELS``).
+
+    Args:
+        window: side of the square (cubic in 3-D) occluding window, in pixels (16, as published).
+        stride: step between windows, in pixels (8, as published).
+        baseline: the intensity the occluded window is set to (0.0, black).
+        perturbations_per_eval: occluded inputs per forward pass, over the whole batch (``None``: sized by
+            ``PASS_VOXELS``).
+        output: the class score explained: ``logit`` (default) or ``probability`` (softmax).
     """
 
     name = "occlusion"
@@ -73,6 +81,16 @@ class KernelShap(SaliencyMethod):
     estimate), so such a configuration is refused. 200 coalitions of 16-pixel cells is
     the published setting here (no paper fixes one); captum's own default is 25
     coalitions, the SHAP library's ``2 M + 2048``.
+
+    Args:
+        n_samples: coalitions per image, the full and the empty one included (200); must exceed the number of
+            cells (at least 3).
+        cell: side of the square (cubic in 3-D) feature cells, in pixels (16).
+        baseline: the intensity of the pixels of the cells a coalition leaves out (0.0, black).
+        perturbations_per_eval: perturbed inputs per forward pass, over the whole batch (``None``: sized by
+            ``PASS_VOXELS``).
+        seed: seeds each image's coalitions (with the image's content), so a seed gives the same maps.
+        output: the class score explained: ``logit`` (default) or ``probability`` (softmax).
     """
 
     name = "kernelshap"

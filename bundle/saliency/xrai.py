@@ -153,6 +153,13 @@ class XRAI(SaliencyMethod):
     ``n_steps`` integration points per baseline (100, the default of PAIR's ``XRAIParameters``, from the
     XRAI authors); ``internal_batch_size`` inputs per pass (``None``: sized by ``PASS_VOXELS``). The map
     ranks regions (higher = more salient) and may be negative: it is not folded by ``|.|``.
+
+    Args:
+        n_steps: integration points per baseline, both ends included (100, PAIR's default; at least 2).
+        internal_batch_size: interpolated inputs per pass (``None``: sized by ``PASS_VOXELS``).
+        dilation_radius: radius of the disk every Felzenszwalb segment is dilated by, in pixels of the image (5).
+        min_pixel_diff: regions that would newly cover fewer pixels than this are dropped from the growth (50).
+        output: the class score explained: ``logit`` (default) or ``probability`` (softmax).
     """
 
     name = "xrai"

@@ -21,7 +21,11 @@ from bundle.saliency.base import image_generators
 
 
 class RandomMap:
-    """A uniform random map per image, seeded by the seed and the image, so the same image gets the same map."""
+    """A uniform random map per image, seeded by the seed and the image, so the same image gets the same map.
+
+    Args:
+        seed: seeds every image's map (with the image's content); :meth:`independent_draw` uses ``seed + 1``.
+    """
 
     name = "random"
     signed = False
@@ -47,6 +51,10 @@ class PriorMap:
     """The average ground-truth mask of the training split: a location prior with no image content.
 
     A method that does not beat it has not localised anything beyond where lesions usually are.
+
+    Args:
+        prior: the (*spatial) mean ground-truth mask, at the images' grid (:func:`bundle.data.masks.location_prior`
+            over the training split, in the configs).
     """
 
     name = "prior"
@@ -74,6 +82,10 @@ class EdgeMap:
     TRUST_METRICS section 7, in OpenCV's semantics (``cv2.blur``, ``cv2.Canny`` with its
     default L1 gradient), where those settings come from. A map that only follows edges
     has not localised a lesion.
+
+    Args:
+        low_threshold: Canny's lower hysteresis threshold, in uint8 gradient units (30, TRUST_METRICS section 7).
+        high_threshold: Canny's upper hysteresis threshold, in uint8 gradient units (90, TRUST_METRICS section 7).
     """
 
     name = "edge"
@@ -106,6 +118,9 @@ class OracleMap:
 
     It shows each score's ceiling on this data (a map that knows the answer but is
     not binary, as a saliency map is not).
+
+    Args:
+        sigma: the Gaussian blur's standard deviation, in pixels (voxels in 3-D) (2.0).
     """
 
     name = "oracle"
