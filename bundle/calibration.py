@@ -10,7 +10,7 @@ reports per criterion the false-PASS rate of each known-bad control with its exa
 the degradation level and the level where PASS is lost. The study reads the newest calibration in its output
 folder: a criterion that failed its calibration is marked uncalibrated and its verdicts become INCONCLUSIVE.
 
-The expected verdicts (:data:`CONTROLS`) are fixed here and in docs/README.md before any calibration run.
+The expected verdicts (:data:`CONTROLS`) are fixed here and in docs/calibration.md before any calibration run.
 Calibration runs in one process.
 """
 

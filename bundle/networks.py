@@ -220,6 +220,7 @@ KNOWN_CAM_LAYERS: tuple[tuple[type[nn.Module], str], ...] = (
     (TorchvisionDenseNet, "features"),  # ends in norm5; torchvision applies the ReLU functionally
 )
 _CHOSEN_CAM_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SAID_CAM_LAYERS: set[tuple[str, str, str]] = set()  # (model type, layer, how chosen) already logged
 
 
 def last_convolutional_block(model: nn.Module) -> str:
@@ -238,7 +239,7 @@ def cam_layer_of(model: nn.Module) -> str:
 
     A network from :func:`build_network` knows its architecture; a user's MONAI
     DenseNet or torchvision Inception V3 / ResNet / DenseNet is recognised by type;
-    any other model gets its last convolutional block. The choice is logged once per model.
+    any other model gets its last convolutional block. The choice is logged once per architecture and layer.
     """
     if model in _CHOSEN_CAM_LAYERS:
         return _CHOSEN_CAM_LAYERS[model]
@@ -254,7 +255,10 @@ def cam_layer_of(model: nn.Module) -> str:
             layer, how = known[1], f"{known[0].__module__.split('.')[0]} {known[0].__name__}"
         else:
             layer, how = last_convolutional_block(model), "the last convolutional block"
-    logger.info("CAM layer of %s: %r (%s; set the method's `layer` to choose another)", type(model).__name__, layer, how)
+    said = (type(model).__name__, layer, how)
+    if said not in _SAID_CAM_LAYERS:  # every model of one architecture gets the same layer: said once
+        logger.info("CAM layer of %s: %r (%s; set the method's `layer` to choose another)", *said)
+        _SAID_CAM_LAYERS.add(said)
     _CHOSEN_CAM_LAYERS[model] = layer
     return layer
 

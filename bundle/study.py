@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bundle import distributed
+from bundle.console import StudyProgress
 from bundle.criteria import Criterion, Record, StudyContext
 from bundle.criteria.agreement import READERS
 from bundle.data.screening import data_issue_counts
@@ -147,6 +148,7 @@ class SaliencyStudy:
         self.cache = MapCache(cache_dir) if cache_dir else None
         self.auc_dataloader = auc_dataloader
         self.mirror_uri, self._trained_runs = mirror_uri, []
+        self._progress = StudyProgress()  # its stages' lines; run() adds the bar over them
         self.required_models()  # a criterion whose models cannot be named fails here, before any training
 
     def _finding(self) -> str | None:
@@ -189,7 +191,11 @@ class SaliencyStudy:
                 self._load_model(spec)
         for spec in specs:
             self._trained_runs.append(unique_run_name("train", spec.name))
-            ensure_trained(spec, self.ckpt_dir, self.train_config, self.train_overrides, self._trained_runs[-1])
+            if spec.checkpoint(self.ckpt_dir).is_file():
+                ensure_trained(spec, self.ckpt_dir, self.train_config, self.train_overrides)
+                continue
+            with self._progress.stage(f"training {spec.name}"):
+                ensure_trained(spec, self.ckpt_dir, self.train_config, self.train_overrides, self._trained_runs[-1])
         return specs
 
     def _model_aucs(self, ctx: StudyContext, specs: list[ModelSpec]) -> dict[str, float]:
@@ -226,6 +232,9 @@ class SaliencyStudy:
         reports and logs once; the other ranks return an empty frame."""
         if distributed.is_main():
             check_store(self.tracking_uri)
+        missing = [s for s in self.required_models() if not s.checkpoint(self.ckpt_dir).is_file()]
+        self._progress = StudyProgress(len(missing) * distributed.is_main() + len(self.criteria) * (1 + self.replicate)
+                                       + 1)
         skipped = self._skip_sources_of_other_dimensions() + self._skip_untrainable_criteria()
         with distributed.main_process_first("training the missing models"):  # rank 0 trains, the others find them
             specs = self._ensure_models()
@@ -267,7 +276,9 @@ class SaliencyStudy:
                    "data_issues": data_issue_counts(getattr(getattr(self.dataloader, "dataset", None), "data", None))}
         report = format_report(failures=ctx.failures, **content)
         print(report, flush=True)
-        self._save_and_log(ctx, self._records_path(), records, comparisons, report, content)
+        with self._progress.stage("outputs (records, figures, report, MLflow)"):
+            self._save_and_log(ctx, self._records_path(), records, comparisons, report, content)
+        self._progress.close()
         return summary
 
     def _trust_in_verdicts(self, records: pd.DataFrame, kinds: Mapping[str, str], verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -316,12 +327,12 @@ class SaliencyStudy:
         survives a crash), its failures, and each criterion's seconds."""
         writer, seconds = RecordWriter(self._records_path(ctx.rank, tag)), {}
         for name, criterion in criteria.items():
-            logger.info("criterion %s: %r", name, criterion)
+            logger.debug("criterion %s: %r", name, criterion)
             start = time.perf_counter()
-            for records in criterion.evaluate(ctx):
-                writer.add(records)
+            with self._progress.stage(f"criterion {name}" + (" of the replicate" if tag else "")):
+                for records in criterion.evaluate(ctx):
+                    writer.add(records)
             seconds[name] = time.perf_counter() - start
-            logger.info("criterion %s took %.1f s", name, seconds[name])
         return writer.rows, ctx.failures, seconds
 
     def _merge(self, ctx: StudyContext, shares: list[tuple], criteria: Mapping[str, Criterion],

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
+from bundle.console import duration
 from bundle.data import chexlocalize, nih
 from bundle.data.chexlocalize import load_chexlocalize_datalist
 from bundle.data.dicom import RadiographReader, inspect_dicom, write_radiograph
@@ -22,6 +25,8 @@ from bundle.data.synthetic_volume import ensure_volume_dataset, render_volume, w
 from bundle.data.tables import dataset_folder
 from bundle.data.transforms import GroundTruthMaskd
 from bundle.distributed import main_process_first
+
+logger = logging.getLogger(__name__)
 
 READERS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist,
            "siim": load_siim_datalist, "mura": load_mura_datalist, "chexlocalize": load_chexlocalize_datalist,
@@ -49,10 +54,11 @@ def prepare_dataset(name: str, dataset_dir: str, synthetic: dict | None = None) 
         synthetic: keyword settings of the generator (e.g. ``n_images``, ``seed``); ignored for real datasets.
     """
     _reader(name)
+    start = time.perf_counter()
     with main_process_first("preparing the data"):
-        if name in SYNTHETIC:
-            return SYNTHETIC[name](dataset_dir, **(synthetic or {}))
-        return dataset_folder(dataset_dir)
+        folder = SYNTHETIC[name](dataset_dir, **(synthetic or {})) if name in SYNTHETIC else dataset_folder(dataset_dir)
+    logger.info("data: %s dataset in %s: %s", name, folder, duration(time.perf_counter() - start))
+    return folder
 
 
 def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, labels: int | None = None,

@@ -1,6 +1,6 @@
 """What happens to a bad item where data enters: it is skipped, or repaired where the right reading is unambiguous,
 with one warning line naming the file or row, the reason and the action; the counts by reason travel with the
-datalist (:class:`ItemList`) to the study's table and MLflow. docs/README.md, "Bad input", lists every rule.
+datalist (:class:`ItemList`) to the study's table and MLflow. docs/bad_input.md lists every rule.
 """
 
 from __future__ import annotations

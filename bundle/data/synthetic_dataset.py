@@ -128,7 +128,7 @@ def ensure_synthetic_dataset(
                 f"{out / MANIFEST}: this dataset folder was generated with other settings "
                 f"({found}); delete the folder or point dataset_dir elsewhere"
             )
-        logger.info("synthetic dataset found at %s", out)
+        logger.debug("synthetic dataset found at %s", out)
         return out
     logger.info("generating synthetic dataset in %s", out)
     return write_synthetic_dataset(out, n_images, seed, positive_fraction, split_fractions, cfg)

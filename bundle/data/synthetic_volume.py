@@ -110,7 +110,7 @@ def ensure_volume_dataset(out_dir: str | Path, n_images: int = 160, seed: int = 
         if found != _manifest(n_images, seed, size)["generator"]:
             raise ValueError(f"{out / MANIFEST}: this dataset folder was generated with other settings ({found}); "
                              "delete the folder or point dataset_dir elsewhere")
-        logger.info("synthetic volume dataset found at %s", out)
+        logger.debug("synthetic volume dataset found at %s", out)
         return out
     logger.info("generating %d synthetic volumes in %s", n_images, out)
     return write_volume_dataset(out, n_images, seed, size)
