@@ -9,10 +9,12 @@ never copied twice.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -70,9 +72,31 @@ def _copy_run(source, target, run, experiment_id: str, parent: str | None, mark:
     return run_id
 
 
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """MLflow prints two links per run it ends on a server and a progress bar per artifact download: copying the
+    runs of a study is one line of ours (:func:`mirror_or_explain`), not two per run."""
+    quiet = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    before = {name: os.environ.get(name) for name in quiet}
+    os.environ.update(quiet)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def mirror_runs(source_uri: str, target_uri: str, run_ids: Sequence[str] | None = None) -> dict[str, str]:
     """Copy the finished, not yet mirrored runs of ``source_uri`` (all, or ``run_ids``) to ``target_uri``, parents
     before their children, into experiments of the same names; returns {local run id: server run id}."""
+    with _quiet_mlflow():
+        return _mirror_runs(source_uri, target_uri, run_ids)
+
+
+def _mirror_runs(source_uri: str, target_uri: str, run_ids: Sequence[str] | None) -> dict[str, str]:
     import mlflow
 
     source, target = mlflow.MlflowClient(source_uri), mlflow.MlflowClient(target_uri)

@@ -65,7 +65,11 @@ class ImageResampler:
     hundreds of resamples)."""
 
     def __init__(self, records: pd.DataFrame) -> None:
+        # text columns as Python objects: hundreds of judgements index them, and Arrow-backed strings (pandas 3's
+        # default) cost a conversion at every access
         self.records = records.reset_index(drop=True)
+        self.records = self.records.astype({c: object for c in self.records.columns
+                                            if pd.api.types.is_string_dtype(self.records[c])})
         self.units = []  # per criterion and kind of id: the row numbers of each image (or pair)
         for _, mine in self.records.groupby("criterion", sort=False):
             pairs = mine.image_id.astype(str).str.contains(PAIR_SEPARATOR, regex=False)

@@ -10,6 +10,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from torch import nn
 
+from bundle.networks import build_network
 from bundle.saliency import get_method
 from bundle.saliency.base import inference_state
 from bundle.saliency.differentiable import DIFFERENTIABLE, Activation, activations, differentiable_map
@@ -93,6 +94,18 @@ def test_differentiable_maps_equal_the_methods(images, name):
         ours = differentiable_map(method, net, images, torch.ones(3, dtype=torch.long))
     assert ours.requires_grad  # in the graph: an attack can differentiate it
     torch.testing.assert_close(ours.detach(), method(net, images, 1), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", DIFFERENTIABLE)
+def test_differentiable_maps_equal_the_methods_on_the_study_densenet(name):
+    """The attack's maps are the configured methods' maps on the study's own network (MONAI DenseNet121: its
+    concatenations, batch norms and CAM layer), not only on a small ReLU network."""
+    params = {"smoothgrad": {"nt_samples": 2}, "ig": {"n_steps": 3}, "smoothig": {"nt_samples": 2, "n_steps": 2}}
+    method, net = get_method(name, **params.get(name, {})), build_network("densenet121").eval()
+    images = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(11))
+    with inference_state(net):
+        ours = differentiable_map(method, net, images, torch.ones(2, dtype=torch.long))
+    torch.testing.assert_close(ours.detach(), method(net, images, 1), rtol=1e-4, atol=1e-6)
 
 
 def test_softplus_gives_a_gradient_map_a_second_derivative_only_inside_the_attack(images):

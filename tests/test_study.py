@@ -80,7 +80,10 @@ def make_batches(n: int = 10, size: int = 24, order=None) -> list[dict]:
              "patient_id": [ids[j] for j in order[i : i + 4]]} for i in range(0, n, 4)]
 
 
-def make_study(tmp_path, batches, methods=None, run_name="study", criteria=None) -> SaliencyStudy:
+def make_study(tmp_path, batches, methods=None, run_name="study", criteria=None,
+               stability_resamples=20) -> SaliencyStudy:
+    """A study of SpotNet; 20 stability resamples (the study's 200 took 4 s of every study here): these tests read
+    the stability column, tests/test_verdicts.py checks its values by hand."""
     net = SpotNet()
     (tmp_path / "models").mkdir(exist_ok=True)
     if not (tmp_path / "models" / "spotnet_seed0.pt").exists():  # torch.save writes a new digest: keep the cache keys
@@ -97,7 +100,7 @@ def make_study(tmp_path, batches, methods=None, run_name="study", criteria=None)
         output_dir=str(tmp_path / "eval"), tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}",
         experiment_name="study_test", run_name=run_name, ckpt_dir=str(tmp_path / "models"),
         params={"dataset": "squares", "split": "test", "n_images": 10}, n_resamples=200,
-        cache_dir=str(tmp_path / "eval" / "cache"), gallery_images=2,
+        cache_dir=str(tmp_path / "eval" / "cache"), gallery_images=2, stability_resamples=stability_resamples,
     )
 
 
