@@ -32,6 +32,7 @@ from bundle.handlers.trust import latest_epoch_trust_curves
 from bundle.models import ModelSpec, ensure_trained
 from bundle.networks import build_network, load_checkpoint
 from bundle.records import RecordWriter, merge_shares
+from bundle.result import StudyResult
 from bundle.report import FIGURES, agreement_scatter, format_report, saliency_gallery, write_html_report
 from bundle.saliency.cache import MapCache, file_digest
 from bundle.verdicts import (
@@ -224,12 +225,12 @@ class SaliencyStudy:
             rank=distributed.rank(), world_size=distributed.world_size(),
         )
 
-    def run(self) -> pd.DataFrame:
-        """Train what is missing, run every criterion, print and save the report, log to MLflow; return the summary.
+    def run(self) -> StudyResult | None:
+        """Train what is missing, run every criterion, print and save the report, log to MLflow; return the result.
 
         Under ``torchrun`` (``configs/multi_gpu_evaluate.json``) every process scores its share of the batches
         (:meth:`StudyContext.batches`) and rank 0 trains the missing models first, then merges the records,
-        reports and logs once; the other ranks return an empty frame."""
+        reports and logs once; the other ranks return ``None``."""
         if distributed.is_main():
             check_store(self.tracking_uri)
         missing = [s for s in self.required_models() if not s.checkpoint(self.ckpt_dir).is_file()]
@@ -246,7 +247,7 @@ class SaliencyStudy:
         replica_shares = distributed.gather_to_main(self._score(replica, replicated, REPLICATE),
                                                     "gathering the replicate's records") if replica else None
         if gathered is None:
-            return pd.DataFrame()
+            return None
         records, seconds = self._merge(ctx, gathered, self.criteria)
         aucs = self._model_aucs(ctx, specs)
         kinds = {**self.kinds, READERS: "reference"}  # the second reader's agreement is a reference row
@@ -265,21 +266,21 @@ class SaliencyStudy:
             columns=verdicts.columns)], ignore_index=True)
         verdicts["calibrated"] = verdicts.criterion.map(lambda c: self._calibration["status"].get(c, {}).get(
             "calibrated"))  # the sources not scored too
-        content = {"title": self._title(n_images), "summary": summary, "verdicts": verdicts,
-                   "order": [*self.sources, READERS], "kinds": kinds,
-                   "headlines": {n: c.headline for n, c in self.criteria.items()},
-                   "notes": {n: repr(c) for n, c in self.criteria.items()}, "aucs": aucs, "seconds": seconds,
-                   "tabled": {n: c.tabled for n, c in self.criteria.items()},
-                   "trust": {**self._calibration, "stability_resamples": self.stability_resamples,
-                             "image_settings": self.image_settings, "replicate": self._replicate,
-                             "study_images": n_images},
-                   "data_issues": data_issue_counts(getattr(getattr(self.dataloader, "dataset", None), "data", None))}
-        report = format_report(failures=ctx.failures, **content)
+        result = StudyResult(
+            title=self._title(n_images), summary=summary, verdicts=verdicts, order=[*self.sources, READERS],
+            kinds=kinds, headlines={n: c.headline for n, c in self.criteria.items()},
+            notes={n: repr(c) for n, c in self.criteria.items()}, records=records, comparisons=comparisons,
+            failures=ctx.failures, aucs=aucs, seconds=seconds, tabled={n: c.tabled for n, c in self.criteria.items()},
+            data_issues=data_issue_counts(getattr(getattr(self.dataloader, "dataset", None), "data", None)),
+            trust={**self._calibration, "stability_resamples": self.stability_resamples,
+                   "image_settings": self.image_settings, "replicate": self._replicate, "study_images": n_images},
+            replicate=self._replicate)
+        report = format_report(result)
         print(report, flush=True)
         with self._progress.stage("outputs (records, figures, report, MLflow)"):
-            self._save_and_log(ctx, self._records_path(), records, comparisons, report, content)
+            self._save_and_log(ctx, result, report)
         self._progress.close()
-        return summary
+        return result
 
     def _trust_in_verdicts(self, records: pd.DataFrame, kinds: Mapping[str, str], verdicts: pd.DataFrame) -> pd.DataFrame:
         """Each verdict's stability (the share of bootstrap resamples of the images that give it again, from the
@@ -421,18 +422,21 @@ class SaliencyStudy:
             figures[f"{self.primary.name}: saliency trust per training epoch ({curves.parent.name})"] = curves
         return figures
 
-    def _save_and_log(self, ctx, records_csv, records, comparisons, report, content) -> None:
-        summary, verdicts, aucs, seconds = content["summary"], content["verdicts"], content["aucs"], content["seconds"]
-        files = {"summary": summary, "verdicts": verdicts, "comparisons": comparisons,
-                 **({REPLICATE.strip("_"): self._replicate} if self._replicate is not None else {})}
-        paths = [records_csv] + [self._records_path(tag=REPLICATE)] * self._records_path(tag=REPLICATE).is_file()
+    def _save_and_log(self, ctx, result: StudyResult, report: str) -> None:
+        """Write the result's tables, report and figures beside the records (their paths into ``result.paths``), then
+        log it as one MLflow run and copy that to the tracking server."""
+        records_csv, replicate_csv = self._records_path(), self._records_path(tag=REPLICATE)
+        files = {"summary": result.summary, "verdicts": result.verdicts, "comparisons": result.comparisons,
+                 **({REPLICATE.strip("_"): result.replicate} if result.replicate is not None else {})}
+        paths = result.paths
+        paths += [records_csv] + [replicate_csv] * replicate_csv.is_file()
         for name, table in files.items():
             paths.append(self.output_dir / f"{self.run_name}_{name}.csv")
             table.to_csv(paths[-1], index=False)
         (self.output_dir / f"{self.run_name}_report.txt").write_text(report + "\n")  # MLflow gets it as report.txt
-        figures = self._figures(ctx, summary, records)
-        paths += list(figures.values())
-        paths.append(write_html_report(self.output_dir / f"{self.run_name}_report.html", figures=figures, **content))
+        result.figures.update(self._figures(ctx, result.summary, result.records))
+        paths += list(result.figures.values())
+        paths.append(write_html_report(self.output_dir / f"{self.run_name}_report.html", result))
         params = {**self.params, "model": self.primary.name,
                   "checkpoint_sha256": ctx.weights_digest(self.primary),
                   "target": self.target, "bootstrap_resamples": self.n_resamples, "seed": self.seed,
@@ -445,21 +449,23 @@ class SaliencyStudy:
         paths += [config] if config else []
         from bundle import __version__
 
-        extra = {**{f"model/{n}/auc": v for n, v in aucs.items()}, **{f"time/{n}_s": v for n, v in seconds.items()},
-                 **{f"data/{action}/{reason}": n for action, counts in content["data_issues"].items()
+        extra = {**{f"model/{n}/auc": v for n, v in result.aucs.items()},
+                 **{f"time/{n}_s": v for n, v in result.seconds.items()},
+                 **{f"data/{action}/{reason}": n for action, counts in result.data_issues.items()
                     for reason, n in counts.items()},
-                 **{f"data/{action}": sum(counts.values()) for action, counts in content["data_issues"].items()}}
+                 **{f"data/{action}": sum(counts.values()) for action, counts in result.data_issues.items()}}
         status = self._calibration["status"]
         if any(s["calibrated"] is not None for s in status.values()):  # the calibration these verdicts rest on
             extra.update(calibration_metrics(self._calibration["record"]))
         replicated = {}
-        if self._replicate is not None and self._replicate.agree.notna().any():
-            extra["replicate/agreement"] = float(self._replicate.agree.dropna().astype(float).mean())
+        if result.replicate is not None and result.replicate.agree.notna().any():
+            extra["replicate/agreement"] = float(result.replicate.agree.dropna().astype(float).mean())
             replicated = {f"replicate/{r.criterion}/{r.method}": str(r.replicate)[:5000]
-                          for r in self._replicate.itertuples(index=False)}
+                          for r in result.replicate.itertuples(index=False)}
+
         def log(uri: str) -> str:
-            return log_study(uri, self.experiment_name, self.run_name, self.output_dir, params, summary, verdicts,
-                             comparisons, ctx.failures, paths, report,
+            return log_study(uri, self.experiment_name, self.run_name, self.output_dir, params, result.summary,
+                             result.verdicts, result.comparisons, result.failures, paths, report,
                              tags={"bundle_version": __version__, "dataset": self.params.get("dataset", ""),
                                    "profile": self.params.get("profile", ""),
                                    **{f"calibrated/{n}": {True: "yes", False: "no"}.get(c["calibrated"], c["why"])

@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 
 from bundle.report import write_html_report  # noqa: E402
 from bundle.summary import SUMMARY_COLUMNS  # noqa: E402
+from bundle.result import StudyResult  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -53,7 +54,7 @@ class Cells(HTMLParser):
             self._table = None
 
 
-def study_tables() -> dict:
+def study_tables() -> StudyResult:
     rows = [("model", "grad", "localization", "method", "auprc", "trained", 0.294, 0.247, 0.340, 32, 0),
             ("model", "gradcam", "localization", "method", "auprc", "trained", 0.130, 0.090, 0.175, 32, 0),
             ("model", "prior", "localization", "baseline", "auprc", "trained", 0.317, 0.247, 0.385, 32, 0),
@@ -68,10 +69,11 @@ def study_tables() -> dict:
         ("faithfulness", "grad", "PASS", "beats random"),
         ("faithfulness", "gradcam", "INCONCLUSIVE", "only 0 paired images"),
     ], columns=["criterion", "method", "verdict", "rule"])
-    return {"title": "Saliency trust study: test", "summary": summary, "verdicts": verdicts,
-            "order": ["grad", "gradcam", "prior"], "kinds": {"grad": "method", "gradcam": "method", "prior": "baseline"},
-            "headlines": {"localization": "auprc", "faithfulness": "sic_auc"}, "aucs": {"model": 0.96},
-            "seconds": {"localization": 12.0}}
+    return StudyResult(title="Saliency trust study: test", summary=summary, verdicts=verdicts,
+                       order=["grad", "gradcam", "prior"],
+                       kinds={"grad": "method", "gradcam": "method", "prior": "baseline"},
+                       headlines={"localization": "auprc", "faithfulness": "sic_auc"}, aucs={"model": 0.96},
+                       seconds={"localization": 12.0})
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,9 @@ def report(tmp_path_factory) -> tuple[Path, Path]:
     ax.plot([0, 1], [0, 1])
     fig.savefig(figure)
     plt.close(fig)
-    return write_html_report(tmp / "report.html", figures={"a curve": figure}, **study_tables()), figure
+    result = study_tables()
+    result.figures["a curve"] = figure
+    return write_html_report(tmp / "report.html", result), figure
 
 
 def test_verdict_cells_carry_value_verdict_and_rule_and_figures_are_embedded(report):

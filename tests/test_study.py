@@ -111,7 +111,7 @@ def broken_run(tmp_path_factory):
     methods = {"grad": get_method("grad"), "broken": get_method("gradcam", layer="nope"), "flat": ConstantMap(),
                "misshapen": MisshapenMap(), "ig": get_method("ig", n_steps=4)}
     study = make_study(tmp, make_batches(), methods=methods)
-    summary = study.run()
+    summary = study.run().summary
     return tmp, study, summary
 
 
@@ -148,9 +148,9 @@ def test_nan_messages_name_the_image(tmp_path, caplog):
 
 def test_records_are_keyed_by_image_id_whatever_the_order(tmp_path):
     """Permuting the images permutes the records: every value stays with its image id."""
-    first = make_study(tmp_path, make_batches(), run_name="a").run()
+    first = make_study(tmp_path, make_batches(), run_name="a").run().summary
     order = [7, 2, 9, 0, 5, 3, 1, 8, 6, 4]
-    again = make_study(tmp_path, make_batches(order=order), run_name="b").run()
+    again = make_study(tmp_path, make_batches(order=order), run_name="b").run().summary
     a = pd.read_csv(tmp_path / "eval" / "a_records.csv").set_index(["image_id", "method", "criterion", "metric"])
     b = pd.read_csv(tmp_path / "eval" / "b_records.csv").set_index(["image_id", "method", "criterion", "metric"])
     fidelity = "fidelity_to_published"  # compares the first three images, which the permutation changes
@@ -308,7 +308,7 @@ def attacked_run(tmp_path_factory):
     criteria = {"faithfulness": Faithfulness(min_score=float(scores.quantile(0.3)), workers=2, min_pairs=3),
                 "psc": PredictionSaliencyCorrelation(iterations=4, lr=0.01, epsilon=0.05, min_images=3)}
     study = make_study(tmp, make_batches(12), methods=attacked_methods(), criteria=criteria)
-    return tmp, study, study.run()
+    return tmp, study, study.run().summary
 
 
 def test_faithfulness_records_curves_and_skips_by_reason(attacked_run):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bundle.result import StudyResult
 from bundle.report.tables import FIDELITY, _cell, _lookup, data_issue_line, trust_lines, verdict_mark
 
 VERDICT_CLASSES = {"PASS": "pass", "FAIL": "fail", "INCONCLUSIVE": "inconclusive"}
@@ -108,16 +109,14 @@ def metric_section(summary: pd.DataFrame, criterion: str, order: Sequence[str], 
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
-def html_report(
-    title: str, summary: pd.DataFrame, verdicts: pd.DataFrame, order: Sequence[str], kinds: Mapping[str, str],
-    headlines: Mapping[str, str], notes: Mapping[str, str] | None = None, figures: Mapping[str, Path] | None = None,
-    aucs: Mapping[str, float] | None = None, seconds: Mapping[str, float] | None = None,
-    tabled: Mapping[str, Sequence[str] | None] | None = None, provenance: str = "",
-    data_issues: Mapping[str, Mapping[str, int]] | None = None, trust: Mapping | None = None,
-) -> str:
-    """The whole report as one HTML page: title, models, the verdict table with its rules, whether the verdicts can
-    be trusted (calibration, stability, what would decide each INCONCLUSIVE), each criterion's table, then
-    ``figures`` (caption -> PNG) embedded."""
+def html_report(result: StudyResult, provenance: str = "") -> str:
+    """A study's result as one HTML page: title, models, the verdict table with its rules, whether the verdicts can
+    be trusted (calibration, stability, what would decide each INCONCLUSIVE), each criterion's table, then its
+    figures (caption -> PNG) embedded."""
+    r = result
+    title, summary, verdicts, order, kinds, headlines = r.title, r.summary, r.verdicts, r.order, r.kinds, r.headlines
+    notes, figures, aucs, seconds, tabled, data_issues, trust = (r.notes, r.figures, r.aucs, r.seconds, r.tabled,
+                                                                 r.data_issues, r.trust)
     parts = [f"<h1>{_escape(title)}</h1>"]
     if provenance:
         parts.append(f"<p class='meta'>{_escape(provenance)}</p>")
@@ -152,9 +151,9 @@ def html_report(
             f"<body>{''.join(parts)}<script>{LOAD_CHECK}</script></body></html>")
 
 
-def write_html_report(path: str | Path, **content) -> Path:
+def write_html_report(path: str | Path, result: StudyResult) -> Path:
     """:func:`html_report` written to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html_report(**content), encoding="utf-8")
+    path.write_text(html_report(result), encoding="utf-8")
     return path

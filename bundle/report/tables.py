@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bundle.result import StudyResult
+
 
 def _cell(row) -> str:
     if row is None or pd.isna(row.mean):
@@ -217,18 +219,14 @@ def trust_lines(verdicts: pd.DataFrame, trust: Mapping) -> list[str]:
     return lines
 
 
-def format_report(
-    title: str, summary: pd.DataFrame, verdicts: pd.DataFrame, failures: Sequence[Mapping], order: Sequence[str],
-    kinds: Mapping[str, str], headlines: Mapping[str, str], notes: Mapping[str, str],
-    aucs: Mapping[str, float] | None = None, seconds: Mapping[str, float] | None = None,
-    tabled: Mapping[str, Sequence[str] | None] | None = None,
-    data_issues: Mapping[str, Mapping[str, int]] | None = None, trust: Mapping | None = None,
-) -> str:
-    """The whole console report. ``headlines`` names each criterion's headline metric, ``notes`` its settings line,
-    ``aucs`` each model's classification AUC, ``seconds`` each criterion's time, ``tabled`` the metrics of each
-    criterion's table (all when missing; per-step curves are in the CSVs, the figures and MLflow), ``data_issues``
-    the study images skipped or repaired where they entered, by reason, ``trust`` the calibration the verdicts rest
-    on and the settings behind their stability and power hints (:func:`trust_lines`)."""
+def format_report(result: StudyResult) -> str:
+    """The whole console report of a study's result: title, models, the verdict table, whether the verdicts can be
+    trusted (:func:`trust_lines`), every rule, each criterion's table (per-step curves are in the CSVs, the figures
+    and MLflow), times and what was not scored."""
+    r = result
+    title, summary, verdicts, failures, order, kinds = r.title, r.summary, r.verdicts, r.failures, r.order, r.kinds
+    headlines, notes, aucs, seconds, tabled, data_issues, trust = (r.headlines, r.notes, r.aucs, r.seconds, r.tabled,
+                                                                   r.data_issues, r.trust)
     lines = [title] + [line for line in [data_issue_line(data_issues)] if line]
     if aucs:
         lines += ["", "Models (classification AUC on the labelled validation images; agreement only means something "
