@@ -107,7 +107,7 @@ def test_the_console_says_only_what_is_new(quick_run):
     repeated = {line: n for line, n in Counter(lines).items() if n > 3 and line.strip("- ")}
     assert not repeated, repeated
     assert "unable to load" not in output and output.count("nvImageCodec is not available") <= 1
-    assert re.search(r"^bundle.data - INFO - data: synthetic dataset in .+: [0-9.]+ s$", output, re.M)
+    assert re.search(r"^bundle.data - INFO - data: synthetic dataset in .+: [0-9.]+ s$", "\n".join(lines), re.M)
     for stage in ["training densenet121_seed0", "training inception_v3_seed0", "criterion localization",
                   "criterion psc", "outputs (records, figures, report, MLflow)"]:
         assert len(re.findall(rf"^bundle - INFO - {re.escape(stage)}: [0-9]", "\n".join(lines), re.M)) == 1, stage

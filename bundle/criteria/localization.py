@@ -63,16 +63,23 @@ class Localization(Criterion):
         for batch in ctx.batches():
             ids = ctx.image_ids(batch)
             maps, masks = ctx.maps(ctx.primary, name, batch), ctx.masks(batch)
-            try:
-                scores = localization_scores(maps, masks, self.metrics, self.normalization, ctx.signed(name),
-                                             self.binarize, self.true_positive_only)
-            except ValueError as error:
-                raise ValueError(f"images {ids}: {error}") from None
+            batch_records = self.score(maps, masks, ids, ctx.signed(name), model=ctx.primary.name, method=name,
+                                       step="trained")
             self._report_undefined(ctx, name, ids, maps, masks)
-            for metric, values in scores.items():
-                records += records_for(ids, values.tolist(), model=ctx.primary.name, method=name,
-                                       criterion=self.name, metric=metric, step="trained")
+            records += batch_records
         return records
+
+    def score(self, maps: torch.Tensor, masks: torch.Tensor, ids: Sequence[str], signed: bool,
+              **fields) -> list[Record]:
+        """The records of one batch's maps against its masks under this criterion's settings, each metric in turn
+        (``fields``: model, method, step): what the study and the per-epoch trust handler both record."""
+        try:
+            scores = localization_scores(maps, masks, self.metrics, self.normalization, signed, self.binarize,
+                                         self.true_positive_only)
+        except ValueError as error:
+            raise ValueError(f"images {list(ids)}: {error}") from None
+        return [record for metric, values in scores.items()
+                for record in records_for(ids, values.tolist(), criterion=self.name, metric=metric, **fields)]
 
     def _report_undefined(self, ctx, name: str, ids: list[str], maps: torch.Tensor, masks: torch.Tensor) -> None:
         """Name every image whose scores are NaN by definition: empty mask, or a map with nothing to rank."""

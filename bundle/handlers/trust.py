@@ -26,10 +26,10 @@ from monai.utils import look_up_option
 from torch import nn
 
 from bundle.criteria.base import Record, records_for
+from bundle.criteria.localization import Localization
 from bundle.networks import randomisation_blocks_of
 from bundle.records import RecordWriter
 from bundle.report import epoch_trust_curves, saliency_gallery
-from bundle.trust.localization import localization_scores
 from bundle.trust.normalization import normalize_maps
 from bundle.trust.randomization import WeightRandomization
 from bundle.switches import config_bool
@@ -120,6 +120,10 @@ class EpochTrust:
         self._previous: dict[str, torch.Tensor] = {}
         self._writer: RecordWriter | None = None
         self._summary: list[dict] = []
+        wanted = [m for m in self.metrics if EPOCH_TRUST_METRICS[m][0] == "localization"]
+        # the study's own localisation criterion scores the maps, so an epoch's AUPRC is the study's AUPRC
+        self._localization = Localization(metrics=wanted, normalization=normalization,
+                                          verdict_metric=wanted[0]) if wanted else None
 
     def attach(self, engine: Engine) -> None:
         if self.enabled:
@@ -169,12 +173,8 @@ class EpochTrust:
             maps = [method(self.network, images, self.target) for images, _, _ in batches]
             units[name] = torch.cat([normalize_maps(m, self.normalization, signed)[0] for m in maps]).cpu()
             shown[name] = normalize_maps(maps[0], "pair", signed)[0].cpu()
-            wanted = [m for m in self.metrics if EPOCH_TRUST_METRICS[m][0] == "localization"]
-            for (images, masks, ids), m in zip(batches, maps):
-                scores = localization_scores(m, masks, wanted, self.normalization, signed)
-                for metric in wanted:
-                    records += records_for(ids, scores[metric].tolist(), criterion="localization", metric=metric,
-                                           **fields)
+            for (_, masks, ids), m in zip(batches, maps):
+                records += self._localization.score(m, masks, ids, signed, **fields) if self._localization else []
             ids = [i for _, _, batch_ids in batches for i in batch_ids]
             if "ssim_to_previous" in self.metrics and name in self._previous:
                 records += records_for(ids, ssim(self._previous[name], units[name], self.data_range).tolist(),
