@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bundle.data import FINDINGS, READERS
+from bundle.data import DATALISTS, FINDINGS
 from bundle.mirror import mirror_or_explain
 from bundle.tracking import log_study, running_workflow
 
@@ -35,7 +35,7 @@ def finding_slug(finding: str) -> str:
 
 def _finding_option(dataset_name: str):
     """The reader's ``finding`` parameter, or None for a single-target dataset."""
-    reader = READERS.get(dataset_name)
+    reader = DATALISTS.get(dataset_name)
     return inspect.signature(reader).parameters.get("finding") if reader else None
 
 

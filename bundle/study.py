@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from bundle import distributed
 from bundle.console import StudyProgress
 from bundle.criteria import Criterion, Record, StudyContext
-from bundle.criteria.agreement import READERS
+from bundle.criteria.agreement import SECOND_READER
 from bundle.data.screening import data_issue_counts
 from bundle.errors import brief
 from bundle.handlers.trust import latest_epoch_trust_curves
@@ -250,7 +250,7 @@ class SaliencyStudy:
             return None
         records, seconds = self._merge(ctx, gathered, self.criteria)
         aucs = self._model_aucs(ctx, specs)
-        kinds = {**self.kinds, READERS: "reference"}  # the second reader's agreement is a reference row
+        kinds = {**self.kinds, SECOND_READER: "reference"}  # the second reader's agreement is a reference row
         judged = judge(self.criteria, records, kinds, self.n_resamples, self.seed)
         summary, comparisons, verdicts = judged.summary, judged.comparisons, judged.verdicts
         verdicts = self._trust_in_verdicts(records, kinds, verdicts)
@@ -267,7 +267,7 @@ class SaliencyStudy:
         verdicts["calibrated"] = verdicts.criterion.map(lambda c: self._calibration["status"].get(c, {}).get(
             "calibrated"))  # the sources not scored too
         result = StudyResult(
-            title=self._title(n_images), summary=summary, verdicts=verdicts, order=[*self.sources, READERS],
+            title=self._title(n_images), summary=summary, verdicts=verdicts, order=[*self.sources, SECOND_READER],
             kinds=kinds, headlines={n: c.headline for n, c in self.criteria.items()},
             notes={n: repr(c) for n, c in self.criteria.items()}, records=records, comparisons=comparisons,
             failures=ctx.failures, aucs=aucs, seconds=seconds, tabled={n: c.tabled for n, c in self.criteria.items()},

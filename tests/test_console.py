@@ -13,14 +13,14 @@ from monai.transforms import LoadImage
 from bundle.console import duration, only_warnings
 from bundle.data import RadiographPNGReader, RadiographReader, write_radiograph
 
-READERS = [NibabelReader(), RadiographReader(), RadiographPNGReader()]  # the order of the configs' LoadImaged
+IMAGE_READERS = [NibabelReader(), RadiographReader(), RadiographPNGReader()]  # the order of the configs' LoadImaged
 
 
 def test_a_dicom_read_after_two_readers_fail_logs_no_fallback_line(tmp_path, caplog):
     image = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(64, 48)
     write_radiograph(tmp_path / "a.dcm", image, "a")
     with caplog.at_level(logging.DEBUG - 1):
-        loaded = LoadImage(reader=READERS, image_only=True)(str(tmp_path / "a.dcm"))
+        loaded = LoadImage(reader=IMAGE_READERS, image_only=True)(str(tmp_path / "a.dcm"))
     assert loaded.shape == (64, 48)
     assert not [r for r in caplog.records if "unable to load" in r.getMessage() and r.levelno >= logging.INFO]
 
@@ -28,7 +28,7 @@ def test_a_dicom_read_after_two_readers_fail_logs_no_fallback_line(tmp_path, cap
 def test_a_file_no_reader_can_read_is_still_named(tmp_path):
     (tmp_path / "b.dcm").write_bytes(b"not a radiograph")
     with pytest.raises(RuntimeError, match="b.dcm"):
-        LoadImage(reader=READERS, image_only=True)(str(tmp_path / "b.dcm"))
+        LoadImage(reader=IMAGE_READERS, image_only=True)(str(tmp_path / "b.dcm"))
 
 
 def test_only_warnings_holds_back_info_lines_and_lets_warnings_through(caplog):

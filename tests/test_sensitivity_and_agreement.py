@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bundle.criteria import CascadingRandomization, LabelRandomization, Repeatability, Reproducibility, get_criterion
-from bundle.criteria.agreement import READERS
+from bundle.criteria.agreement import SECOND_READER
 from bundle.criteria.randomization import UNRELATED
 from bundle.models import ModelSpec
 from bundle.study import SaliencyStudy
@@ -98,7 +98,7 @@ def test_agreement_verdicts_weak_strong_and_against_the_random_baseline():
     poor = [0.2, 0.25, 0.3, 0.22, 0.18, 0.27, 0.24, 0.21]
     rows = _rows(name, "grad", "iou", "trained", good, ids=ids) + _rows(name, "gbp", "iou", "trained", poor, ids=ids)
     rows += _rows(name, "random", "iou", "trained", [v - 0.3 for v in good], ids=ids)
-    rows += _rows(name, READERS, "iou", "trained", [0.9] * 8, ids=ids)
+    rows += _rows(name, SECOND_READER, "iou", "trained", [0.9] * 8, ids=ids)
     records = pd.DataFrame(rows)
     comparisons = adjust_across_grid(criterion.comparisons(records, KINDS, 200, 0))
     assert set(comparisons.test) == {"weak", "strong", "baseline"}
@@ -108,7 +108,7 @@ def test_agreement_verdicts_weak_strong_and_against_the_random_baseline():
     assert "strong: FAILS, significantly below the readers' 0.900" in verdicts.rule["grad"]
     assert "vs random: diff +0.300" in verdicts.rule["grad"]
     # no second reader: the strong rule cannot be tested and says so
-    without = adjust_across_grid(criterion.comparisons(records[records.method != READERS], KINDS, 200, 0))
+    without = adjust_across_grid(criterion.comparisons(records[records.method != SECOND_READER], KINDS, 200, 0))
     rule = criterion.verdicts(summarise(records, KINDS, 200), without).set_index("method").rule["grad"]
     assert "strong: no second reader in this data" in rule
     assert np.isfinite(without.p_holm).all()

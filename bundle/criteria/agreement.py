@@ -19,7 +19,7 @@ from bundle.trust.agreement import AGREEMENT_METRICS, EQUAL_AREA, agreement_bina
 from bundle.trust.similarity import ssim
 from bundle.trust.stats import images_for_mean_test, one_sample_test, paired_comparison
 
-READERS = "readers"  # the reference row: a second reader's outline against the ground truth
+SECOND_READER = "readers"  # the reference row: a second reader's outline against the ground truth
 
 
 class ModelAgreement(Criterion):
@@ -98,7 +98,7 @@ class ModelAgreement(Criterion):
         masks = [ctx.masks(batch) > 0.5 for batch in ctx.study_batches(self.n_images)]
         self._area = float(100 * torch.cat([m.reshape(len(m), -1) for m in masks]).double().mean())
         has_readers = any(ctx.reader_masks(batch) is not None for batch in ctx.study_batches(1))
-        return names + [READERS] * has_readers
+        return names + [SECOND_READER] * has_readers
 
     def evaluate_method(self, ctx, name: str) -> list[Record]:
         primary, other = ctx.primary, self.other_model(ctx.primary)
@@ -106,7 +106,7 @@ class ModelAgreement(Criterion):
         binarization, records = agreement_binarization(self.binarize, self._area), []
         for batch in ctx.batches(self.n_images):
             ids = ctx.image_ids(batch)
-            if name == READERS:
+            if name == SECOND_READER:
                 truth, reader = ctx.masks(batch)[:, 0] > 0.5, ctx.reader_masks(batch)[:, 0] > 0.5
                 scores = {"ssim": ssim(truth.double(), reader.double(), 1.0), **mask_overlap(truth, reader)}
             else:
@@ -124,7 +124,7 @@ class ModelAgreement(Criterion):
     def comparisons(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
         mine = self.deciding(records)
         wide = mine.pivot(index="image_id", columns="method", values="value").sort_index()  # paired by image id
-        readers = wide[READERS] if READERS in wide else None
+        readers = wide[SECOND_READER] if SECOND_READER in wide else None
         out = []
         for method in dict.fromkeys(mine.method[mine.method.map(kinds).eq("method")]):
             values = wide[method]
@@ -138,11 +138,11 @@ class ModelAgreement(Criterion):
                         "direction": int(np.sign(weak.mean - self.weak_threshold)) if weak.n else 0})
             if readers is not None:
                 c = paired_comparison(values.to_numpy(), readers.to_numpy(), n_resamples, seed=seed)
-                out.append({**row, "in_grid": False, "test": "strong", "baseline": READERS,
+                out.append({**row, "in_grid": False, "test": "strong", "baseline": SECOND_READER,
                             "baseline_value": float(readers.mean()), "n_pairs": c.n,
                             "mean_diff": c.mean_diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "sd_diff": c.sd_diff,
                             "p_value": c.p_value, "direction": c.direction})
-        versus_baseline = compare_to_strongest_baseline(records[records.method != READERS], kinds, self.name,
+        versus_baseline = compare_to_strongest_baseline(records[records.method != SECOND_READER], kinds, self.name,
                                                         self.verdict_metric, True, n_resamples, seed)
         return pd.concat([pd.DataFrame(out), versus_baseline.assign(test="baseline", in_grid=True)],
                          ignore_index=True)

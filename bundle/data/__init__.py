@@ -28,17 +28,18 @@ from bundle.distributed import main_process_first
 
 logger = logging.getLogger(__name__)
 
-READERS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist,
-           "siim": load_siim_datalist, "mura": load_mura_datalist, "chexlocalize": load_chexlocalize_datalist,
-           "nifti": load_nifti_datalist, "synthetic_brain": load_nifti_datalist}
+# dataset name -> the function that reads its datalist (an image reader, in MONAI's sense, reads one file)
+DATALISTS = {"synthetic": load_rsna_datalist, "rsna": load_rsna_datalist, "nih": load_nih_datalist,
+             "siim": load_siim_datalist, "mura": load_mura_datalist, "chexlocalize": load_chexlocalize_datalist,
+             "nifti": load_nifti_datalist, "synthetic_brain": load_nifti_datalist}
 SYNTHETIC = {"synthetic": ensure_synthetic_dataset, "synthetic_brain": ensure_volume_dataset}  # generated when missing
-DATASETS = tuple(READERS)
+DATASETS = tuple(DATALISTS)
 FINDINGS = {"nih": nih.BOXED_FINDINGS, "chexlocalize": chexlocalize.FINDINGS}  # multi-label: localisable findings
 
 
 def _reader(name: str):
     try:
-        return READERS[name]
+        return DATALISTS[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r} (dataset_name); choose one of {DATASETS}") from None
 
@@ -67,7 +68,7 @@ def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, l
     one class, the first ``limit`` usable items; ``options`` are the reader's own (e.g. ``finding`` for ``nih``).
 
     Args:
-        name: the dataset, one of :data:`DATASETS`; it picks the reader (:data:`READERS`).
+        name: the dataset, one of :data:`DATASETS`; it picks the datalist reader (:data:`DATALISTS`).
         dataset_dir: the folder holding the dataset.
         split: ``train``, ``val`` or ``test`` (every split when ``None``).
         labels: keep only items of this class (e.g. 1 for the positives; every class when ``None``).
@@ -78,7 +79,7 @@ def load_dataset(name: str, dataset_dir: str | Path, split: str | None = None, l
 
 
 __all__ = [
-    "DATASETS", "FINDINGS", "READERS", "boxes_to_mask", "ensure_synthetic_dataset", "ensure_volume_dataset",
+    "DATALISTS", "DATASETS", "FINDINGS", "boxes_to_mask", "ensure_synthetic_dataset", "ensure_volume_dataset",
     "GroundTruthMaskd", "inspect_dicom", "inspect_nifti", "ItemIssue", "ItemList", "load_chexlocalize_datalist",
     "load_dataset", "load_mura_datalist", "load_nifti_datalist", "load_nih_datalist", "load_rsna_datalist",
     "load_siim_datalist", "permute_labels", "prepare_dataset", "prepare_mura", "prepare_siim", "RadiographPNGReader",
