@@ -9,6 +9,8 @@ share of resamples that give the reported verdict (TRUST_METRICS.md section 10).
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -91,26 +93,49 @@ class ImageResampler:
         return out.assign(image_id=np.concatenate(ids))
 
 
+_JUDGED: tuple | None = None  # what the forked workers of verdict_stability judge (inherited, never pickled)
+
+
+def _agreements(draws: range) -> np.ndarray:
+    """Per reported verdict, how many of the resamples ``draws`` give it again (resample r is drawn from its own
+    seed, so the sum does not depend on which worker judged which draws)."""
+    criteria, resampler, kinds, reported, inner_resamples, seed = _JUDGED
+    agree = np.zeros(len(reported), dtype=np.int64)
+    for r in draws:
+        rng = np.random.default_rng([seed, r, zlib.crc32(b"stability")])
+        again = judge(criteria, resampler.resample(rng), kinds, inner_resamples, seed, intervals=False).verdicts
+        again = again.set_index(["criterion", "method"]).verdict.reindex(reported.index)
+        agree += (again == reported).to_numpy()
+    return agree
+
+
 def verdict_stability(criteria: Mapping[str, Criterion], records: pd.DataFrame, kinds: Mapping[str, str],
                       verdicts: pd.DataFrame, n_resamples: int = 200, seed: int = 0,
-                      inner_resamples: int = 1000) -> pd.DataFrame:
+                      inner_resamples: int = 1000, workers: int | None = None) -> pd.DataFrame:
     """Per verdict (criterion, method): the share of ``n_resamples`` bootstrap resamples of the images
     (:class:`ImageResampler`, seeded) whose verdict equals the reported one, and ``unstable`` below :data:`STABLE`.
 
     Each resample is judged exactly as the study judged the records (:func:`judge`, Holm across the grid), from the
     records each verdict is computed from (``Criterion.deciding``); ``inner_resamples`` are the bootstrap resamples
-    of the intervals inside a verdict (PSC's)."""
+    of the intervals inside a verdict (PSC's). The resamples are shared among ``workers`` forked processes (default:
+    the cores this process may use, at most 2): judging is pandas work that one core does alone, and the shares are
+    the same whatever the number of workers."""
+    global _JUDGED
     resampler = ImageResampler(pd.concat([c.deciding(records) for c in criteria.values()], ignore_index=True))
     reported = verdicts.set_index(["criterion", "method"]).verdict
-    agree = pd.Series(0, index=reported.index, dtype=np.int64)
-    for r in range(n_resamples):
-        rng = np.random.default_rng([seed, r, zlib.crc32(b"stability")])
-        again = judge(criteria, resampler.resample(rng), kinds, inner_resamples, seed, intervals=False).verdicts
-        again = again.set_index(["criterion", "method"]).verdict.reindex(reported.index)
-        agree += (again == reported).to_numpy()
+    workers = min(2, len(os.sched_getaffinity(0))) if workers is None else workers
+    _JUDGED = (criteria, resampler, kinds, reported, inner_resamples, seed)
+    try:
+        if workers > 1 and n_resamples >= 2 * workers and "fork" in multiprocessing.get_all_start_methods():
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                agree = sum(pool.map(_agreements, [range(w, n_resamples, workers) for w in range(workers)]))
+        else:
+            agree = _agreements(range(n_resamples))
+    finally:
+        _JUDGED = None
     share = agree / max(n_resamples, 1)
     return pd.DataFrame({"criterion": reported.index.get_level_values(0), "method": reported.index.get_level_values(1),
-                         "stability": share.to_numpy(), "unstable": (share < STABLE).to_numpy()})
+                         "stability": share, "unstable": share < STABLE})
 
 
 def latest_calibration(output_dir: str | Path) -> tuple[dict | None, Path | None]:

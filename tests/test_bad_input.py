@@ -149,9 +149,12 @@ def evaluate(tmp: Path, dataset: Path, models: Path, *overrides: str) -> subproc
 
 
 @pytest.fixture(scope="module")
-def damaged_study(tmp_path_factory):
-    """The quick data with five test positives damaged, studied from scratch (its model trained on the way)."""
+def damaged_study(tmp_path_factory, quick_run):
+    """The quick data with five test positives damaged, studied with the quick study's model (trained on the same
+    192 images, undamaged: the damage is in the test split, which no training reads)."""
     tmp = tmp_path_factory.mktemp("damaged_study")
+    (tmp / "models").mkdir()
+    shutil.copy(quick_run[0] / "models" / "densenet121_seed0.pt", tmp / "models" / "densenet121_seed0.pt")
     clean = write_synthetic_dataset(tmp / "clean", n_images=192, seed=0)
     faults = damaged_copy(clean, tmp / "damaged", STUDY_FAULTS, split="test")
     good = [i["patient_id"] for i in load_rsna_datalist(tmp / "damaged", split="test", labels=1, limit=2)]

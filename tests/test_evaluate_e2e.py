@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mlflow_server import MlflowServer
+from quick_study import quick_command, run_quick
 
 from bundle.calibration import CONTROLS, GRADED
 from bundle.criteria import RECORD_COLUMNS
@@ -36,42 +36,8 @@ EXPERIMENT = "saliency_trust_synthetic"  # one experiment per dataset
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
-def quick_command(tmp: Path, *overrides: str, models: Path | None = None) -> list[str]:
-    """`python -m monai.bundle run evaluate` with configs/quick.json, everything written under ``tmp`` (the
-    checkpoints under ``models`` when given)."""
-    return [
-        sys.executable, "-m", "monai.bundle", "run", "evaluate",
-        "--config_file", "['configs/evaluate.json','configs/quick.json']",
-        "--output_dir", str(tmp / "eval"), "--dataset_dir", str(tmp / "data"),
-        "--ckpt_dir", str(models or tmp / "models"), *overrides,
-    ]
-
-
-def run_quick(tmp: Path, *overrides: str, models: Path | None = None) -> str:
-    result = subprocess.run(quick_command(tmp, *overrides, models=models), cwd=ROOT, capture_output=True, text=True,
-                            timeout=1200)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return result.stdout + result.stderr
-
-
 def records(tmp: Path) -> list[pd.DataFrame]:
     return [pd.read_csv(p) for p in sorted((tmp / "eval").glob("*_records.csv"), key=lambda p: p.stat().st_mtime)]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real ``mlflow server`` on loopback (SQLite backend, local artifact root, a free port)."""
-    running = MlflowServer(tmp_path_factory.mktemp("server")).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, server):
-    """The quick study from scratch, with ``tracking_uri`` on the real server: every run is in the local store
-    ``eval/mlruns.db`` and copied over HTTP when the study ends."""
-    tmp = tmp_path_factory.mktemp("bundle_run")
-    return tmp, run_quick(tmp, "--tracking_uri", server.uri)
 
 
 def test_run_generates_data_trains_and_prints_verdicts(quick_run):
