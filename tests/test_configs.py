@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,25 @@ def test_permute_labels_takes_the_command_line_words_and_refuses_others():
     with pytest.raises(Exception) as caught:
         _parser("train.json", permute_labels="maybe").get_parsed_content("ckpt_name")
     assert any("permute_labels must be true or false" in str(e) for e in _chain(caught.value))
+
+
+# ids configs/train.json and configs/evaluate.json both define (the study trains its missing models with train.json)
+SHARED_WITH_TRAINING = [
+    "bundle_root", "output_dir", "dataset_name", "dataset_dir", "dataset_options", "synthetic", "device", "seed",
+    "network_name", "image_size", "spatial_dims", "epochs", "ckpt_dir", "experiment_name", "tracking_uri",
+    "local_tracking_uri", "prepare_data", "network_def", "network", "image_preprocessing", "initialize",
+]
+
+
+def test_the_ids_training_and_the_study_share_are_one_definition():
+    """Until one base file holds them, the ids train.json and evaluate.json both define must be equal, so that a
+    change to training's intensity pipeline reaches the study's maps; inference.json's preprocessing is training's
+    transform for transform (its reader list included)."""
+    train, evaluate, inference = (json.loads((ROOT / "configs" / f"{name}.json").read_text())
+                                  for name in ("train", "evaluate", "inference"))
+    assert set(SHARED_WITH_TRAINING) <= set(train) & set(evaluate)
+    for key in SHARED_WITH_TRAINING:
+        assert evaluate[key] == train[key], f"{key} differs between configs/train.json and configs/evaluate.json"
+    transforms = [{**t, "reader": inference["readers"]} if t.get("reader") == "@readers" else t
+                  for t in inference["preprocessing"]["transforms"]]
+    assert transforms == train["image_preprocessing"]
