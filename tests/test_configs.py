@@ -188,23 +188,27 @@ def test_permute_labels_takes_the_command_line_words_and_refuses_others():
     assert any("permute_labels must be true or false" in str(e) for e in _chain(caught.value))
 
 
-# ids configs/train.json and configs/evaluate.json both define (the study trains its missing models with train.json)
-SHARED_WITH_TRAINING = [
-    "bundle_root", "output_dir", "dataset_name", "dataset_dir", "dataset_options", "synthetic", "device", "seed",
-    "network_name", "image_size", "spatial_dims", "epochs", "ckpt_dir", "experiment_name", "tracking_uri",
-    "local_tracking_uri", "prepare_data", "network_def", "network", "image_preprocessing", "initialize",
-]
+def test_each_id_is_defined_in_one_config_file():
+    """No id of the workflow configs is defined in two of them with the same value: train.json takes the ids it
+    shares with the study from evaluate.json (MONAI's ``%file#id`` macro), so a change to the intensity pipeline,
+    the data or the network reaches training, validation and the study's maps alike; once its macros are resolved,
+    train.json is every id it was when it held its own copies."""
+    files = {name: json.loads((ROOT / "configs" / f"{name}.json").read_text()) for name in ("train", "evaluate")}
+    train, evaluate = files["train"], files["evaluate"]
+    repeated = [k for k in set(train) & set(evaluate) if train[k] == evaluate[k] and not str(train[k]).startswith("%")]
+    assert not repeated, repeated
+    shared = [k for k, v in train.items() if isinstance(v, str) and v.startswith("%configs/evaluate.json#")]
+    assert {"image_preprocessing", "network_def", "synthetic", "dataset_dir", "seed"} <= set(shared)
+    resolved = ConfigParser()
+    resolved.read_config(str(ROOT / "configs" / "train.json"))
+    resolved.resolve_macro_and_relative_ids()
+    assert all(resolved[k] == evaluate[k] for k in shared)
 
 
-def test_the_ids_training_and_the_study_share_are_one_definition():
-    """Until one base file holds them, the ids train.json and evaluate.json both define must be equal, so that a
-    change to training's intensity pipeline reaches the study's maps; inference.json's preprocessing is training's
-    transform for transform (its reader list included)."""
-    train, evaluate, inference = (json.loads((ROOT / "configs" / f"{name}.json").read_text())
-                                  for name in ("train", "evaluate", "inference"))
-    assert set(SHARED_WITH_TRAINING) <= set(train) & set(evaluate)
-    for key in SHARED_WITH_TRAINING:
-        assert evaluate[key] == train[key], f"{key} differs between configs/train.json and configs/evaluate.json"
+def test_inference_preprocesses_images_as_training_and_the_study_do():
+    """inference.json's preprocessing is the study's transform for transform (its reader list included)."""
+    evaluate, inference = (json.loads((ROOT / "configs" / f"{name}.json").read_text())
+                           for name in ("evaluate", "inference"))
     transforms = [{**t, "reader": inference["readers"]} if t.get("reader") == "@readers" else t
                   for t in inference["preprocessing"]["transforms"]]
-    assert transforms == train["image_preprocessing"]
+    assert transforms == evaluate["image_preprocessing"]

@@ -128,7 +128,7 @@ def test_logits_block_of_known_and_unknown_architectures():
 def train(tmp: Path, data: Path, name: str, *overrides: str) -> str:
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
                "--dataset_dir", str(data), "--output_dir", str(tmp / name), "--ckpt_dir", str(tmp / name),
-               "--synthetic#n_images", "48", "--synthetic#seed", "1", "--epochs", "2", "--image_size", "32",
+               "--synthetic", "{'n_images': 48, 'seed': 1, 'variant': 'chest'}", "--epochs", "2", "--image_size", "32",
                "--run_name", name, *overrides]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
