@@ -40,24 +40,14 @@ class _Once(logging.Filter):
         return True
 
 
-_QUIETED: set[str] = set()
-
-
-def _filter_once(logger_name: str, log_filter: logging.Filter) -> None:
-    """Attach ``log_filter`` to the logger ``logger_name`` once per process (``import bundle`` may run again)."""
-    if logger_name not in _QUIETED:
-        logging.getLogger(logger_name).addFilter(log_filter)
-        _QUIETED.add(logger_name)
-
-
 def quiet_library_noise() -> None:
     """Filter, at their source, the lines that repeat without news: MONAI's ``LoadImage`` logs one INFO line for
     every reader that fails before the one that reads the file (each DICOM is offered to the PNG reader first, each
     PNG mask to NiBabel; a file no reader can read still raises, naming every reader's error); MONAI warns that the
     GPU decoder nvImageCodec is missing each time a DICOM reader is made (once is news); captum warns that each input
     did not require gradients, which our methods hand it on purpose."""
-    _filter_once("LoadImage", _DropMessages(": unable to load "))
-    _filter_once("monai.data.nvimgcodec_pydicom_plugin", _Once())
+    logging.getLogger("LoadImage").addFilter(_DropMessages(": unable to load "))
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").addFilter(_Once())
     # the same news as the logger line above, as a warning; "once" would not hold: a module's once-registry is
     # cleared whenever any library changes the warning filters
     warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register")
