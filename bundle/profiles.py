@@ -1,16 +1,14 @@
-"""Study profiles: the settings that trade cost for fidelity to the published studies, one file each.
+"""Study profiles: the CPU cuts of the published settings, or the published settings themselves.
 
-``configs/profiles/<name>.json`` holds every count a profile changes (images per criterion,
-pass counts of the methods, randomisation steps), so the published settings are one
-readable file and the CPU cuts another, never scattered conditionals. ``auto`` picks
-``published`` when CUDA is available and ``cpu`` otherwise.
+``configs/evaluate.json`` holds the ``cpu`` profile (every cut listed in docs/criteria.md with its measured
+effect); ``configs/published.json`` is an ordinary override file restoring the published studies' settings (a GPU
+job), and labels the run ``published``. A config file cannot pick another file by the hardware it runs on, so the
+choice is the user's; a run on the cuts says so when CUDA is available.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import torch
 
@@ -19,26 +17,19 @@ logger = logging.getLogger(__name__)
 PROFILES = ("cpu", "published")
 
 
-def resolve_profile(name: str) -> str:
-    """``auto`` -> ``published`` with CUDA, ``cpu`` without; a named profile is checked and returned."""
-    if name == "auto":
-        return "published" if torch.cuda.is_available() else "cpu"
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose auto or one of {PROFILES}")
-    return name
-
-
-def load_profile(name: str, profiles_dir: str | Path) -> dict:
-    """The settings of profile ``name`` (``auto`` resolved), with its resolved name under ``name``.
+def profile_label(name: str, cuda_available: bool | None = None) -> str:
+    """``name``, the profile a study runs (logged as the MLflow param ``profile``), checked; on the ``cpu`` profile
+    with CUDA present, a warning naming the override file that restores the published settings.
 
     Args:
-        name: ``cpu``, ``published``, or ``auto`` (``published`` when CUDA is available, ``cpu`` otherwise).
-        profiles_dir: the folder of ``<name>.json`` profile files (``configs/profiles`` in the bundle).
+        name: ``cpu`` (evaluate.json's settings) or ``published`` (as set by ``configs/published.json``).
+        cuda_available: whether CUDA is present (``torch.cuda.is_available()`` when ``None``).
     """
-    resolved = resolve_profile(name)
-    path = Path(profiles_dir) / f"{resolved}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: profile file missing")
-    settings = json.loads(path.read_text())
-    logger.info("profile %s%s: %s", resolved, " (auto)" if name == "auto" else "", settings.get("description", ""))
-    return {**settings, "name": resolved}
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {PROFILES}")
+    cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if name == "cpu" and cuda_available:
+        logger.warning("CUDA is available but the study runs the cpu profile's cuts: add configs/published.json "
+                       "(--config_file \"['configs/evaluate.json','configs/published.json']\") for the published "
+                       "studies' settings")
+    return name

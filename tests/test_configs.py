@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -51,45 +54,54 @@ def test_default_study_uses_every_method_and_each_is_configurable():
     parser["methods#ig#n_steps"] = 5
     methods = parser.get_parsed_content("methods")
     assert set(methods) == set(METHODS) and methods["ig"].n_steps == 5
-    published = ConfigParser(ConfigParser.load_config_files([str(ROOT / "configs/evaluate.json"),
-                                                             str(ROOT / "configs/published.json")]))
-    published["bundle_root"] = str(ROOT)
+    published = _merged("evaluate.json", "published.json")
     # the published profile runs every method with exactly its published (class default) parameters
     for name, method in published.get_parsed_content("methods").items():
         assert vars(method) == vars(get_method(name)), name
     assert published.get_parsed_content("saliency#n_images") == 64
 
 
-def test_profiles_are_one_file_each_and_auto_picks_cpu_without_cuda():
-    import json
+def _merged(*names: str) -> ConfigParser:
+    parser = ConfigParser(ConfigParser.load_config_files([str(ROOT / "configs" / n) for n in names]))
+    parser["bundle_root"] = str(ROOT)
+    return parser
 
-    import torch
 
-    from bundle.profiles import resolve_profile
+def test_the_published_profile_is_an_ordinary_override_file(caplog):
+    """evaluate.json holds the cpu profile's cuts as plain values and configs/published.json restores the published
+    settings as ordinary ``id#key`` overrides, each changing a value (no Python-loaded profile, no indexing)."""
+    from bundle.profiles import profile_label
 
-    assert resolve_profile("auto") == ("published" if torch.cuda.is_available() else "cpu")
-    cpu = json.loads((ROOT / "configs/profiles/cpu.json").read_text())
-    parser = _parser("evaluate.json", profile="cpu")
-    assert parser.get_parsed_content("saliency#n_images") == cpu["n_images"] == 64
-    assert parser.get_parsed_content("methods#xrai").n_steps == cpu["methods"]["xrai"]["n_steps"] == 20
+    evaluate = ConfigParser()
+    evaluate.read_config(str(ROOT / "configs/evaluate.json"))
+    overrides = json.loads((ROOT / "configs/published.json").read_text())
+    assert all(evaluate[k] != v and not str(v).startswith("$") for k, v in overrides.items())
+    assert "profile_settings" not in json.dumps(evaluate.get())
+    parser, published = _parser("evaluate.json"), _merged("evaluate.json", "published.json")
+    assert parser.get_parsed_content("saliency#n_images") == published.get_parsed_content("saliency#n_images") == 64
+    assert parser.get_parsed_content("methods#xrai").n_steps == 20
     cascade = parser.get_parsed_content("criteria#cascading_randomization")
-    assert cascade.steps == cpu["cascade_steps"] and cascade.n_images == cpu["sensitivity_images"]
-    assert parser.get_parsed_content("criteria#repeatability").n_images == cpu["agreement_images"] == 16
-    assert parser.get_parsed_content("criteria#fidelity_to_published").n_images == cpu["fidelity_images"] == 3
+    assert cascade.steps == {"densenet121": ["class_layers", "denseblock3", "conv0"],
+                             "inception_v3": ["fc", "Mixed_6e", "Conv2d_1a_3x3"]} and cascade.n_images == 8
+    assert parser.get_parsed_content("criteria#repeatability").n_images == 16
+    assert parser.get_parsed_content("criteria#fidelity_to_published").n_images == 3
     assert parser.get_parsed_content("study#params#profile") == "cpu"  # logged as an MLflow param
-    published = _parser("evaluate.json", profile="published")
+    assert published.get_parsed_content("study#params#profile") == "published"
     assert published.get_parsed_content("criteria#cascading_randomization").steps == {
         "densenet121": None, "inception_v3": None}  # every block
     assert published.get_parsed_content("methods#kernelshap").n_samples == 200
     psc = parser.get_parsed_content("criteria#psc")  # the cpu profile's attack cut, and the published attack
     assert (psc.iterations, psc.lr, psc.n_images, psc.attacked) == (10, 0.003, 16, ("grad",))
-    assert parser.get_parsed_content("criteria#faithfulness").n_images == cpu["faithfulness_images"] == 64
+    assert parser.get_parsed_content("criteria#faithfulness").n_images == 64
     assert parser.get_parsed_content("study#replicate") is False and published.get_parsed_content("study#replicate")
     published_psc = published.get_parsed_content("criteria#psc")
     assert (published_psc.iterations, published_psc.lr, published_psc.attacked) == (1000, 2e-4, None)
-    with pytest.raises(Exception) as error:
-        _parser("evaluate.json", profile="gpu").get_parsed_content("saliency#n_images")
-    assert "unknown profile 'gpu'" in "".join(str(e) for e in _chain(error.value))
+    with caplog.at_level("WARNING", logger="bundle.profiles"):
+        assert profile_label("cpu", cuda_available=False) == "cpu" and not caplog.records
+        assert profile_label("cpu", cuda_available=True) == "cpu"
+    assert "add configs/published.json" in caplog.text
+    with pytest.raises(ValueError, match="unknown profile 'gpu'"):
+        profile_label("gpu")
 
 
 def test_dataset_script_writes_a_folder_with_size_and_seed(tmp_path):
@@ -188,27 +200,75 @@ def test_permute_labels_takes_the_command_line_words_and_refuses_others():
     assert any("permute_labels must be true or false" in str(e) for e in _chain(caught.value))
 
 
-def test_each_id_is_defined_in_one_config_file():
-    """No id of the workflow configs is defined in two of them with the same value: train.json takes the ids it
-    shares with the study from evaluate.json (MONAI's ``%file#id`` macro), so a change to the intensity pipeline,
-    the data or the network reaches training, validation and the study's maps alike; once its macros are resolved,
-    train.json is every id it was when it held its own copies."""
-    files = {name: json.loads((ROOT / "configs" / f"{name}.json").read_text()) for name in ("train", "evaluate")}
-    train, evaluate = files["train"], files["evaluate"]
-    repeated = [k for k in set(train) & set(evaluate) if train[k] == evaluate[k] and not str(train[k]).startswith("%")]
+@pytest.mark.parametrize("workflow", ["train", "inference"])
+def test_each_id_is_defined_in_one_config_file(workflow, monkeypatch):
+    """No id is defined in a workflow config and evaluate.json with the same value: train.json and inference.json
+    take the ids they share with the study from evaluate.json (MONAI's ``%file#id`` macro), so a change to the
+    intensity pipeline, the data or the network reaches training, validation, inference and the study's maps alike;
+    once its macros are resolved, each is every id it was when it held its own copies."""
+    monkeypatch.chdir(ROOT)  # the macros name configs/evaluate.json from the bundle folder, where commands run
+    evaluate = json.loads((ROOT / "configs/evaluate.json").read_text())
+    mine = json.loads((ROOT / "configs" / f"{workflow}.json").read_text())
+    repeated = [k for k in set(mine) & set(evaluate) if mine[k] == evaluate[k] and k != "imports"]
     assert not repeated, repeated
-    shared = [k for k, v in train.items() if isinstance(v, str) and v.startswith("%configs/evaluate.json#")]
-    assert {"image_preprocessing", "network_def", "synthetic", "dataset_dir", "seed"} <= set(shared)
+    shared = {k: v[len("%configs/evaluate.json#"):] for k, v in mine.items()
+              if isinstance(v, str) and v.startswith("%configs/evaluate.json#")}
+    assert {"image_preprocessing", "network_def", "image_size", "seed"} <= set(shared)
     resolved = ConfigParser()
-    resolved.read_config(str(ROOT / "configs" / "train.json"))
+    resolved.read_config(str(ROOT / "configs" / f"{workflow}.json"))
     resolved.resolve_macro_and_relative_ids()
-    assert all(resolved[k] == evaluate[k] for k in shared)
+    study = ConfigParser(evaluate)
+    assert all(resolved[k] == study[v] for k, v in shared.items())
 
 
-def test_inference_preprocesses_images_as_training_and_the_study_do():
-    """inference.json's preprocessing is the study's transform for transform (its reader list included)."""
-    evaluate, inference = (json.loads((ROOT / "configs" / f"{name}.json").read_text())
-                           for name in ("evaluate", "inference"))
-    transforms = [{**t, "reader": inference["readers"]} if t.get("reader") == "@readers" else t
-                  for t in inference["preprocessing"]["transforms"]]
-    assert transforms == evaluate["image_preprocessing"]
+def test_inference_preprocesses_images_as_training_and_the_study_do(monkeypatch):
+    """inference.json's preprocessing is the study's transform for transform, and its map saver reads images with
+    the study's readers."""
+    monkeypatch.chdir(ROOT)
+    parser = _parser("inference.json")
+    evaluate = ConfigParser()
+    evaluate.read_config(str(ROOT / "configs/evaluate.json"))
+    assert parser["preprocessing"]["transforms"] == "@image_preprocessing"
+    parser.resolve_macro_and_relative_ids()
+    assert parser["image_preprocessing"] == evaluate["image_preprocessing"]
+    study_readers = parser.get_parsed_content("preprocessing").transforms[0]._loader.readers
+    saver_readers = parser.get_parsed_content("handlers#1").loader.readers
+    assert [type(r) for r in saver_readers] == [type(r) for r in study_readers] 
+    assert {"RadiographReader", "RadiographPNGReader"} <= {type(r).__name__ for r in saver_readers}
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """Every ``monai.bundle run`` command in a code block of the README or docs/README.md (continuations joined),
+    the README's ``$NET`` and the placeholders filled in."""
+    commands = []
+    for doc in ("README.md", "docs/README.md"):
+        blocks = re.findall(r"```bash\n(.*?)```", (ROOT / doc).read_text(), flags=re.S)
+        text = "\n".join(blocks).replace("\\\n", " ")
+        net = re.search(r"NET='([^']*)'", text)
+        for line in text.splitlines():
+            match = re.search(r"-m monai\.bundle run\b(.*)$", line)
+            if match:
+                command = match.group(1).replace('"$NET"', shlex.quote(net.group(1)) if net else "")
+                commands.append((doc, command.replace("<folder>", "/data/folder")))
+    return commands
+
+
+@pytest.mark.parametrize(("doc", "command"), _documented_commands())
+def test_every_documented_command_builds_its_config_tree(doc, command, monkeypatch):
+    """Each ``monai.bundle run`` command of the README and docs/README.md merges its files and overrides into a tree
+    where every reference of ``initialize``, its run id and ``finalize`` exists (MONAI's own resolution; nothing
+    instantiated or run)."""
+    monkeypatch.chdir(ROOT)
+    args = shlex.split(command)
+    run_id = args.pop(0) if args and not args[0].startswith("--") else "run"
+    options = {k.removeprefix("--"): v for k, v in zip(args[0::2], args[1::2])}
+    files = options.pop("config_file")
+    parser = ConfigParser(ConfigParser.load_config_files(ast.literal_eval(files) if files.startswith("[") else files))
+    parser.update(options)
+    for step in ("initialize", run_id, "finalize"):
+        assert parser.get_parsed_content(step, instantiate=False, eval_expr=False) is not None, (doc, command, step)
+
+
+def test_the_documented_commands_are_found():
+    found = [c for _, c in _documented_commands()]
+    assert len(found) >= 12 and any("published.json" in c for c in found) and any("resnet18" in c for c in found)
