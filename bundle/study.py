@@ -117,7 +117,7 @@ class SaliencyStudy:
         seed: int = 0,
         cache_dir: str | None = None,
         gallery_images: int = 4,
-        id_key: str = "patient_id",
+        id_key: str = "image_id",
         auc_dataloader: DataLoader | None = None,
         mirror_uri: str | None = None,
         stability_resamples: int = 200,

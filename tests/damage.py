@@ -84,7 +84,7 @@ def damaged_copy(source: Path, target: Path, faults: list[str], split: str | Non
                 table.loc[row, ["x", "y", "width", "height"]] = [str(v) for v in {
                     "box_outside": [size + 10, 5, 8, 8], "box_size": [5, 5, 0, 8],
                     "box_clipped": [size - 4, 5, 8, 8]}[fault]]
-        out[fault] = {"patient_id": pid, "where": where, "reason": reason, "line": f"{where}: ", "words": words,
+        out[fault] = {"image_id": pid, "where": where, "reason": reason, "line": f"{where}: ", "words": words,
                       "action": action}
     table.to_csv(target / LABELS_CSV, index=False)
     return out

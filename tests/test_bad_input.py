@@ -45,18 +45,18 @@ def test_each_bad_item_is_skipped_or_repaired_on_one_line_and_counted(tmp_path, 
         line = next((x for x in lines if x.startswith(expect["line"])), None)
         assert line is not None, (fault, lines)
         assert expect["words"] in line and line.endswith(f"; {expect['action']}"), (fault, line)
-    skipped = {d["patient_id"] for d in damaged.values() if d["action"] == "skipped"}
-    assert [i["patient_id"] for i in items] == [i["patient_id"] for i in clean if i["patient_id"] not in skipped]
+    skipped = {d["image_id"] for d in damaged.values() if d["action"] == "skipped"}
+    assert [i["image_id"] for i in items] == [i["image_id"] for i in clean if i["image_id"] not in skipped]
     assert items.counts("skipped") == {"unreadable_image": 2, "image_shape": 1, "label_value": 2, "box_nan": 1,
                                        "box_outside": 1, "box_size": 1, "mask_unusable": 1}
     assert items.counts("repaired") == {"colour_image": 1, "box_clipped": 1}
-    clipped = next(i for i in items if i["patient_id"] == damaged["box_clipped"]["patient_id"])
+    clipped = next(i for i in items if i["image_id"] == damaged["box_clipped"]["image_id"])
     columns = int(LoadImaged("image", reader=RadiographReader(), image_only=True)(clipped)["image"].shape[1])
     assert clipped["boxes"] == [[columns - 4.0, 5.0, 4.0, 8.0]]
-    colour = next(i for i in items if i["patient_id"] == damaged["colour"]["patient_id"])
+    colour = next(i for i in items if i["image_id"] == damaged["colour"]["image_id"])
     image = LoadImaged("image", reader=RadiographReader(), image_only=True)(colour)["image"]
     original = LoadImaged("image", reader=RadiographReader(), image_only=True)(
-        next(i for i in clean if i["patient_id"] == colour["patient_id"]))["image"]
+        next(i for i in clean if i["image_id"] == colour["image_id"]))["image"]
     assert image.shape == original.shape  # one channel, the same grid
     corr = np.corrcoef(image.numpy().ravel(), original.numpy().ravel())[0, 1]
     assert abs(corr) > 0.999  # the same picture in 8 bits (a MONOCHROME1 original, read inverted, correlates -1)
@@ -73,7 +73,7 @@ def test_a_patient_the_split_table_lost_is_named_in_every_split(tmp_path, datase
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             items = load_rsna_datalist(edited, split=split)
-        assert {lost, renamed}.isdisjoint(i["patient_id"] for i in items)
+        assert {lost, renamed}.isdisjoint(i["image_id"] for i in items)
         assert items.counts("skipped") == {"split_value": 2}
         assert f"{edited / 'split.csv'} (patientId {lost}): no row; skipped" in caplog.text
         assert (f"{edited / 'split.csv'} (patientId {renamed}): split 'validation' is not one of ('train', 'val', "
@@ -157,7 +157,7 @@ def damaged_study(tmp_path_factory, quick_run):
     shutil.copy(quick_run[0] / "models" / "densenet121_seed0.pt", tmp / "models" / "densenet121_seed0.pt")
     clean = write_synthetic_dataset(tmp / "clean", n_images=192, seed=0)
     faults = damaged_copy(clean, tmp / "damaged", STUDY_FAULTS, split="test")
-    good = [i["patient_id"] for i in load_rsna_datalist(tmp / "damaged", split="test", labels=1, limit=2)]
+    good = [i["image_id"] for i in load_rsna_datalist(tmp / "damaged", split="test", labels=1, limit=2)]
     rename_patient(tmp / "damaged", good[1], EXPRESSION_ID)
     return tmp, faults, evaluate(tmp, tmp / "damaged", tmp / "models")
 
@@ -169,11 +169,11 @@ def test_a_study_on_damaged_data_names_each_bad_file_and_scores_every_good_image
     for fault, expect in faults.items():
         found = [x for x in lines if expect["line"] in x and expect["words"] in x]
         assert found and found[0].endswith(f"; {expect['action']}"), (fault, found)
-    wanted = [i["patient_id"] for i in load_rsna_datalist(tmp / "damaged", split="test", labels=1, limit=8)]
-    assert not {f["patient_id"] for f in faults.values() if f["action"] == "skipped"} & set(wanted)
+    wanted = [i["image_id"] for i in load_rsna_datalist(tmp / "damaged", split="test", labels=1, limit=8)]
+    assert not {f["image_id"] for f in faults.values() if f["action"] == "skipped"} & set(wanted)
     records = pd.read_csv(next((tmp / "eval").glob("*_records.csv")))
     assert sorted(set(records.image_id)) == sorted(wanted)  # every good image has its records
-    assert faults["colour"]["patient_id"] in wanted  # repaired, not lost
+    assert faults["colour"]["image_id"] in wanted  # repaired, not lost
     assert EXPRESSION_ID in wanted  # an id, a file name and DICOM tags that look like code are only data
     assert not list(ROOT.glob("PWNED")) and not list(tmp.rglob("PWNED"))
     assert ("Data: 4 study image(s) skipped (box_outside 1, label_value 1, mask_unusable 1, unreadable_image 1); "

@@ -80,17 +80,17 @@ def test_the_real_sample_loads_with_the_radiologists_masks():
     positives = 0
     for finding in FINDINGS:
         items = load_dataset("chexlocalize", SAMPLE, options={"finding": finding})
-        assert [i["patient_id"] for i in items] == ["patient64541_study1_view1_frontal",
+        assert [i["image_id"] for i in items] == ["patient64541_study1_view1_frontal",
                                                     "patient64542_study1_view1_frontal"]
         for item in items:
-            with np.load(SAMPLE / "maps" / f"{item['patient_id']}_{finding}.npz", allow_pickle=False) as z:
-                assert item["label"] == int(z["gt"]), (item["patient_id"], finding)
+            with np.load(SAMPLE / "maps" / f"{item['image_id']}_{finding}.npz", allow_pickle=False) as z:
+                assert item["label"] == int(z["gt"]), (item["image_id"], finding)
                 width, height = (int(v) for v in z["cxr_dims"])
             drawn = Image.new("1", (width, height))
-            for polygon in polygons[item["patient_id"]].get(finding, []):
+            for polygon in polygons[item["image_id"]].get(finding, []):
                 ImageDraw.Draw(drawn).polygon([tuple(p) for p in polygon], outline=1, fill=1)
             np.testing.assert_array_equal(coco_rle_decode(item["mask"]), np.array(drawn, dtype=bool))
-            assert item["finding"] == finding and item["patient"] == item["patient_id"][:12]
+            assert item["finding"] == finding and item["patient"] == item["image_id"][:12]
             positives += item["label"]
     assert positives == 4
     item = load_chexlocalize_datalist(SAMPLE, finding="Support Devices", labels=1)[0]
@@ -108,9 +108,9 @@ def test_labels_masks_and_the_lung_opacity_column(folder):
     root, truth = folder
     for finding in ("Airspace Opacity", "Cardiomegaly", "Edema"):
         items = load_chexlocalize_datalist(root, finding=finding)
-        assert sorted(i["patient_id"] for i in items) == sorted(truth)
+        assert sorted(i["image_id"] for i in items) == sorted(truth)
         for item in items:
-            release, patient, labels, masks = truth[item["patient_id"]]
+            release, patient, labels, masks = truth[item["image_id"]]
             assert item["label"] == labels[finding] and item["patient"] == patient
             np.testing.assert_array_equal(coco_rle_decode(item["mask"]), masks[finding])
             assert (item["split"] == "test") == (release == "test")
@@ -123,10 +123,10 @@ def test_splits_are_by_patient_and_the_release_test_set_is_test(folder):
     splits = {s: load_chexlocalize_datalist(root, split=s) for s in ("train", "val", "test")}
     patients = {s: {i["patient"] for i in items} for s, items in splits.items()}
     assert not (patients["train"] & patients["val"]) and not ((patients["train"] | patients["val"]) & patients["test"])
-    assert sorted(i["patient_id"] for i in splits["test"]) == sorted(c for c, t in truth.items() if t[0] == "test")
+    assert sorted(i["image_id"] for i in splits["test"]) == sorted(c for c, t in truth.items() if t[0] == "test")
     assert sum(len(v) for v in splits.values()) == len(truth) and splits["val"]
     again = load_chexlocalize_datalist(root, split="val")
-    assert [i["patient_id"] for i in again] == [i["patient_id"] for i in splits["val"]]  # deterministic
+    assert [i["image_id"] for i in again] == [i["image_id"] for i in splits["val"]]  # deterministic
 
 
 def test_the_mask_reaches_the_image_grid(folder):
@@ -134,7 +134,7 @@ def test_the_mask_reaches_the_image_grid(folder):
     load = _preprocessing(image_size=64)
     for item in load_chexlocalize_datalist(root, labels=1)[:3]:
         out = load(dict(item))
-        expected = np.asarray(Resize((64, 64), mode="nearest")(truth[item["patient_id"]][3]["Airspace Opacity"]
+        expected = np.asarray(Resize((64, 64), mode="nearest")(truth[item["image_id"]][3]["Airspace Opacity"]
                                                                [None].astype(np.float32))) > 0
         np.testing.assert_array_equal(out["mask"].numpy(), expected)
 
@@ -168,7 +168,7 @@ def test_bad_rows_masks_and_files_are_named_and_skipped(tmp_path, caplog):
     assert f"{labels} line {bad_row + 2} (CheXpert-v1.0/valid/" in caplog.text
     assert "Lung Opacity is '-1.0': expected 0 or 1; skipped" in caplog.text
     assert f"{missing}: image file not found under the dataset folder; skipped" in caplog.text
-    assert {*ids[:4], missing_id}.isdisjoint(i["patient_id"] for i in items)
+    assert {*ids[:4], missing_id}.isdisjoint(i["image_id"] for i in items)
     assert len(items) == len(truth) - len({*ids[:4], missing_id})
     assert items.counts("skipped") == {"mask_unusable": 3, "label_value": 1, "unreadable_image": 1}
 
@@ -228,7 +228,7 @@ def test_the_study_runs_per_finding_through_the_real_command(tmp_path):
     assert re.search(r"\ngradcam\s+\d\.\d{3} (PASS|FAIL|INCONCLUSIVE)\s+\d\.\d{3} (PASS|FAIL|INCONCLUSIVE)\n", stdout)
     digests = set()
     for finding in findings:
-        wanted = [i["patient_id"] for i in load_chexlocalize_datalist(root, split="test", labels=1, limit=8,
+        wanted = [i["image_id"] for i in load_chexlocalize_datalist(root, split="test", labels=1, limit=8,
                                                                       finding=finding)]
         assert f"densenet121_seed0 on chexlocalize, {finding} (test split, {len(wanted)} positive images)" in stdout
         records = pd.read_csv(next((tmp_path / "eval").glob(f"*_{finding_slug(finding)}_records.csv")))

@@ -62,10 +62,10 @@ def test_reader_returns_labels_boxes_masks_and_splits(small_dataset):
     labels = pd.read_csv(small_dataset / "stage_2_train_labels.csv")
     assert len(items) == 24
     for item in items:
-        rows = labels[labels.patientId == item["patient_id"]]
+        rows = labels[labels.patientId == item["image_id"]]
         assert item["label"] == int(rows.Target.max())
         assert len(item["boxes"]) == (len(rows) if item["label"] else 0)
-        assert item["mask"].endswith(f"{item['patient_id']}.png")
+        assert item["mask"].endswith(f"{item['image_id']}.png")
     splits = {s: load_rsna_datalist(small_dataset, split=s) for s in ("train", "val", "test")}
     assert sum(len(v) for v in splits.values()) == 24
     positives = load_rsna_datalist(small_dataset, labels=1)
@@ -104,7 +104,7 @@ def test_real_monochrome1_radiograph_has_bright_mediastinum():
 
 def test_ground_truth_mask_aligns_with_the_lesion(small_dataset):
     item = load_rsna_datalist(small_dataset, labels=1)[0]
-    seed_index = int(item["patient_id"].rsplit("-", 1)[1])
+    seed_index = int(item["image_id"].rsplit("-", 1)[1])
     manifest = json.loads((small_dataset / "dataset.json").read_text())
     sample = render(3 * 1_000_003 + seed_index, True, SyntheticConfig(**manifest["config"]))
     out = _load(dict(item))
@@ -125,7 +125,7 @@ def test_a_missing_mask_file_falls_back_to_boxes_visibly(small_dataset, caplog):
         out = _load(without_mask)
     assert out["mask_source"] == "boxes"
     np.testing.assert_array_equal(out["mask"], _load(dict(item), source="boxes")["mask"])
-    assert f"{item['patient_id']}: no lesion mask file" in caplog.text
+    assert f"{item['image_id']}: no lesion mask file" in caplog.text
 
 
 def test_missing_folder_and_bad_csv_are_named(tmp_path, small_dataset):
@@ -154,7 +154,7 @@ def test_corrupt_dicom_is_reported_and_skipped(tmp_path, small_dataset, caplog):
     bad.write_bytes(bad.read_bytes()[:2000])
     with caplog.at_level(logging.WARNING):
         items = load_rsna_datalist(damaged)
-    assert len(items) == 23 and pid not in {i["patient_id"] for i in items}
+    assert len(items) == 23 and pid not in {i["image_id"] for i in items}
     assert str(bad) in caplog.text and "truncated" in caplog.text
     with pytest.raises(ValueError, match=f"{pid}.dcm"):
         LoadImaged("image", reader=RadiographReader())({"image": str(bad)})
@@ -167,8 +167,8 @@ def test_existing_dataset_with_other_settings_is_an_error(small_dataset):
 
 def test_second_reader_masks_are_written_read_and_loaded(small_dataset):
     item = load_rsna_datalist(small_dataset, labels=1)[0]
-    assert item["reader_mask"].endswith(f"masks_reader2/{item['patient_id']}.png")
-    seed_index = int(item["patient_id"].rsplit("-", 1)[1])
+    assert item["reader_mask"].endswith(f"masks_reader2/{item['image_id']}.png")
+    seed_index = int(item["image_id"].rsplit("-", 1)[1])
     manifest = json.loads((small_dataset / "dataset.json").read_text())
     sample = render(3 * 1_000_003 + seed_index, True, SyntheticConfig(**manifest["config"]))
     reader = GroundTruthMaskd(mask_key="reader_mask", allow_missing=True)

@@ -33,8 +33,8 @@ def saliency_set(n: int = 6, size: int = 32) -> list[dict]:
         masks[i, :, 4 + i: 12 + i, 6 + 2 * i: 14 + 2 * i] = 1
     images = torch.rand(n, 1, size, size, generator=g) * 0.3 + 0.6 * masks
     ids = [f"img{i}" for i in range(n)]
-    return [{"image": images[:4], "mask": masks[:4], "patient_id": ids[:4]},
-            {"image": images[4:], "mask": masks[4:], "patient_id": ids[4:]}]
+    return [{"image": images[:4], "mask": masks[:4], "image_id": ids[:4]},
+            {"image": images[4:], "mask": masks[4:], "image_id": ids[4:]}]
 
 
 def engine_at(epoch: int) -> Engine:

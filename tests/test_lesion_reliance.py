@@ -31,8 +31,8 @@ def _pixels(path: str) -> np.ndarray:
 
 def test_twins_share_the_background_and_lose_the_lesion(small_dataset):
     positives = load_rsna_datalist(small_dataset, labels=1)
-    twins = write_lesion_free_twins(small_dataset, [p["patient_id"] for p in positives])
-    assert [t["patient_id"] for t in twins] == [p["patient_id"] for p in positives]
+    twins = write_lesion_free_twins(small_dataset, [p["image_id"] for p in positives])
+    assert [t["image_id"] for t in twins] == [p["image_id"] for p in positives]
     for positive, twin in zip(positives, twins):
         image, clean = _pixels(positive["image"]), _pixels(twin["image"])
         with Image.open(positive["mask"]) as mask:
@@ -40,9 +40,9 @@ def test_twins_share_the_background_and_lose_the_lesion(small_dataset):
         assert pydicom.dcmread(twin["image"]).PhotometricInterpretation == pydicom.dcmread(
             positive["image"]).PhotometricInterpretation
         near = ndimage.binary_dilation(lesion, iterations=3)
-        assert np.array_equal(image[~near], clean[~near]), positive["patient_id"]
+        assert np.array_equal(image[~near], clean[~near]), positive["image_id"]
         assert (image[lesion] != clean[lesion]).mean() > 0.3, "the twin has no lesion where the original had it"
-    again = write_lesion_free_twins(small_dataset, [positives[0]["patient_id"]])  # reused, not rewritten
+    again = write_lesion_free_twins(small_dataset, [positives[0]["image_id"]])  # reused, not rewritten
     assert again[0]["image"] == twins[0]["image"]
     with pytest.raises(ValueError, match="no image 'nope'"):
         write_lesion_free_twins(small_dataset, ["nope"])
@@ -81,7 +81,7 @@ def test_lesion_reliance_records_and_verdict(small_dataset, model, verdict):
     criterion = LesionReliance("synthetic", str(small_dataset),
                                Compose([*IMAGE_PIPELINE, EnsureTyped("image", track_meta=False)]))
     records = [r for batch in criterion.evaluate(ctx) for r in batch]
-    assert [r.image_id for r in records if r.metric == "positive_higher"] == [i["patient_id"] for i in items]
+    assert [r.image_id for r in records if r.metric == "positive_higher"] == [i["image_id"] for i in items]
     frame = pd.DataFrame([r.__dict__ for r in records])
     higher = frame[frame.metric == "positive_higher"].value.to_numpy()
     differences = frame[frame.metric == "logit_difference"].value.to_numpy()

@@ -32,9 +32,9 @@ def test_labels_boxes_and_the_infiltrate_spelling(nih):
     root, truth = nih
     for finding in ("Pneumonia", "Infiltration"):
         items = load_nih_datalist(root, finding=finding)
-        assert [i["patient_id"] for i in items] == list(truth["images"])  # every image, in the table's order
+        assert [i["image_id"] for i in items] == list(truth["images"])  # every image, in the table's order
         for item in items:
-            patient, findings, boxes = truth["images"][item["patient_id"]]
+            patient, findings, boxes = truth["images"][item["image_id"]]
             assert item["label"] == int(finding in findings) and item["patient"] == patient
             assert item["boxes"] == boxes.get(finding, [])
     infiltration = load_nih_datalist(root, finding="Infiltration")
@@ -45,7 +45,7 @@ def test_positives_for_localisation_are_the_boxed_ones(nih):
     root, truth = nih
     positives = load_nih_datalist(root, labels=1, finding="Pneumonia")
     expected = [n for n, (_, findings, boxes) in truth["images"].items() if "Pneumonia" in boxes]
-    assert [i["patient_id"] for i in positives] == expected
+    assert [i["image_id"] for i in positives] == expected
     unboxed = [n for n, (_, findings, boxes) in truth["images"].items()
                if "Pneumonia" in findings and not boxes.get("Pneumonia")]
     assert unboxed, "the fixture has positives without a box, as the release does"
@@ -57,10 +57,10 @@ def test_splits_are_by_patient_and_follow_the_official_test_list(nih):
     patients = {s: {i["patient"] for i in items} for s, items in splits.items()}
     assert not (patients["train"] & patients["val"]) and not (patients["train"] & patients["test"])
     assert not (patients["val"] & patients["test"])
-    assert sorted(i["patient_id"] for i in splits["test"]) == sorted(truth["test"])
+    assert sorted(i["image_id"] for i in splits["test"]) == sorted(truth["test"])
     assert sum(len(v) for v in splits.values()) == len(truth["images"])
     again = load_nih_datalist(root, split="val")
-    assert [i["patient_id"] for i in again] == [i["patient_id"] for i in splits["val"]]  # deterministic
+    assert [i["image_id"] for i in again] == [i["image_id"] for i in splits["val"]]  # deterministic
 
 
 def test_pngs_are_read_rows_by_columns_and_rgba_as_one_channel(nih, caplog):
@@ -72,7 +72,7 @@ def test_pngs_are_read_rows_by_columns_and_rgba_as_one_channel(nih, caplog):
                    + [GroundTruthMaskd(source="boxes")])
     with caplog.at_level(logging.WARNING):
         items = load_nih_datalist(root, finding="Pneumonia")
-    rgba = next(i for i in items if i["patient_id"] == truth["rgba"][0])
+    rgba = next(i for i in items if i["image_id"] == truth["rgba"][0])
     assert f"{rgba['image']}: colour (RGBA) image read as one channel (luminance); repaired" in caplog.text
     assert items.counts("repaired") == {"colour_image": 1}
     boxed = [i for i in items if i["boxes"]][:4]
@@ -103,7 +103,7 @@ def test_bad_files_and_rows_are_named_and_skipped(tmp_path, caplog):
     assert f"{root / names[0]}: image file not found under the dataset folder; skipped" in caplog.text
     assert f"{next(root.rglob(names[1]))}: not a readable image file (" in caplog.text
     assert f"{bbox} line {row + 1} (Image Index {victim}): box ['abc'," in caplog.text
-    assert {names[0], names[1], victim}.isdisjoint(i["patient_id"] for i in items)
+    assert {names[0], names[1], victim}.isdisjoint(i["image_id"] for i in items)
     assert items.counts("skipped") == {"unreadable_image": 2, "label_value": 1}
 
 
@@ -127,7 +127,7 @@ def test_the_configs_read_nih_by_name(nih):
     parser.update({"bundle_root": str(ROOT), "dataset_name": "nih", "dataset_dir": str(root),
                    "dataset_options": {"finding": "Infiltration"}})
     items = parser.get_parsed_content("test#datalist")
-    assert [i["patient_id"] for i in items] == [i["patient_id"] for i in load_nih_datalist(
+    assert [i["image_id"] for i in items] == [i["image_id"] for i in load_nih_datalist(
         root, split="test", labels=1, finding="Infiltration", limit=parser.get_parsed_content("saliency#n_images"))]
     for name in ("evaluate.json", "train.json"):  # models trained on NIH, or for one finding, never meet the others
         config = ConfigParser()
@@ -154,7 +154,7 @@ def test_the_study_runs_on_an_nih_folder_through_the_real_command(tmp_path):
                "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam)"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    wanted = [i["patient_id"] for i in load_nih_datalist(root, split="test", labels=1, limit=8)]
+    wanted = [i["image_id"] for i in load_nih_datalist(root, split="test", labels=1, limit=8)]
     assert f"densenet121_seed0 on nih, Pneumonia (test split, {len(wanted)} positive images)" in result.stdout
     records = pd.read_csv(next((tmp_path / "eval").glob("*_records.csv")))
     assert sorted(set(records.image_id)) == sorted(wanted)

@@ -63,9 +63,9 @@ def test_prepared_masks_equal_the_instances_or_ed(siim):
     root, truth, written, issues = siim
     assert not issues and written == sum(m is not None for _, m in truth.values())
     items = load_siim_datalist(root)
-    assert [i["patient_id"] for i in items] == list(truth)
+    assert [i["image_id"] for i in items] == list(truth)
     for item in items:
-        patient, mask = truth[item["patient_id"]]
+        patient, mask = truth[item["image_id"]]
         assert item["label"] == int(mask is not None) and item["patient"] == patient and item["boxes"] == []
         if mask is not None:
             np.testing.assert_array_equal(np.asarray(Image.open(item["mask"])) > 0, mask)
@@ -100,7 +100,7 @@ def test_an_rle_that_does_not_fit_and_an_unprepared_folder_are_named(tmp_path):
     assert (f"{csv} line {row + 1} (ImageId {victim}): EncodedPixels do not fit the 128 x 96 image: a run ends at "
             "pixel 100004, past the 128 x 96 image; skipped") in result.stderr.splitlines()
     items = load_siim_datalist(root)
-    assert victim not in {i["patient_id"] for i in items} and len(items) == len(truth) - 1
+    assert victim not in {i["image_id"] for i in items} and len(items) == len(truth) - 1
     assert items.counts("skipped") == {"mask_unusable": 1}
 
 
@@ -110,5 +110,5 @@ def test_the_configs_read_siim_by_name(siim):
     parser.read_config(str(ROOT / "configs" / "evaluate.json"))
     parser.update({"bundle_root": str(ROOT), "dataset_name": "siim", "dataset_dir": str(root)})
     items = parser.get_parsed_content("test#datalist")
-    assert [i["patient_id"] for i in items] == [i["patient_id"] for i in load_siim_datalist(
+    assert [i["image_id"] for i in items] == [i["image_id"] for i in load_siim_datalist(
         root, split="test", labels=1, limit=parser.get_parsed_content("saliency#n_images"))]

@@ -77,7 +77,7 @@ def make_batches(n: int = 10, size: int = 24, order=None) -> list[dict]:
     ids = [f"img{i:02d}" for i in range(n)]
     order = list(order if order is not None else range(n))
     return [{"image": images[order[i : i + 4]], "mask": masks[order[i : i + 4]],
-             "patient_id": [ids[j] for j in order[i : i + 4]]} for i in range(0, n, 4)]
+             "image_id": [ids[j] for j in order[i : i + 4]]} for i in range(0, n, 4)]
 
 
 def make_study(tmp_path, batches, methods=None, run_name="study", criteria=None,
@@ -253,7 +253,7 @@ def test_a_damaged_store_stops_the_study_before_any_work(tmp_path):
 
 def test_repeated_image_ids_are_refused_before_any_map(tmp_path):
     batches = make_batches()
-    batches[2]["patient_id"] = ["img00", "img01"]  # two images that would share cached maps and records
+    batches[2]["image_id"] = ["img00", "img01"]  # two images that would share cached maps and records
     with pytest.raises(ValueError, match=r"must be unique among the study's images; repeated: \['img00', 'img01'\]"):
         make_study(tmp_path, batches).run()
     assert not (tmp_path / "eval" / "cache").exists()

@@ -47,9 +47,9 @@ def test_lesion_free_twins_of_volumes_are_their_negatives(volumes):
     from bundle.data.synthetic_volume import write_volume_twins
 
     twins = write_volume_twins(volumes, ["brain_0003", "brain_0001"])
-    assert [t["patient_id"] for t in twins] == ["brain_0003", "brain_0001"]
+    assert [t["image_id"] for t in twins] == ["brain_0003", "brain_0001"]
     for twin in twins:
-        seed = 300_000 + int(twin["patient_id"][-4:])
+        seed = 300_000 + int(twin["image_id"][-4:])
         np.testing.assert_array_equal(np.asarray(nib.load(twin["image"]).dataobj), render_volume(seed, False).image)
     with pytest.raises(ValueError, match="no volume 'brain_9999'"):
         write_volume_twins(volumes, ["brain_9999"])
@@ -57,7 +57,7 @@ def test_lesion_free_twins_of_volumes_are_their_negatives(volumes):
 
 def test_the_reader_gives_volumes_masks_and_patient_level_splits(volumes):
     items = load_nifti_datalist(volumes)
-    assert [i["patient_id"] for i in items] == [f"brain_{i:04d}" for i in range(24)]
+    assert [i["image_id"] for i in items] == [f"brain_{i:04d}" for i in range(24)]
     for n, item in enumerate(items):
         assert item["label"] == n % 2
         mask = np.asarray(nib.load(item["mask"]).dataobj)
@@ -103,7 +103,7 @@ def test_bad_volumes_and_entries_are_named_and_skipped(tmp_path, caplog):
     assert (f"{root / 'dataset.json'} training[3] (./imagesTr/brain_0003.nii.gz): mask volume "
             f"{root / 'labelsTr' / 'brain_0003.nii.gz'} is missing; skipped") in caplog.text
     assert "training[4] (./imagesTr/brain_0004.nii.gz): class 2: expected 0 or 1; skipped" in caplog.text
-    assert [i["patient_id"] for i in items] == ["brain_0005"]
+    assert [i["image_id"] for i in items] == ["brain_0005"]
     assert items.counts("skipped") == {"unreadable_image": 1, "image_shape": 1, "mask_unusable": 1, "label_value": 2}
     (root / "dataset.json").unlink()
     with pytest.raises(FileNotFoundError) as caught:
@@ -120,7 +120,7 @@ def test_the_volume_config_reads_a_volume_and_its_lesion_on_one_grid(volumes):
     item = load_nifti_datalist(volumes, labels=1)[0]
     out = load(dict(item))
     assert tuple(out["image"].shape) == (1, 32, 32, 32) and tuple(out["mask"].shape) == (1, 32, 32, 32)
-    sample = render_volume(300_000 + int(item["patient_id"][-4:]), True)
+    sample = render_volume(300_000 + int(item["image_id"][-4:]), True)
     np.testing.assert_array_equal(out["mask"][0].numpy() > 0, sample.mask)  # same voxel order as the image
     expected = (sample.image - sample.image.min()) / (sample.image.max() - sample.image.min())
     np.testing.assert_allclose(out["image"][0].numpy(), expected, atol=1e-6)
@@ -152,7 +152,7 @@ def test_the_study_runs_on_volumes_through_the_real_command(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    wanted = [i["patient_id"] for i in load_nifti_datalist(tmp_path / "brain", split="test", labels=1, limit=4)]
+    wanted = [i["image_id"] for i in load_nifti_datalist(tmp_path / "brain", split="test", labels=1, limit=4)]
     assert f"densenet121_3d_seed0 on synthetic_brain (test split, {len(wanted)} positive images)" in output
     assert "faithfulness: skipped, PIC curves are defined here for one-channel 2-D images" in output
     for name in ("xrai", "edge"):  # a 2-D segmentation, Canny edges

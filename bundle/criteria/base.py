@@ -26,7 +26,15 @@ POWER = 0.8
 
 @dataclass(frozen=True)
 class Record:
-    """One value: image x model x method x criterion x metric x step (``trained`` or a derived model state)."""
+    """One value of the study; each column names one thing.
+
+    ``image_id``: the image (the datalist's ``image_id``; a patient may have several images). ``model``: the
+    model the value is of (``densenet121_seed0``, ...). ``method``: the value's source, a map source (a saliency
+    method, a baseline, the reference) or, where no map is involved, ``model`` (the model alone) or ``readers``
+    (the second reader against the first). ``criterion`` and ``metric``: what was measured. ``step``: the row's
+    place in its metric's series, logged as the MLflow step: ``trained`` (no series), a derived model state
+    (``cascading:<block>``, ``permuted_labels``, ``epoch:<n>``) or a point of a curve (``reveal:<fraction>``).
+    """
 
     image_id: str
     model: str

@@ -43,7 +43,7 @@ class StudyContext:
     device: torch.device = torch.device("cpu")
     cache: MapCache | None = None
     cache_context: Mapping[str, object] = field(default_factory=dict)
-    id_key: str = "patient_id"
+    id_key: str = "image_id"
     image_key: str = "image"
     mask_key: str = "mask"
     reader_mask_key: str = "reader_mask"

@@ -96,7 +96,7 @@ def load_chexlocalize_datalist(
 ) -> ItemList:
     """Read a CheXlocalize folder into MONAI data dicts for one ``finding``: ``image`` (JPEG path), ``label``,
     ``mask`` (the radiologists' segmentation as COCO RLE, decoded by :class:`GroundTruthMaskd`), ``boxes`` (none),
-    ``patient_id`` (the cxr_id), ``patient``, ``split`` and ``finding``; screened like the other readers (a
+    ``image_id`` (the cxr_id), ``patient``, ``split`` and ``finding``; screened like the other readers (a
     positive whose segmentation is empty cannot be scored and is skipped)."""
     root = dataset_folder(dataset_dir, split)
     if finding not in FINDINGS:
@@ -150,7 +150,7 @@ def load_chexlocalize_datalist(
                                      "image file not found under the dataset folder"), issues)
                     continue
                 yield {"image": str(images[image_id]), "label": label, "mask": rle, "boxes": [],
-                       "patient_id": image_id, "patient": patient, "split": item_split, "finding": finding}
+                       "image_id": image_id, "patient": patient, "split": item_split, "finding": finding}
 
     return collect(root, candidates(), issues, inspect_png if check_files else None, limit,
                    f"finding={finding!r}, split={split!r}, labels={labels!r}")

@@ -99,7 +99,7 @@ def load_mura_datalist(
     limit: int | None = None,
 ) -> ItemList:
     """Read MURA v1.1 into MONAI data dicts: ``image`` (PNG), ``label`` (1: abnormal study), ``mask`` (the readers'
-    consensus, where :func:`prepare_mura` wrote one), ``boxes`` (none), ``patient_id`` (the image key),
+    consensus, where :func:`prepare_mura` wrote one), ``boxes`` (none), ``image_id`` (the image key),
     ``patient``, ``study`` and ``split``; ``region`` keeps one body part (e.g. ``XR_WRIST``). ``labels=1`` keeps
     the abnormal images that have a consensus mask (the localisation ground truth). Screened like the others."""
     root = _container(Path(dataset_dir))
@@ -133,7 +133,7 @@ def load_mura_datalist(
                 if (split is not None and item_split != split or region is not None and body != region
                         or labels is not None and (label != labels or labels == 1 and not mask.is_file())):
                     continue
-                yield {"image": str(root / path), "label": label, "boxes": [], "patient_id": key,
+                yield {"image": str(root / path), "label": label, "boxes": [], "image_id": key,
                        "patient": patient, "study": f"{body}/{patient}/{study}", "split": item_split,
                        **({"mask": str(mask)} if mask.is_file() else {})}
 

@@ -82,7 +82,7 @@ def load_nifti_datalist(
     limit: int | None = None,
 ) -> ItemList:
     """Read a folder with ``dataset.json`` into MONAI data dicts: ``image`` (NIfTI path), ``label`` (class), ``mask``
-    (the lesion mask volume, where there is one), ``boxes`` (none), ``patient_id`` (the file name without
+    (the lesion mask volume, where there is one), ``boxes`` (none), ``image_id`` (the file name without
     extension), ``patient`` and ``split``; screened like the 2-D readers (volumes decoded, masks of the volume's
     grid)."""
     root = dataset_folder(dataset_dir, split)
@@ -114,7 +114,7 @@ def load_nifti_datalist(
             if labels is not None and label != labels:
                 continue
             yield {"image": str(root / entry["image"]), "label": label, "boxes": [],
-                   "patient_id": file_stem(entry["image"], NIFTI_SUFFIXES), "patient": patient,
+                   "image_id": file_stem(entry["image"], NIFTI_SUFFIXES), "patient": patient,
                    "split": split_of[patient],
                    **({"mask": str(root / mask)} if mask else {})}
 

@@ -75,7 +75,7 @@ def load_nih_datalist(
     limit: int | None = None,
 ) -> ItemList:
     """Read an NIH ChestX-ray14 folder into MONAI data dicts for one ``finding``: ``image`` (PNG path), ``label``,
-    ``boxes`` (x, y, w, h in pixels of the PNG), ``patient_id`` (the image index: a patient has several images),
+    ``boxes`` (x, y, w, h in pixels of the PNG), ``image_id`` (the image index: a patient has several images),
     ``patient`` and ``split``.
 
     ``labels=1`` keeps the positives that have a box for the finding (the localisation ground truth; most NIH
@@ -114,7 +114,7 @@ def load_nih_datalist(
                                  "image file not found under the dataset folder"), issues)
                 continue
             yield {"image": str(files[name]), "label": label, "boxes": [list(b) for b in boxes.get((name, finding), [])],
-                   "patient_id": name, "patient": patient_of[name], "split": split_of[name], "finding": finding}
+                   "image_id": name, "patient": patient_of[name], "split": split_of[name], "finding": finding}
 
     return collect(root, candidates(), issues, inspect_png if check_files else None, limit,
                    f"finding={finding!r}, split={split!r}, labels={labels!r}")

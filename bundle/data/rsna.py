@@ -3,7 +3,7 @@
 Turns a dataset folder into MONAI data dicts: ``image`` (DICOM path), ``label``
 (0/1), ``boxes`` (list of x, y, w, h in original pixels), ``mask`` (PNG path when
 the folder has lesion masks, else absent), ``reader_mask`` (a second reader's outline,
-when the folder has one), ``patient_id`` and ``split``.
+when the folder has one), ``image_id`` and ``split``.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def load_rsna_datalist(
             if labels is not None and target[pid] != labels:
                 continue
             item = {"image": str(root / IMAGES_DIR / f"{pid}.dcm"), "label": target[pid],
-                    "boxes": boxes.get(pid, []), "patient_id": pid, "split": split_of.get(pid, "")}
+                    "boxes": boxes.get(pid, []), "image_id": pid, "split": split_of.get(pid, "")}
             for key, folder in (("mask", MASKS_DIR), ("reader_mask", READER_MASKS_DIR)):
                 if (root / folder / f"{pid}.png").is_file():
                     item[key] = str(root / folder / f"{pid}.png")

@@ -105,7 +105,7 @@ def load_siim_datalist(
     limit: int | None = None,
 ) -> ItemList:
     """Read a prepared SIIM-ACR folder (:func:`prepare_siim`) into MONAI data dicts: ``image`` (DICOM), ``label``
-    (1: pneumothorax), ``mask`` (the decoded PNG, positives), ``boxes`` (none), ``patient_id`` (the ImageId),
+    (1: pneumothorax), ``mask`` (the decoded PNG, positives), ``boxes`` (none), ``image_id`` (the ImageId),
     ``patient`` and ``split``; screened like the RSNA reader."""
     root = dataset_folder(dataset_dir, split)
     if not (root / SPLIT_CSV).is_file():
@@ -129,7 +129,7 @@ def load_siim_datalist(
                 report(ItemIssue(f"{root / RLE_CSV} (ImageId {image_id})", "unreadable_image" if image_id not in files
                                  else "mask_unusable", f"{why} (prepare_siim.py said why)"), issues)
                 continue
-            yield {"image": str(files[image_id]), "label": label, "boxes": [], "patient_id": image_id,
+            yield {"image": str(files[image_id]), "label": label, "boxes": [], "image_id": image_id,
                    "patient": patient_of.get(image_id, image_id), "split": split_of.get(image_id, ""),
                    **({"mask": str(mask)} if label else {})}
 

@@ -137,14 +137,14 @@ def ensure_synthetic_dataset(
 TWINS_DIR = "lesion_free_twins"
 
 
-def write_lesion_free_twins(dataset_dir: str | Path, patient_ids: list[str], image_key: str = "image",
-                            id_key: str = "patient_id") -> list[dict]:
+def write_lesion_free_twins(dataset_dir: str | Path, image_ids: list[str], image_key: str = "image",
+                            id_key: str = "image_id") -> list[dict]:
     """The lesion-free twin of each synthetic image: same background, noise and window, no lesion.
 
     Written as DICOMs (same photometric interpretation as the original) under
     ``<dataset_dir>/lesion_free_twins``, so they go through the same reader and
     transforms; existing files are reused. Returns data dicts ``{image_key, id_key}``
-    in the order of ``patient_ids``.
+    in the order of ``image_ids``.
     """
     root = Path(dataset_dir)
     if not (root / MANIFEST).is_file():
@@ -156,7 +156,7 @@ def write_lesion_free_twins(dataset_dir: str | Path, patient_ids: list[str], ima
     out = root / TWINS_DIR
     out.mkdir(exist_ok=True)
     items = []
-    for pid in patient_ids:
+    for pid in image_ids:
         if pid not in knobs:
             raise ValueError(f"{root / KNOBS_CSV}: no image {pid!r} in this synthetic dataset")
         path = out / f"{pid}.dcm"

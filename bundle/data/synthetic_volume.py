@@ -119,8 +119,8 @@ def ensure_volume_dataset(out_dir: str | Path, n_images: int = 160, seed: int = 
 TWINS_DIR = "lesion_free_twins"
 
 
-def write_volume_twins(dataset_dir: str | Path, patient_ids: list[str], image_key: str = "image",
-                       id_key: str = "patient_id") -> list[dict]:
+def write_volume_twins(dataset_dir: str | Path, image_ids: list[str], image_key: str = "image",
+                       id_key: str = "image_id") -> list[dict]:
     """The lesion-free twin of each synthetic volume (same anatomy and noise, no lesion) as NIfTI under
     ``<dataset_dir>/lesion_free_twins`` (existing files reused): data dicts ``{image_key, id_key}`` in order."""
     import nibabel as nib
@@ -134,7 +134,7 @@ def write_volume_twins(dataset_dir: str | Path, patient_ids: list[str], image_ke
     out = root / TWINS_DIR
     out.mkdir(exist_ok=True)
     items = []
-    for pid in patient_ids:
+    for pid in image_ids:
         if pid not in seeds:
             raise ValueError(f"{root / MANIFEST}: no volume {pid!r} in this synthetic dataset")
         path = out / f"{pid}.nii.gz"

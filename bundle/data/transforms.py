@@ -66,7 +66,7 @@ class GroundTruthMaskd(MapTransform):
             d.setdefault("mask_source", "mask")
         else:
             if self.source == "mask":
-                image_id = d.get("patient_id") or getattr(image, "meta", {}).get("filename_or_obj", "?")
+                image_id = d.get("image_id") or getattr(image, "meta", {}).get("filename_or_obj", "?")
                 logger.warning("%s: no lesion mask file; scoring against its boxes instead", image_id)
             d["mask_source"] = "boxes"
             boxes = d.get(self.boxes_key, [])

@@ -102,7 +102,7 @@ class EpochTrust:
         metrics: Sequence[str] = tuple(EPOCH_TRUST_METRICS), interval: int = 1, enabled: bool = True, target: int = 1,
         normalization: str = "pair", data_range: float = 1.0, randomization_seed: int = 0,
         folder: str | Path | None = None, model_name: str = "model", figure_images: int = 4,
-        n_resamples: int = 1000, id_key: str = "patient_id",
+        n_resamples: int = 1000, id_key: str = "image_id",
     ) -> None:
         if interval < 1:
             raise ValueError(f"interval must be at least 1, got {interval}")
