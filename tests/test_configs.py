@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import re
 import shlex
@@ -200,25 +201,38 @@ def test_permute_labels_takes_the_command_line_words_and_refuses_others():
     assert any("permute_labels must be true or false" in str(e) for e in _chain(caught.value))
 
 
-@pytest.mark.parametrize("workflow", ["train", "inference"])
-def test_each_id_is_defined_in_one_config_file(workflow, monkeypatch):
-    """No id is defined in a workflow config and evaluate.json with the same value: train.json and inference.json
-    take the ids they share with the study from evaluate.json (MONAI's ``%file#id`` macro), so a change to the
-    intensity pipeline, the data or the network reaches training, validation, inference and the study's maps alike;
-    once its macros are resolved, each is every id it was when it held its own copies."""
-    monkeypatch.chdir(ROOT)  # the macros name configs/evaluate.json from the bundle folder, where commands run
-    evaluate = json.loads((ROOT / "configs/evaluate.json").read_text())
+# two override files that set one knob to the same value for different reasons: the published occlusion stride and
+# KernelSHAP cell, and the volume study's (32-voxel volumes)
+COINCIDENT = {("published", "volume", "methods#kernelshap#cell"), ("published", "volume", "methods#occlusion#stride")}
+
+
+def test_no_id_is_defined_twice():
+    """No id is defined in two config files with the same value (a macro taking it from the other aside)."""
+    files = {f.stem: json.loads(f.read_text()) for f in (ROOT / "configs").glob("*.json") if f.stem != "metadata"}
+    assert {"evaluate", "train", "inference", "published", "quick", "multi_gpu_train"} <= set(files)
+    repeated = [(a, b, k) for a, b in itertools.combinations(sorted(files), 2) for k in set(files[a]) & set(files[b])
+                if files[a][k] == files[b][k] and k != "imports" and not str(files[a][k]).startswith("%")]
+    assert set(repeated) == COINCIDENT, repeated
+
+
+@pytest.mark.parametrize(("workflow", "base"), [("train", "evaluate"), ("inference", "evaluate"),
+                                                ("multi_gpu_train", "multi_gpu_evaluate")])
+def test_shared_ids_come_from_one_file(workflow, base, monkeypatch):
+    """train.json and inference.json take the ids they share with the study from evaluate.json (MONAI's ``%file#id``
+    macro), so a change to the intensity pipeline, the data or the network reaches training, validation, inference
+    and the study's maps alike; once its macros are resolved, each is every id it was when it held its own copies."""
+    monkeypatch.chdir(ROOT)  # the macros name configs/<base>.json from the bundle folder, where commands run
+    prefix = f"%configs/{base}.json#"
     mine = json.loads((ROOT / "configs" / f"{workflow}.json").read_text())
-    repeated = [k for k in set(mine) & set(evaluate) if mine[k] == evaluate[k] and k != "imports"]
-    assert not repeated, repeated
-    shared = {k: v[len("%configs/evaluate.json#"):] for k, v in mine.items()
-              if isinstance(v, str) and v.startswith("%configs/evaluate.json#")}
-    assert {"image_preprocessing", "network_def", "image_size", "seed"} <= set(shared)
-    resolved = ConfigParser()
-    resolved.read_config(str(ROOT / "configs" / f"{workflow}.json"))
+    shared = {k: v[len(prefix):] for k, v in mine.items() if isinstance(v, str) and v.startswith(prefix)}
+    assert {"image_preprocessing", "network_def", "image_size", "seed"} <= set(shared) or base != "evaluate"
+    assert {"initialize", "device"} <= set(shared) or base == "evaluate"
+    merged_after = ["configs/train.json"] if workflow == "multi_gpu_train" else []  # an override file
+    resolved = ConfigParser(ConfigParser.load_config_files([*merged_after, f"configs/{workflow}.json"]))
     resolved.resolve_macro_and_relative_ids()
-    study = ConfigParser(evaluate)
-    assert all(resolved[k] == study[v] for k, v in shared.items())
+    definitions = ConfigParser()
+    definitions.read_config(str(ROOT / "configs" / f"{base}.json"))
+    assert all(resolved[k] == definitions[v] for k, v in shared.items())
 
 
 def test_inference_preprocesses_images_as_training_and_the_study_do(monkeypatch):
