@@ -71,6 +71,8 @@ def pass_count(name: str, params: dict, model: nn.Module, size: int, device: tor
         return n * n + 1, "forward"
     if name == "kernelshap":
         return params["n_samples"] + 1, "forward"
+    if name == "lime":
+        return params["n_samples"], "forward"
     if name == "scorecam":
         layer = model.get_submodule(cam_layer_of(model))
         captured = []
@@ -116,6 +118,16 @@ def peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) -> Cal
         mask = grid_feature_mask(tuple(images.shape[2:]), params["cell"], images.device)
         return lambda: [ca.KernelShap(model).attribute(images[i : i + 1], baselines=0.0, target=target,
                                                        feature_mask=mask, n_samples=params["n_samples"])
+                        for i in range(images.shape[0])]
+    if name == "lime":  # captum's Lime on our superpixels and fill, one image per call, our inputs per pass
+        from bundle.saliency.perturbation import segment_means
+
+        method = get_method("lime", **params)
+        features = method.features(images)
+        fills = segment_means(images, features)
+        return lambda: [ca.Lime(model).attribute(images[i : i + 1], target=target, feature_mask=features[i][None, None],
+                                                 baselines=fills[i : i + 1], n_samples=params["n_samples"],
+                                                 perturbations_per_eval=budget_inputs(images))
                         for i in range(images.shape[0])]
     if name in ("gradcam", "gradcampp", "scorecam"):
         import pytorch_grad_cam as pgc
@@ -215,6 +227,7 @@ DEFAULT_PARAMS = {
     "xrai": {"n_steps": 100},
     "occlusion": {"window": 16, "stride": 8},
     "kernelshap": {"n_samples": 200, "cell": 16},
+    "lime": {"n_samples": 1000},
 }
 
 

@@ -152,7 +152,7 @@ def test_criteria_are_config_entries_with_their_own_settings():
 @pytest.mark.parametrize("key, value, message", [
     ("criteria#localization#name", "saliency_dice", "unknown criterion 'saliency_dice' (a name under criteria); "
                                                     "available: "),
-    ("methods#ig#name", "lime", "unknown saliency method 'lime' (a name under methods); available: "),
+    ("methods#ig#name", "deconvnet", "unknown saliency method 'deconvnet' (a name under methods); available: "),
     ("network_name", "resnet9", "unknown network 'resnet9' (network_name, or an architecture of a criterion)"),
     ("criteria#localization#binarize", "median", "median"),
     ("criteria#localization#verdict_metric", "ssim", "verdict_metric 'ssim' must be one of the recorded metrics"),

@@ -67,7 +67,7 @@ def test_gradcam_equals_hand_computation(images):
 
 
 BATCH_PARAMS = {"ig": {"n_steps": 4}, "smoothgrad": {"nt_samples": 3}, "smoothig": {"nt_samples": 2, "n_steps": 2},
-                "kernelshap": {"n_samples": 24, "cell": 8}, "xrai": {"n_steps": 2},
+                "kernelshap": {"n_samples": 24, "cell": 8}, "lime": {"n_samples": 24}, "xrai": {"n_steps": 2},
                 "occlusion": {"window": 8, "stride": 8}, "scorecam": {"max_channels": 8}}
 
 
@@ -103,8 +103,8 @@ def test_per_image_targets_and_inferer(images):
 
 
 def test_unknown_method_and_bad_target_give_clear_errors(images):
-    with pytest.raises(ValueError, match="unknown saliency method 'lime'"):
-        get_method("lime")
+    with pytest.raises(ValueError, match="unknown saliency method 'deconvnet'"):
+        get_method("deconvnet")
     with pytest.raises(ValueError, match="target has 2 entries for a batch of 3"):
         get_method("grad")(TinyNet(), images, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="no layer 'nope'"):

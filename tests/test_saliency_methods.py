@@ -35,7 +35,7 @@ def images():
 
 def test_every_published_name_is_registered():
     assert set(METHODS) == {"grad", "smoothgrad", "ig", "smoothig", "gradcam", "gradcampp", "scorecam", "gbp",
-                            "ggcam", "xrai", "occlusion", "kernelshap"}
+                            "ggcam", "xrai", "occlusion", "kernelshap", "lime"}
 
 
 def test_smoothgrad_without_noise_equals_grad_and_is_seeded(images):
@@ -176,14 +176,14 @@ def test_three_dimensional_maps_equal_their_references():
                                atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["gradcampp", "scorecam", "gbp", "ggcam", "kernelshap"])
+@pytest.mark.parametrize("name", ["gradcampp", "scorecam", "gbp", "ggcam", "kernelshap", "lime"])
 def test_three_dimensional_inputs(name):
     """The other methods run on volumes: batched maps equal per-volume maps, not empty where the tiny network's CAM
     is not (their values are tested in 2-D against their references; the code paths are dimension-free)."""
     net = TinyNet3d().eval()
     volume = torch.rand(2, 1, 8, 10, 12, generator=torch.Generator().manual_seed(3))
     params = {"layer": "conv2"} if name in ("gradcampp", "scorecam", "ggcam") else {}
-    params |= {"n_samples": 24, "cell": 4} if name == "kernelshap" else {}
+    params |= {"n_samples": 24, "cell": 4} if name in ("kernelshap", "lime") else {}
     method = get_method(name, **params)
     maps = method(net, volume, 1)
     assert maps.shape == (2, 8, 10, 12) and maps[1].abs().amax() > 0
@@ -413,3 +413,59 @@ def test_kernelshap_coalitions_follow_the_shapley_kernel():
     expected = (5 / (k * (6 - k))) / (5 / (k * (6 - k))).sum()
     observed = torch.stack([(sizes == s).double().mean() for s in range(1, 6)])
     torch.testing.assert_close(observed, expected, atol=0.01, rtol=0)
+
+
+def _lime_kernel(width: float):
+    """lime_image's weight of a coalition: sqrt(exp(-d^2 / width^2)), d its cosine distance to the all-kept one."""
+    def similarity(original, perturbed, interpretable, **kwargs):
+        ones = torch.ones_like(interpretable[0])
+        d = 1 - torch.nn.functional.cosine_similarity(interpretable[0].double(), ones.double(), dim=0)
+        return torch.exp(-d**2 / width**2).sqrt()
+    return similarity
+
+
+def test_lime_equals_captum_lime_with_lime_images_settings(radiograph):
+    """Our batched LIME against captum's ``Lime`` explaining one image at a time with lime_image's settings (the
+    same superpixels and coalitions, each left-out superpixel at its mean intensity, lime_image's kernel, sklearn's
+    Ridge with sample weights); the kernel width, the ridge penalty and the mean fill each change the maps."""
+    from captum._utils.models.linear_model import SkLearnRidge
+    from captum.attr import Lime as CaptumLime
+
+    from bundle.saliency.base import image_generators
+    from bundle.saliency.perturbation import segment_means
+
+    net = relu_net()
+    images = torch.cat([radiograph, radiograph.flip(-1) * 0.8])
+    method = get_method("lime", n_samples=60, kernel_width=0.5)
+    ours = method(net, images, 1)
+    features = method.features(images)
+    assert [int(f.max()) + 1 for f in features] == [len(f.unique()) for f in features]  # consecutive superpixels
+    fills = segment_means(images, features)
+    for i, generator in enumerate(image_generators(images, method.seed)):
+        n_features = int(features[i].max()) + 1
+        assert n_features > 5
+        coalitions = method.coalitions(n_features, generator)
+
+        def perturb(original, coalitions=coalitions, **kwargs):
+            yield from (row[None] for row in coalitions)
+
+        lime = CaptumLime(net, interpretable_model=SkLearnRidge(alpha=1.0), similarity_func=_lime_kernel(0.5),
+                          perturb_func=perturb)
+        theirs = lime.attribute(images[i : i + 1], target=1, n_samples=60, feature_mask=features[i][None, None],
+                                baselines=fills[i : i + 1], perturbations_per_eval=16)[0, 0]
+        scale = theirs.abs().max()
+        torch.testing.assert_close(ours[i], theirs, atol=1e-4 * scale, rtol=0)
+    for changed in ({"kernel_width": 0.25}, {"alpha": 0.01}, {"baseline": 0.0}):
+        other = get_method("lime", **{"n_samples": 60, "kernel_width": 0.5, **changed})(net, images, 1)
+        assert (other - ours).abs().max() > 0.05 * ours.abs().max(), changed
+
+
+def test_lime_draws_coalitions_as_lime_image_does():
+    method = get_method("lime", n_samples=20001)
+    z = method.coalitions(8, torch.Generator().manual_seed(0))
+    assert z[0].sum() == 8 and set(z.unique().tolist()) == {0.0, 1.0}
+    torch.testing.assert_close(z[1:].mean(dim=0).double(), torch.full((8,), 0.5, dtype=torch.float64), atol=0.01,
+                               rtol=0)
+    weights = method.kernel(torch.tensor([[[1.0, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]]]), torch.tensor([4.0]))
+    torch.testing.assert_close(weights[0], torch.tensor([1.0, np.exp(-0.5**2 / 0.25**2) ** 0.5,
+                                                         np.exp(-1 / 0.25**2) ** 0.5], dtype=torch.float32))

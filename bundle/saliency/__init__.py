@@ -12,14 +12,14 @@ from bundle.saliency.gradient import (
     SmoothIntegratedGradients,
 )
 from bundle.saliency.inferer import SaliencyInferer
-from bundle.saliency.perturbation import KernelShap, Occlusion
+from bundle.saliency.perturbation import KernelShap, Lime, Occlusion
 from bundle.saliency.xrai import XRAI
 
 METHODS: dict[str, type[SaliencyMethod]] = {
     cls.name: cls
     for cls in (
         Gradient, SmoothGrad, IntegratedGradients, SmoothIntegratedGradients, GradCAM, GradCAMPlusPlus, ScoreCAM,
-        GuidedBackprop, GuidedGradCAM, XRAI, Occlusion, KernelShap,
+        GuidedBackprop, GuidedGradCAM, XRAI, Occlusion, KernelShap, Lime,
     )
 }
 

@@ -73,10 +73,20 @@ def _segmentation_input(image: np.ndarray) -> np.ndarray:
                   anti_aliasing=True)
 
 
-def _scale_masks(small: np.ndarray, shape: tuple[int, int], scale: int, radius: int) -> np.ndarray:
+def _segments(small: np.ndarray, shape: tuple[int, int], scale: int) -> np.ndarray:
     seg = felzenszwalb(small, scale=scale, sigma=FELZENSZWALB_SIGMA, min_size=FELZENSZWALB_MIN_SIZE, channel_axis=-1)
-    seg = resize(seg, shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.int64)
-    return dilated_segment_masks(seg, radius)
+    return resize(seg, shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.int64)
+
+
+def _scale_masks(small: np.ndarray, shape: tuple[int, int], scale: int, radius: int) -> np.ndarray:
+    return dilated_segment_masks(_segments(small, shape, scale), radius)
+
+
+def superpixels(image: np.ndarray, scale: int) -> np.ndarray:
+    """(H, W) labels 0..M-1 of the Felzenszwalb segments of an (H, W, C) image at ``scale``, segmented as XRAI
+    segments (PAIR's input: [-1, 1], 224 x 224) and resized back to the image (LIME's features)."""
+    segments = _segments(_segmentation_input(image), image.shape[:2], scale)
+    return np.unique(segments, return_inverse=True)[1].reshape(segments.shape)
 
 
 def felzenszwalb_masks(
