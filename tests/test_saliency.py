@@ -67,7 +67,9 @@ def test_gradcam_equals_hand_computation(images):
 
 
 BATCH_PARAMS = {"ig": {"n_steps": 4}, "smoothgrad": {"nt_samples": 3}, "smoothig": {"nt_samples": 2, "n_steps": 2},
-                "kernelshap": {"n_samples": 24, "cell": 8}, "lime": {"n_samples": 24}, "xrai": {"n_steps": 2},
+                "kernelshap": {"n_samples": 24, "cell": 8}, "lime": {"n_samples": 24},
+                "eg": {"n_samples": 4, "references": torch.rand(5, 1, 32, 32, generator=torch.Generator().manual_seed(2))},
+                "xrai": {"n_steps": 2},
                 "occlusion": {"window": 8, "stride": 8}, "scorecam": {"max_channels": 8}}
 
 

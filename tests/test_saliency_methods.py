@@ -35,7 +35,7 @@ def images():
 
 def test_every_published_name_is_registered():
     assert set(METHODS) == {"grad", "smoothgrad", "ig", "smoothig", "gradcam", "gradcampp", "scorecam", "gbp",
-                            "ggcam", "xrai", "occlusion", "kernelshap", "lime"}
+                            "ggcam", "xrai", "occlusion", "kernelshap", "lime", "eg"}
 
 
 def test_smoothgrad_without_noise_equals_grad_and_is_seeded(images):
@@ -176,7 +176,7 @@ def test_three_dimensional_maps_equal_their_references():
                                atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["gradcampp", "scorecam", "gbp", "ggcam", "kernelshap", "lime"])
+@pytest.mark.parametrize("name", ["gradcampp", "scorecam", "gbp", "ggcam", "kernelshap", "lime", "eg"])
 def test_three_dimensional_inputs(name):
     """The other methods run on volumes: batched maps equal per-volume maps, not empty where the tiny network's CAM
     is not (their values are tested in 2-D against their references; the code paths are dimension-free)."""
@@ -184,6 +184,7 @@ def test_three_dimensional_inputs(name):
     volume = torch.rand(2, 1, 8, 10, 12, generator=torch.Generator().manual_seed(3))
     params = {"layer": "conv2"} if name in ("gradcampp", "scorecam", "ggcam") else {}
     params |= {"n_samples": 24, "cell": 4} if name in ("kernelshap", "lime") else {}
+    params |= {"n_samples": 6, "references": torch.rand(3, 1, 8, 10, 12)} if name == "eg" else {}
     method = get_method(name, **params)
     maps = method(net, volume, 1)
     assert maps.shape == (2, 8, 10, 12) and maps[1].abs().amax() > 0
@@ -469,3 +470,63 @@ def test_lime_draws_coalitions_as_lime_image_does():
     weights = method.kernel(torch.tensor([[[1.0, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]]]), torch.tensor([4.0]))
     torch.testing.assert_close(weights[0], torch.tensor([1.0, np.exp(-0.5**2 / 0.25**2) ** 0.5,
                                                          np.exp(-1 / 0.25**2) ** 0.5], dtype=torch.float32))
+
+
+def test_expected_gradients_equal_captum_gradient_shap_without_noise(radiograph):
+    """With captum's own draws (numpy's reference indices, then path points), our batched Expected Gradients equal
+    captum's ``GradientShap`` (stdevs 0) on a real radiograph; other draws give other maps (every term is used)."""
+    from captum.attr import GradientShap
+
+    net = relu_net()
+    references = torch.rand(6, 1, 64, 64, generator=torch.Generator().manual_seed(2)) * radiograph.amax()
+    np.random.seed(3)
+    indices, alphas = np.random.choice(6, 12), np.random.uniform(0.0, 1.0, 12)
+
+    class CaptumDraws(type(get_method("eg"))):
+        def draws(self, n_references, generator):
+            return torch.as_tensor(indices), torch.as_tensor(alphas, dtype=torch.float32)
+
+    ours = CaptumDraws(references=references, n_samples=12)(net, radiograph, 1)[0]
+    np.random.seed(3)
+    theirs = GradientShap(net).attribute(radiograph, baselines=references, n_samples=12, stdevs=0.0, target=1)[0, 0]
+    scale = theirs.abs().max()
+    assert scale > 0
+    torch.testing.assert_close(ours, theirs, atol=1e-5 * scale, rtol=0)
+    seeded = get_method("eg", references=references, n_samples=12)(net, radiograph, 1)[0]
+    assert (seeded - ours).abs().max() > 0.05 * scale
+
+
+def test_expected_gradients_draw_uniformly_and_name_their_references():
+    from bundle.saliency import ReferenceImages
+
+    method = get_method("eg", references=torch.zeros(4, 1, 8, 8), n_samples=40000)
+    indices, alphas = method.draws(4, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(torch.bincount(indices, minlength=4).double() / 40000, torch.full((4,), 0.25,
+                               dtype=torch.float64), atol=0.01, rtol=0)
+    assert 0 <= alphas.min() and alphas.max() < 1 and abs(alphas.mean().item() - 0.5) < 0.01
+    assert repr(method.references) == f"ReferenceImages(n=4, shape=(1, 8, 8), sha1={method.references.digest})"
+    assert method.references == ReferenceImages(torch.zeros(4, 1, 8, 8)) != ReferenceImages(torch.ones(4, 1, 8, 8))
+    with pytest.raises(ValueError, match="eg needs reference images"):
+        get_method("eg")(relu_net(), torch.rand(1, 1, 16, 16), 1)
+
+
+def test_training_references_are_the_first_training_images_preprocessed_as_the_study_does(small_dataset):
+    """Expected Gradients' references in the configs: the training split's first images of every class, through the
+    study's preprocessing, read on first use."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Resized, ScaleIntensityd
+
+    from bundle.data import RadiographReader, load_dataset
+    from bundle.saliency import TrainingImages
+
+    transform = Compose([LoadImaged("image", reader=RadiographReader(), image_only=True),
+                         EnsureChannelFirstd("image", channel_dim="no_channel"), ScaleIntensityd("image"),
+                         Resized("image", (32, 32), mode="area")])
+    references = TrainingImages("synthetic", str(small_dataset), transform, n_images=6)
+    assert references._images is None  # nothing read yet
+    train = load_dataset("synthetic", small_dataset, split="train", limit=6)
+    assert len(references) == 6 and {item["label"] for item in load_dataset("synthetic", small_dataset,
+                                                                              split="train")} == {0, 1}
+    torch.testing.assert_close(references.images[2], torch.as_tensor(transform(train[2])["image"]).float())
+    assert references == TrainingImages("synthetic", str(small_dataset), transform, n_images=6)
+    with pytest.raises(ValueError, match="n_images must be positive"):
+        TrainingImages("synthetic", str(small_dataset), transform, n_images=0)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from bundle.saliency.base import SaliencyMethod
 from bundle.saliency.cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, ScoreCAM
 from bundle.saliency.gradient import (
+    ExpectedGradients,
     Gradient,
     GuidedBackprop,
     IntegratedGradients,
+    ReferenceImages,
     SmoothGrad,
     SmoothIntegratedGradients,
+    TrainingImages,
 )
 from bundle.saliency.inferer import SaliencyInferer
 from bundle.saliency.perturbation import KernelShap, Lime, Occlusion
@@ -19,7 +22,7 @@ METHODS: dict[str, type[SaliencyMethod]] = {
     cls.name: cls
     for cls in (
         Gradient, SmoothGrad, IntegratedGradients, SmoothIntegratedGradients, GradCAM, GradCAMPlusPlus, ScoreCAM,
-        GuidedBackprop, GuidedGradCAM, XRAI, Occlusion, KernelShap, Lime,
+        GuidedBackprop, GuidedGradCAM, XRAI, Occlusion, KernelShap, Lime, ExpectedGradients,
     )
 }
 
@@ -33,4 +36,4 @@ def get_method(name: str, **params) -> SaliencyMethod:
     return cls(**params)
 
 
-__all__ = ["METHODS", "SaliencyInferer", "SaliencyMethod", "get_method"]
+__all__ = ["METHODS", "ReferenceImages", "SaliencyInferer", "SaliencyMethod", "TrainingImages", "get_method"]

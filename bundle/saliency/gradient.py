@@ -1,8 +1,10 @@
-"""Gradient-family methods on captum: gradient, SmoothGrad, Integrated Gradients, Smooth IG, guided backprop."""
+"""Gradient-family methods on captum: gradient, SmoothGrad, Integrated Gradients, Smooth IG, guided backprop;
+Expected Gradients in our own batched loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from captum.attr import GuidedBackprop as CaptumGuidedBackprop
@@ -12,6 +14,7 @@ from torch import nn
 
 from bundle.saliency.base import (
     SaliencyMethod,
+    budget_inputs,
     image_generators,
     inputs_per_pass,
     require_relu_modules,
@@ -184,3 +187,130 @@ class GuidedBackprop(SaliencyMethod):
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         require_relu_modules(model)
         return CaptumGuidedBackprop(scoring_function(model, self.output)).attribute(images, target=target)
+
+
+class ReferenceImages:
+    """A fixed set of reference images (Expected Gradients' baseline distribution), printed and compared by a
+    digest of their content, so a method's ``repr`` (its map-cache key and MLflow param) names them in one line.
+
+    Args:
+        images: the references, (R, C, *spatial).
+    """
+
+    def __init__(self, images: torch.Tensor | None = None) -> None:
+        self._images = None if images is None else images.detach().float().contiguous()
+
+    @property
+    def images(self) -> torch.Tensor:
+        if self._images is None:
+            self._images = self.load().detach().float().contiguous()
+        return self._images
+
+    def load(self) -> torch.Tensor:
+        raise ValueError("ReferenceImages holds no images")
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1(self.images.cpu().numpy().tobytes()).hexdigest()[:12]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ReferenceImages) and self.digest == other.digest
+
+    def __repr__(self) -> str:
+        return f"ReferenceImages(n={len(self)}, shape={tuple(self.images.shape[1:])}, sha1={self.digest})"
+
+
+class TrainingImages(ReferenceImages):
+    """The first ``n_images`` images of a dataset's training split, every class, preprocessed as the study's images;
+    read when first used, so a config that names them reads no data until maps are computed.
+
+    Args:
+        dataset_name: the dataset reader (``dataset_name``).
+        dataset_dir: the dataset folder (``dataset_dir``).
+        transform: the study's image preprocessing (without ground truth), giving ``image`` tensors.
+        n_images: how many training images (64).
+        options: the reader's own settings (``dataset_options``).
+    """
+
+    def __init__(self, dataset_name: str, dataset_dir: str, transform: Callable, n_images: int = 64,
+                 options: Mapping | None = None) -> None:
+        super().__init__()
+        if n_images < 1:
+            raise ValueError(f"n_images must be positive, got {n_images}")
+        self.dataset_name, self.dataset_dir, self.transform, self.n_images = dataset_name, dataset_dir, transform, n_images
+        self.options = dict(options or {})
+
+    def load(self) -> torch.Tensor:
+        from bundle.data import load_dataset
+
+        items = load_dataset(self.dataset_name, self.dataset_dir, split="train", limit=self.n_images,
+                             options=self.options)
+        if not items:
+            raise ValueError(f"{self.dataset_dir}: no training images to draw Expected Gradients' references from")
+        return torch.stack([torch.as_tensor(self.transform(item)["image"]) for item in items])
+
+
+class ExpectedGradients(SaliencyMethod):
+    """Expected Gradients (Erion et al. 2021): Integrated Gradients in expectation over baselines drawn from
+    training images, one random point of each path per sample.
+
+    Each of ``n_samples`` samples of an image x draws a reference x' (uniformly, with replacement) and a point
+    alpha ~ U(0, 1), and contributes ``(x - x') * grad f(x' + alpha (x - x'))``; the map is their mean. This is
+    captum's ``GradientShap`` without input noise (``stdevs=0``). Own loop because captum draws one random stream
+    for the whole batch: here each image's draws come from its own seeded generator (a map does not depend on its
+    batch) and the (image, sample) pairs of a batch share passes of ``internal_batch_size`` inputs.
+
+    Args:
+        references: the baseline distribution, (R, C, *spatial) images or :class:`ReferenceImages` (the configs
+            give :class:`TrainingImages`, the first 64 training images of every class); required to compute maps.
+        n_samples: (reference, point) samples per image (50; no canonical count: as many as IG's published steps,
+            one gradient pass each; captum's ``GradientShap`` defaults to 5).
+        internal_batch_size: inputs per pass (``None``: sized by ``PASS_VOXELS``).
+        seed: seeds each image's draws (with the image's content), so a seed gives the same maps.
+        output: the class score explained: ``logit`` (default) or ``probability`` (softmax).
+    """
+
+    name = "eg"
+    published = {"n_samples": 50}
+
+    def __init__(
+        self, references: torch.Tensor | ReferenceImages | None = None, n_samples: int = 50,
+        internal_batch_size: int | None = None, seed: int = 0, output: str = "logit",
+    ) -> None:
+        super().__init__(output)
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be positive, got {n_samples}")
+        if references is not None and not isinstance(references, ReferenceImages):  # a tensor
+            references = ReferenceImages(torch.as_tensor(references))
+        self.references, self.n_samples, self.internal_batch_size, self.seed = (
+            references, n_samples, internal_batch_size, seed)
+
+    def draws(self, n_references: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's ``n_samples`` reference indices (uniform, with replacement) and path points alpha ~ U(0, 1)."""
+        indices = torch.randint(n_references, (self.n_samples,), generator=generator)
+        return indices, torch.rand(self.n_samples, generator=generator)
+
+    def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.references is None:
+            raise ValueError("eg needs reference images (references): the configs give the first 64 training images")
+        references = self.references.images.to(images.device, images.dtype)
+        if references.shape[1:] != images.shape[1:]:
+            raise ValueError(f"eg: references of shape {tuple(references.shape[1:])} for images of shape "
+                             f"{tuple(images.shape[1:])}")
+        drawn = [self.draws(len(references), g) for g in image_generators(images, self.seed)]
+        indices = torch.stack([i for i, _ in drawn]).to(images.device).reshape(-1)  # (B * n), image-major
+        alphas = torch.stack([a for _, a in drawn]).to(images.device, images.dtype).reshape(-1)
+        scorer = scoring_function(model, self.output)
+        b, n = images.shape[0], self.n_samples
+        total = torch.zeros_like(images)
+        view = (-1,) + (1,) * (images.ndim - 1)
+        for chunk in torch.arange(b * n, device=images.device).split(budget_inputs(images, self.internal_batch_size)):
+            rows, baselines = chunk // n, references[indices[chunk]]
+            difference = images[rows] - baselines
+            path = (baselines + alphas[chunk].reshape(view) * difference).requires_grad_(True)
+            score = scorer(path).gather(1, target[rows][:, None]).sum()
+            total.index_add_(0, rows, difference * torch.autograd.grad(score, path)[0])
+        return total / n
