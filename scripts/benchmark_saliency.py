@@ -73,6 +73,8 @@ def pass_count(name: str, params: dict, model: nn.Module, size: int, device: tor
         return params["n_samples"] + 1, "forward"
     if name == "lime":
         return params["n_samples"], "forward"
+    if name == "eg":
+        return params["n_samples"], "backward"
     if name == "scorecam":
         layer = model.get_submodule(cam_layer_of(model))
         captured = []
@@ -84,6 +86,11 @@ def pass_count(name: str, params: dict, model: nn.Module, size: int, device: tor
             handle.remove()
         return captured[0] + 1, "forward"
     raise ValueError(name)
+
+
+def references(images: torch.Tensor) -> torch.Tensor:
+    """Expected Gradients' reference images for a benchmark: 16 random images of the input's shape."""
+    return torch.rand(16, *images.shape[1:], generator=torch.Generator().manual_seed(0)).to(images.device)
 
 
 def peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) -> Callable[[], object] | None:
@@ -119,6 +126,9 @@ def peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) -> Cal
         return lambda: [ca.KernelShap(model).attribute(images[i : i + 1], baselines=0.0, target=target,
                                                        feature_mask=mask, n_samples=params["n_samples"])
                         for i in range(images.shape[0])]
+    if name == "eg":  # GradientShap without noise is Expected Gradients; captum sizes its passes by the batch
+        return lambda: ca.GradientShap(model).attribute(images, baselines=references(images),
+                                                        n_samples=params["n_samples"], stdevs=0.0, target=target)
     if name == "lime":  # captum's Lime on our superpixels and fill, one image per call, our inputs per pass
         from bundle.saliency.perturbation import segment_means
 
@@ -228,6 +238,7 @@ DEFAULT_PARAMS = {
     "occlusion": {"window": 16, "stride": 8},
     "kernelshap": {"n_samples": 200, "cell": 16},
     "lime": {"n_samples": 1000},
+    "eg": {"n_samples": 50},
 }
 
 
@@ -270,7 +281,7 @@ def main() -> None:
                     params["n_samples"] = max(params["n_samples"], math.ceil(size / params["cell"]) ** 2 + 2)
                 if name in ("gbp", "ggcam") and not has_relu_modules(model):
                     continue
-                method = get_method(name, **params)
+                method = get_method(name, **params, **({"references": references(images)} if name == "eg" else {}))
                 run_ours = lambda: method(model, images, 1)  # noqa: E731
                 peers = {key: make(name, params, model, images)
                          for key, make in (("peer", peer), ("monai", monai_peer)) if PEER_FLAGS[key] in args.peers}
