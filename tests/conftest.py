@@ -30,5 +30,5 @@ def server(tmp_path_factory):
 def quick_run(tmp_path_factory, server):
     """The quick study from scratch, with ``tracking_uri`` on the real server: every run is in the local store
     ``eval/mlruns.db`` and copied over HTTP when the study ends. Returns its folder and its console output."""
-    tmp = tmp_path_factory.mktemp("bundle_run")
-    return tmp, run_quick(tmp, "--tracking_uri", server.uri)
+    tmp = tmp_path_factory.mktemp("bundle_run")  # 50 stability resamples (200 shipped): only their presence is tested
+    return tmp, run_quick(tmp, "--tracking_uri", server.uri, "--saliency#stability_resamples", "50")

@@ -342,3 +342,18 @@ def test_otsu_fills_holes_and_drops_single_pixels_as_chexlocalize_does():
     reference = _chexlocalize_segmentation(cam)
     np.testing.assert_array_equal(ours, reference)
     assert ours[14, 14] and not ours[33, 5] and ours[30, 30] and ours[31, 31]
+
+
+def test_fill_holes_equals_scipy():
+    from scipy import ndimage
+
+    from bundle.trust.localization import fill_holes
+
+    rng = np.random.default_rng(1)
+    for n in range(60):
+        shape = tuple(rng.integers(3, 40, size=2)) if n % 3 else tuple(rng.integers(3, 14, size=3))
+        mask = ndimage.gaussian_filter(rng.random(shape), rng.uniform(0.5, 3)) > rng.uniform(0.3, 0.7)
+        np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask), err_msg=str(n))
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7], ring[3:6, 3:6] = True, False
+    assert fill_holes(ring)[4, 4] and fill_holes(ring).sum() == 25

@@ -193,6 +193,15 @@ def parse_binarization(spec: str) -> tuple[str, float | None]:
     return kind, number
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes``: every background component (face-connected) not touching the border is
+    filled. Own labelling because scipy's iterated dilation takes 4-5x longer on a 2000 x 2000 radiograph's map."""
+    background, _ = ndimage.label(~mask, structure=ndimage.generate_binary_structure(mask.ndim, 1))
+    border = np.unique(np.concatenate([np.take(background, i, axis=d).ravel() for d in range(mask.ndim)
+                                       for i in (0, -1)]))
+    return ~np.isin(background, border[border > 0])
+
+
 def _otsu(unit: np.ndarray) -> np.ndarray:
     """cheXlocalize's segmentation of a min-max map: Otsu on uint8(255 m), every contour filled."""
     levels = (255 * unit).astype(np.uint8)  # truncation, as np.uint8(255 * mask) in cheXlocalize
@@ -201,7 +210,7 @@ def _otsu(unit: np.ndarray) -> np.ndarray:
     foreground = levels > threshold_otsu(levels)
     # cheXlocalize fills every contour polygon: holes are filled and single-pixel components
     # (contours of one point) are dropped
-    filled = ndimage.binary_fill_holes(foreground)
+    filled = fill_holes(foreground)
     components, _ = ndimage.label(filled, structure=np.ones((3,) * unit.ndim))
     sizes = np.bincount(components.ravel())
     return filled & (sizes[components] > 1)
