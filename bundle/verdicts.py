@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bundle import threads
 from bundle.criteria.base import INCONCLUSIVE, POWER, VERDICT_COLUMNS, Criterion
 from bundle.summary import adjust_across_grid, summarise
 
@@ -117,17 +117,17 @@ def verdict_stability(criteria: Mapping[str, Criterion], records: pd.DataFrame, 
 
     Each resample is judged exactly as the study judged the records (:func:`judge`, Holm across the grid), from the
     records each verdict is computed from (``Criterion.deciding``); ``inner_resamples`` are the bootstrap resamples
-    of the intervals inside a verdict (PSC's). The resamples are shared among ``workers`` forked processes (default:
-    the cores this process may use, at most 2): judging is pandas work that one core does alone, and the shares are
-    the same whatever the number of workers."""
+    of the intervals inside a verdict (PSC's). The resamples are shared among ``workers`` forked processes of one
+    thread each (default: :func:`bundle.threads.pool_workers`, this process's intra-op threads, at most 2): judging
+    is pandas work that one core does alone, and the shares are the same whatever the number of workers."""
     global _JUDGED
     resampler = ImageResampler(pd.concat([c.deciding(records) for c in criteria.values()], ignore_index=True))
     reported = verdicts.set_index(["criterion", "method"]).verdict
-    workers = min(2, len(os.sched_getaffinity(0))) if workers is None else workers
+    workers = threads.pool_workers() if workers is None else workers
     _JUDGED = (criteria, resampler, kinds, reported, inner_resamples, seed)
     try:
         if workers > 1 and n_resamples >= 2 * workers and "fork" in multiprocessing.get_all_start_methods():
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            with threads.worker_pool(workers) as pool:
                 agree = sum(pool.map(_agreements, [range(w, n_resamples, workers) for w in range(workers)]))
         else:
             agree = _agreements(range(n_resamples))

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
 import torch
 from monai.utils import look_up_option
-from threadpoolctl import threadpool_limits
 
+from bundle import threads
 from bundle.criteria.base import (
     INCONCLUSIVE, VERDICT_COLUMNS, Criterion, Record, chosen_methods, images_needed_against_baseline, records_for,
     verdict_against_baseline,
@@ -64,7 +63,8 @@ class Faithfulness(Criterion):
         verdict_metric: the per-image area the verdict is decided on, ``sic_auc`` (default) or ``aic_auc``.
         alpha: significance level of the Holm-adjusted paired test.
         min_pairs: fewest paired images for a verdict other than INCONCLUSIVE.
-        workers: processes that make the blurred images (1: in the study's process).
+        workers: processes that make the blurred images, one thread each (1: in the study's process; ``None``:
+            :func:`bundle.threads.pool_workers`, the study's intra-op threads, at most 2).
         methods: the methods scored (``None``: every one of the study's).
     """
 
@@ -75,7 +75,7 @@ class Faithfulness(Criterion):
     def __init__(self, n_images: int | None = None, kinds: Sequence[str] = PIC_KINDS,
                  fractions: Sequence[float] = PIC_FRACTIONS, min_score: float = 0.8, monotonic: bool = True,
                  information: str = "webp", reveal_fraction: float = 0.01, seed: int = 0, baseline: str = "random",
-                 verdict_metric: str = "sic_auc", alpha: float = 0.05, min_pairs: int = 6, workers: int = 2,
+                 verdict_metric: str = "sic_auc", alpha: float = 0.05, min_pairs: int = 6, workers: int | None = None,
                  methods: Sequence[str] | None = None) -> None:
         self.methods = None if methods is None else list(methods)
         self.n_images, self.kinds = n_images, tuple(look_up_option(k, PIC_KINDS) for k in kinds)
@@ -85,7 +85,8 @@ class Faithfulness(Criterion):
         if verdict_metric not in {f"{k}_auc" for k in self.kinds}:
             raise ValueError(f"verdict_metric must be the area of a recorded kind {[f'{k}_auc' for k in self.kinds]}, "
                              f"got {verdict_metric!r}")
-        self.verdict_metric, self.alpha, self.min_pairs, self._workers = verdict_metric, alpha, min_pairs, workers
+        self.verdict_metric, self.alpha, self.min_pairs = verdict_metric, alpha, min_pairs
+        self._workers = threads.pool_workers() if workers is None else workers
         self._pool, self._unscored = None, set()
 
     @property
@@ -113,8 +114,7 @@ class Faithfulness(Criterion):
             return
         # forked once for the whole criterion; the workers only blur and encode (scipy, PIL), never run torch, and
         # run one BLAS thread each (two forked OpenBLAS pools on two cores ran 20x slower than one process)
-        with ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("fork"),
-                                 initializer=threadpool_limits, initargs=(1,)) as self._pool:
+        with threads.worker_pool(self._workers) as self._pool:
             yield from super().evaluate(ctx)
         self._pool = None
 
