@@ -80,12 +80,15 @@ def test_a_folder_of_radiographs_gets_predictions_and_maps_on_each_image_grid(tm
         assert (tmp_path / "out" / f"{stem}_maps.png").stat().st_size > 0
 
 
-def test_volumes_get_their_maps_as_nifti_with_their_affine(tmp_path):
+def test_volumes_get_their_maps_as_nifti_with_their_affine(tmp_path, monkeypatch):
+    from monai.bundle import run
+
     volumes = write_volume_dataset(tmp_path / "brain", n_images=2) / "imagesTr"
     models = _checkpoint(tmp_path / "models", "densenet121_3d")
-    result = _run("--dataset_dir", str(volumes), "--ckpt_dir", str(models), "--output_dir", str(tmp_path / "out"),
-                  "--network_name", "densenet121_3d", "--spatial_dims", "3", "--image_size", "32")
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    monkeypatch.chdir(ROOT)  # in this process (the radiographs' test runs the command itself)
+    run("run", config_file="configs/inference.json", logging_file=False, dataset_dir=str(volumes),
+        ckpt_dir=str(models), output_dir=str(tmp_path / "out"), network_name="densenet121_3d", spatial_dims=3,
+        image_size=32)
     predictions = pd.read_csv(tmp_path / "out" / "predictions.csv", header=None)
     assert len(predictions) == 2 and np.allclose(predictions[[1, 2]].sum(axis=1), 1)
     for volume in sorted(volumes.glob("*.nii.gz")):

@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
+
+from monai.bundle import run
 
 from bundle.tracking import export_executed_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_running_workflow_config_is_exported_with_its_overrides(tmp_path):
@@ -22,10 +19,7 @@ def test_the_running_workflow_config_is_exported_with_its_overrides(tmp_path):
         "run": ["$bundle.tracking.export_executed_config(@path)"],
     }))
     exported = tmp_path / "executed.json"
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config),
-                             "--size", "32", "--path", str(exported)], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run("run", config_file=str(config), logging_file=False, size=32, path=str(exported))  # as the command line does
     written = json.loads(exported.read_text())
     assert written["size"] == 32 and written["out"] == "$@size + 1" and written["path"] == str(exported)
 
