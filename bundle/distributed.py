@@ -120,3 +120,27 @@ def gather_to_main(obj: object, stage: str = "gathering the results") -> list | 
     with waiting(stage, "every rank's share"):
         dist.gather_object(obj, gathered, dst=0)
     return gathered
+
+
+class RankZeroBuffers:
+    """An Ignite handler for the validation of a DDP training: when each validation starts, every rank takes rank 0's
+    buffers (BatchNorm's running statistics). DDP broadcasts them only at the start of a training forward, so after
+    the last training step each rank holds the statistics of its own shard, and a validation metric gathered across
+    ranks would score a mix of models, not the one rank 0 saves as the checkpoint.
+
+    Args:
+        network: the module the evaluator runs (the plain network inside ``DistributedDataParallel``).
+    """
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        self.network = network
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine=None) -> None:
+        if active():
+            for buffer in self.network.buffers():
+                dist.broadcast(buffer, src=0)
