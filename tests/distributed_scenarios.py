@@ -37,6 +37,25 @@ def rank_0_trains(folder: Path) -> None:
     distributed.finish()
 
 
+def rank_zero_buffers(folder: Path) -> None:
+    """Each rank's BatchNorm statistics differ (as after a DDP training's last step, each from its own shard); an
+    evaluator with ``RankZeroBuffers`` starts from rank 0's on every rank."""
+    import torch
+    from ignite.engine import Engine
+
+    distributed.initialize(timeout_minutes=2)
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    network[1].running_mean.fill_(float(distributed.rank() + 1))
+    network[1].running_var.fill_(float(10 * (distributed.rank() + 1)))
+    evaluator = Engine(lambda engine, batch: None)
+    distributed.RankZeroBuffers(network).attach(evaluator)
+    evaluator.run([0])
+    torch.save({k: v for k, v in network.state_dict().items() if "running" in k},
+               folder / f"rank{distributed.rank()}.pt")
+    distributed.finish()
+
+
 if __name__ == "__main__":
     scenario, folder = sys.argv[1], Path(sys.argv[2])
-    {"late_rank": late_rank, "rank_0_trains": rank_0_trains}[scenario](folder, *sys.argv[3:])
+    {"late_rank": late_rank, "rank_0_trains": rank_0_trains,
+     "rank_zero_buffers": rank_zero_buffers}[scenario](folder, *sys.argv[3:])

@@ -43,6 +43,18 @@ def test_rank_0_trains_a_missing_model_alone_while_the_other_rank_waits(tmp_path
     assert [(tmp_path / f"rank{r}.done").read_text() for r in (0, 1)] == [str(checkpoint)] * 2
 
 
+def test_every_rank_validates_with_rank_0s_batchnorm_statistics(tmp_path):
+    """DDP broadcasts buffers only at a training forward: without RankZeroBuffers each rank would validate with its
+    own shard's BatchNorm statistics and the gathered metric would not be the checkpoint's."""
+    import torch
+
+    result = scenario("rank_zero_buffers", tmp_path, timeout=120)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert float(ranks[0]["1.running_mean"][0]) == 1.0 and float(ranks[0]["1.running_var"][0]) == 10.0
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+
+
 def test_a_child_of_a_rank_sees_no_process_group(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "TORCHELASTIC_RUN_ID"):
         monkeypatch.setenv(name, "1")
