@@ -3,7 +3,6 @@ the real command (configs/volume.json, configs/quick_3d.json)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import subprocess
@@ -18,7 +17,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
-from bundle.data import GroundTruthMaskd, load_dataset, load_nifti_datalist, render_volume, write_volume_dataset
+from bundle.data import load_dataset, load_nifti_datalist, render_volume, write_volume_dataset
 from bundle.data.synthetic_volume import SPACING_MM
 from bundle.errors import last_line
 from bundle.networks import build_network, cam_layer_of
