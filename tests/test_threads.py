@@ -59,3 +59,21 @@ def test_the_study_pools_are_forked_through_the_thread_settings(monkeypatch, res
     stability = verdict_stability({"localization": criterion}, pd.DataFrame(rows),
                                   {"grad": "method", "random": "baseline"}, verdicts, n_resamples=8)
     assert made == [2] and len(stability) == 1
+
+
+def test_the_documented_thread_overrides_reach_both_workflows(monkeypatch):
+    """docs/scale_out.md: ``--threads#intra_op 1`` on a study; ``run train`` takes ``threads`` from evaluate.json by
+    macro, so it is overridden whole."""
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    study, training = ConfigParser(), ConfigParser()
+    study.read_config("configs/evaluate.json")
+    training.read_config("configs/train.json")
+    study.update({"threads#intra_op": 1})
+    training.update({"threads": {"intra_op": 1}})
+    assert study.get_parsed_content("threads") == {"intra_op": 1, "inter_op": None}
+    assert training.get_parsed_content("threads") == {"intra_op": 1}
+    assert study["initialize"][0] == training["initialize"][0] == "$bundle.threads.configure(**@threads)"

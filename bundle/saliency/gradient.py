@@ -199,6 +199,7 @@ class ReferenceImages:
 
     def __init__(self, images: torch.Tensor | None = None) -> None:
         self._images = None if images is None else images.detach().float().contiguous()
+        self._digest: str | None = None
 
     @property
     def images(self) -> torch.Tensor:
@@ -211,7 +212,10 @@ class ReferenceImages:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha1(self.images.cpu().numpy().tobytes()).hexdigest()[:12]
+        """Hashed once: the method's repr, which names it, keys the map cache at every batch."""
+        if self._digest is None:
+            self._digest = hashlib.sha1(self.images.cpu().numpy().tobytes()).hexdigest()[:12]
+        return self._digest
 
     def __len__(self) -> int:
         return self.images.shape[0]
