@@ -33,6 +33,17 @@ class ModelSpec:
         return Path(ckpt_dir) / f"{self.name}.pt"
 
 
+def epochs_for(epochs: int | Mapping[str, int], architecture: str) -> int:
+    """The training epochs of ``architecture``: ``epochs`` itself, or its entry in a mapping from architecture
+    names to epochs whose ``default`` entry covers the others (a transformer learns slower than a CNN on the same
+    images: ``configs/transformer.json``)."""
+    if not isinstance(epochs, Mapping):
+        return int(epochs)
+    if architecture not in epochs and "default" not in epochs:
+        raise ValueError(f"epochs {dict(epochs)} has no entry for {architecture!r} and no 'default' entry")
+    return int(epochs.get(architecture, epochs.get("default")))
+
+
 def ensure_trained(
     spec: ModelSpec, ckpt_dir: str | Path, train_config: str | Path | None, overrides: Mapping | None = None,
     run_name: str | None = None,

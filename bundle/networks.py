@@ -11,13 +11,13 @@ import copy
 import logging
 import weakref
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
-from monai.networks.nets import DenseNet, DenseNet121, DenseNet169
+from monai.networks.nets import ViT, DenseNet, DenseNet121, DenseNet169
 from torch import nn
 from torchvision.models import DenseNet as TorchvisionDenseNet
 from torchvision.models import Inception3, ResNet
@@ -39,6 +39,7 @@ class Architecture:
     # (block name, module paths reset together), from the output back to the input
     randomisation_blocks: tuple[tuple[str, tuple[str, ...]], ...] | None
     spatial_dims: int | None = 2  # 3: a network for volumes (its name ends in _3d); None: either
+    sized: bool = False  # its factory takes the image size (a transformer's position embeddings fix it)
 
 
 def _densenet121(in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2) -> nn.Module:
@@ -75,6 +76,93 @@ def _inception_v3(in_channels: int = 1, num_classes: int = 2, spatial_dims: int 
     net.Conv2d_1a_3x3.conv = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride, bias=False)
     nn.init.trunc_normal_(net.Conv2d_1a_3x3.conv.weight, std=0.1, a=-2, b=2)
     return net
+
+
+class TokenGrid(nn.Module):
+    """A transformer's patch tokens as a feature map: (B, 1 + N, C) tokens, class token first, to (B, C, *grid).
+
+    The layer CAM methods hook on a vision transformer (pytorch-grad-cam's ``reshape_transform``, as a module so
+    that every hook-based method finds it by path).
+    """
+
+    def __init__(self, grid: Sequence[int]) -> None:
+        super().__init__()
+        self.grid = tuple(int(g) for g in grid)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
+
+
+def convolutional_stem(in_channels: int, hidden_size: int, patch_size: int, spatial_dims: int) -> nn.Sequential:
+    """A ViT's patch embedding as stacked stride-2 3x3 convolutions (Xiao et al. 2021, "Early convolutions help
+    transformers see better"), each with batch norm and ReLU, then a 1x1 projection to the token width: one token
+    per ``patch_size`` pixels a side, as the linear patch embedding gives, but learnable from a thousand images."""
+    if patch_size < 2 or patch_size & (patch_size - 1):
+        raise ValueError(f"a convolutional stem needs a power-of-two patch size, got {patch_size}")
+    conv, norm = (nn.Conv2d, nn.BatchNorm2d) if spatial_dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+    widths = [in_channels] + [min(16 * 2**i, hidden_size) for i in range(patch_size.bit_length() - 1)]
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(widths, widths[1:]):
+        layers += [conv(width_in, width_out, 3, stride=2, padding=1, bias=False), norm(width_out), nn.ReLU()]
+    return nn.Sequential(*layers, conv(widths[-1], hidden_size, 1))
+
+
+class ViTClassifier(ViT):
+    """MONAI's ``ViT`` with its classification head, returning the logits alone (MONAI's returns them with every
+    block's hidden states) and no Tanh on them (MONAI's default head squashes logits into [-1, 1]), optionally
+    with a :func:`convolutional_stem` for its patch embedding.
+
+    Its patch tokens entering the last block pass through :class:`TokenGrid` (``token_grid``, the CAM layer): the
+    last block's output reaches the head only through the class token, so the gradient at its patch tokens is
+    zero. The tokens are put back unchanged, so without the stem the logits equal MONAI's ``ViT`` with the same
+    weights (same state-dict keys: a MONAI ViT checkpoint loads).
+
+    Args:
+        in_channels / num_classes / spatial_dims: as every network here.
+        image_size: the input's side (or sides), fixed by the position embeddings.
+        patch_size / hidden_size / mlp_dim / num_layers / num_heads: MONAI ``ViT``'s.
+        stem: embed patches with a :func:`convolutional_stem` instead of MONAI's one linear projection.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2,
+                 image_size: int | Sequence[int] = 128, patch_size: int = 16, hidden_size: int = 128,
+                 mlp_dim: int = 512, num_layers: int = 4, num_heads: int = 4, stem: bool = False) -> None:
+        sides = [image_size] * spatial_dims if isinstance(image_size, int) else list(image_size)
+        if any(side % patch_size for side in sides):
+            raise ValueError(f"a ViT's image size {sides} must be a multiple of its patch size {patch_size}")
+        super().__init__(in_channels, sides, patch_size, hidden_size, mlp_dim, num_layers, num_heads,
+                         classification=True, num_classes=num_classes, spatial_dims=spatial_dims,
+                         post_activation=None)
+        self.token_grid = TokenGrid([side // patch_size for side in sides])
+        if stem:  # PatchEmbeddingBlock flattens whatever its patch_embeddings returns into tokens
+            self.patch_embedding.patch_embeddings = convolutional_stem(in_channels, hidden_size, patch_size,
+                                                                       spatial_dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embedding(x)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        last = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks):  # TorchScript iterates a ModuleList but cannot slice it
+            if index == last:
+                x = torch.cat((x[:, :1], self.token_grid(x).flatten(2).transpose(1, 2)), dim=1)
+            x = block(x)
+        return self.classification_head(self.norm(x)[:, 0])
+
+
+def _vit(in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2,
+         image_size: int | Sequence[int] = 128) -> nn.Module:
+    """The bundle's ViT: 4 blocks of 4 heads on 128-wide tokens, a convolutional stem, 16-pixel patches in 2-D
+    (8 x 8 tokens at 128^2), 8-voxel patches in 3-D (4^3 at 32^3). Without the stem it did not learn the synthetic
+    radiographs on the CPU profile's budget (docs/criteria.md)."""
+    return ViTClassifier(in_channels, num_classes, spatial_dims, image_size, patch_size=16 if spatial_dims == 2 else 8,
+                         stem=True)
+
+
+def vit_randomisation_blocks(num_layers: int) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A ViT's cascade, output first: the head (with the final norm), the blocks last to first, then the patch
+    embedding with its position embeddings and the class token."""
+    blocks = tuple((f"block{i}", (f"blocks.{i}",)) for i in reversed(range(num_layers)))
+    return (("head", ("classification_head", "norm")), *blocks, ("patch_embedding", ("patch_embedding", "cls_token")))
 
 
 class GlassBox(nn.Module):
@@ -143,6 +231,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "glass_box": Architecture("glass_box", GlassBox, "pool", (("fc", ("fc",)),), None),
     "densenet121_3d": Architecture("densenet121_3d", _densenet121, "features.denseblock3", _DENSENET_BLOCKS, 3),
     "densenet169_3d": Architecture("densenet169_3d", _densenet169, "features.denseblock3", _DENSENET_BLOCKS, 3),
+    # vision transformers: CAMs on the token grid entering the last block; four blocks
+    "vit": Architecture("vit", _vit, "token_grid", vit_randomisation_blocks(4), sized=True),
+    "vit_3d": Architecture("vit_3d", _vit, "token_grid", vit_randomisation_blocks(4), 3, sized=True),
 }
 
 
@@ -156,7 +247,7 @@ def get_architecture(name: str) -> Architecture:
 
 
 def build_network(name: str = "densenet121", in_channels: int = 1, num_classes: int = 2,
-                  spatial_dims: int | None = None) -> nn.Module:
+                  spatial_dims: int | None = None, image_size: int | Sequence[int] = 128) -> nn.Module:
     """Build an untrained classifier by architecture name (the configs' ``network_def``); the name decides whether
     it takes images or volumes, and ``spatial_dims``, when given, must agree.
 
@@ -169,7 +260,9 @@ def build_network(name: str = "densenet121", in_channels: int = 1, num_classes: 
         in_channels: input image channels (the configs' 1: grey-level images).
         num_classes: output logits (the configs' 2: the finding absent or present).
         spatial_dims: 2 or 3, checked against the architecture's own; it also sets the dimension of one that takes
-            either (the glass box; 2 when ``None``). A user's registered network ignores these three settings.
+            either (the glass box; 2 when ``None``). A user's registered network ignores these settings.
+        image_size: the images' side (``image_size``), for the architectures whose weights fix it (``vit``,
+            ``vit_3d``); the convolutional networks take any size.
     """
     architecture = get_architecture(name)
     if architecture.cam_layer is None:  # a user's network: its own config decides its shape
@@ -179,7 +272,8 @@ def build_network(name: str = "densenet121", in_channels: int = 1, num_classes: 
         raise ValueError(f"network {name!r} is {architecture.spatial_dims}-D but spatial_dims is {spatial_dims}: "
                          f"choose one of {names} (network_name)")
     spatial_dims = architecture.spatial_dims or spatial_dims or 2  # None: an architecture of either dimension
-    net = architecture.factory(in_channels=in_channels, num_classes=num_classes, spatial_dims=spatial_dims)
+    sized = {"image_size": image_size} if architecture.sized else {}
+    net = architecture.factory(in_channels=in_channels, num_classes=num_classes, spatial_dims=spatial_dims, **sized)
     if spatial_dims == 2:
         net = net.to(memory_format=torch.channels_last)
     net.architecture = name  # lets saliency methods find the CAM layer from the model alone

@@ -158,7 +158,8 @@ class SaliencyStudy:
         return items[0].get("finding") if items and isinstance(items[0], Mapping) else None
 
     def _load_model(self, spec: ModelSpec) -> nn.Module:
-        network = self.network if spec == self.primary else build_network(spec.architecture)
+        network = (self.network if spec == self.primary
+                   else build_network(spec.architecture, image_size=self.train_overrides.get("image_size", 128)))
         return load_checkpoint(network, str(spec.checkpoint(self.ckpt_dir)), map_location=self.device)
 
     def required_models(self) -> list[ModelSpec]:

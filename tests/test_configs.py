@@ -54,7 +54,9 @@ def test_default_study_uses_every_method_and_each_is_configurable():
     parser = _parser("evaluate.json")
     parser["methods#ig#n_steps"] = 5
     methods = parser.get_parsed_content("methods")
-    assert set(methods) == set(METHODS) and methods["ig"].n_steps == 5
+    # every method of a CNN; configs/transformer.json adds the attention maps of its ViT
+    assert set(methods) == set(METHODS) - {"rollout", "chefer"} and methods["ig"].n_steps == 5
+    assert set(_merged("evaluate.json", "transformer.json").get_parsed_content("methods")) == set(METHODS)
     published = _merged("evaluate.json", "published.json")
     # the published profile runs every method with exactly its published (class default) parameters; Expected
     # Gradients' references are data (the first 64 training images, read when first used), not a count
@@ -140,7 +142,12 @@ def test_criteria_are_config_entries_with_their_own_settings():
     criteria = parser.get_parsed_content("criteria")
     assert list(criteria) == ["localization", "fidelity_to_published", "lesion_reliance", "cascading_randomization",
                               "label_randomization", "repeatability", "reproducibility", "faithfulness",
-                              "psc"] == list(CRITERIA)
+                              "psc"] == list(CRITERIA)[:-1]
+    # configs/transformer.json adds the last: the ViT's maps against the CNN's best, on the same images
+    transformer = _merged("evaluate.json", "transformer.json").get_parsed_content("criteria")
+    assert list(transformer) == list(CRITERIA) and transformer["architecture_localization"].other == {
+        "architecture": "densenet121", "seed": 0}
+    assert transformer["reproducibility"].other["architecture"] == "densenet121"
     assert isinstance(criteria["localization"], Localization) and criteria["localization"].binarize == "topk:10"
     assert isinstance(criteria["fidelity_to_published"], FidelityToPublished)
     assert criteria["fidelity_to_published"].n_images == 3  # the cpu profile's

@@ -123,8 +123,10 @@ def test_an_empty_folder_or_a_missing_checkpoint_is_named(tmp_path, monkeypatch)
     assert last.startswith(f"error: {tmp_path / 'none' / 'densenet121_seed0.pt'} cannot be read as a checkpoint"), last
 
 
-def test_the_network_passes_the_model_zoo_input_output_check():
+@pytest.mark.parametrize("network", ["densenet121", "vit"])
+def test_the_network_passes_the_model_zoo_input_output_check(network):
     result = subprocess.run([sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
-                             "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"],
+                             "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
+                             "--network_name", network],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "data shape of network is verified with no error" in result.stdout + result.stderr

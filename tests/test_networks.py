@@ -10,17 +10,20 @@ from bundle.networks import _SAID_CAM_LAYERS, ARCHITECTURES, build_network, cam_
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_grayscale_forward_and_layer_names(name):
-    net = build_network(name).eval()
+    size = 128 if get_architecture(name).spatial_dims in (2, None) else 32
+    net = build_network(name, image_size=size).eval()
     with torch.no_grad():
-        out = net(torch.rand(2, 1, *[128, 128] if get_architecture(name).spatial_dims in (2, None) else [32, 32, 32]))
+        out = net(torch.rand(2, 1, *[size] * (2 if size == 128 else 3)))
     assert out.shape == (2, 2)
     assert net.get_submodule(cam_layer_of(net)) is not None
     arch = get_architecture(name)
     covered = set()
     for _, paths in arch.randomisation_blocks:
         for path in paths:
-            module = net.get_submodule(path)
-            covered |= {id(p) for p in module.parameters()}
+            if path in dict(net.named_parameters()):  # a bare parameter (a ViT's class token)
+                covered.add(id(net.get_parameter(path)))
+            else:
+                covered |= {id(p) for p in net.get_submodule(path).parameters()}
     # cascading randomisation must be able to reach every weight of the network
     assert covered == {id(p) for p in net.parameters()}
 

@@ -35,7 +35,7 @@ def images():
 
 def test_every_published_name_is_registered():
     assert set(METHODS) == {"grad", "smoothgrad", "ig", "smoothig", "gradcam", "gradcampp", "scorecam", "gbp",
-                            "ggcam", "xrai", "occlusion", "kernelshap", "lime", "eg"}
+                            "ggcam", "xrai", "occlusion", "kernelshap", "lime", "eg", "rollout", "chefer"}
 
 
 def test_smoothgrad_without_noise_equals_grad_and_is_seeded(images):
@@ -395,7 +395,7 @@ def test_signed_attributions_of_colour_images_sum_absolute_channels():
 
 def test_methods_declare_attribution_or_ranking_and_their_published_counts():
     ranking = {name for name, cls in METHODS.items() if not cls.signed}
-    assert ranking == {"gradcam", "gradcampp", "scorecam", "xrai"}
+    assert ranking == {"gradcam", "gradcampp", "scorecam", "xrai", "rollout", "chefer"}
     for name, cls in METHODS.items():
         method = get_method(name)
         assert not method.is_cut(), f"{name}: the class defaults are the published counts"

@@ -6,6 +6,7 @@ Adding a criterion is a new module here plus an entry in ``configs/evaluate.json
 from __future__ import annotations
 
 from bundle.criteria.agreement import Repeatability, Reproducibility
+from bundle.criteria.architecture import ArchitectureLocalization
 from bundle.criteria.base import FAIL, INCONCLUSIVE, PASS, RECORD_COLUMNS, Criterion, Record
 from bundle.criteria.context import StudyContext
 from bundle.criteria.faithfulness import Faithfulness
@@ -18,7 +19,7 @@ from bundle.criteria.randomization import CascadingRandomization, LabelRandomiza
 CRITERIA: dict[str, type[Criterion]] = {
     cls.name: cls for cls in (Localization, FidelityToPublished, LesionReliance, CascadingRandomization,
                               LabelRandomization, Repeatability, Reproducibility, Faithfulness,
-                              PredictionSaliencyCorrelation)
+                              PredictionSaliencyCorrelation, ArchitectureLocalization)
 }
 
 
@@ -32,7 +33,7 @@ def get_criterion(name: str, **settings) -> Criterion:
 
 
 __all__ = [
-    "CRITERIA", "FAIL", "INCONCLUSIVE", "PASS", "RECORD_COLUMNS", "CascadingRandomization", "Criterion",
+    "ArchitectureLocalization", "CRITERIA", "FAIL", "INCONCLUSIVE", "PASS", "RECORD_COLUMNS", "CascadingRandomization", "Criterion",
     "Faithfulness", "FidelityToPublished", "LabelRandomization", "LesionReliance", "Localization",
     "PredictionSaliencyCorrelation", "Record", "Repeatability", "Reproducibility", "StudyContext", "get_criterion",
 ]

@@ -102,6 +102,9 @@ class ModelAgreement(Criterion):
 
     def evaluate_method(self, ctx, name: str) -> list[Record]:
         primary, other = ctx.primary, self.other_model(ctx.primary)
+        if name != SECOND_READER and len(ctx.applicable([primary, other], name)) < 2:
+            raise ValueError(f"{name} is defined on one of {primary.name} and {other.name} only: no pair of maps "
+                             "to compare (an attention map needs a transformer on both sides)")
         fields = {"model": primary.name, "method": name, "criterion": self.name, "step": "trained"}
         binarization, records = agreement_binarization(self.binarize, self._area), []
         for batch in ctx.batches(self.n_images):

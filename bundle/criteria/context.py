@@ -60,6 +60,12 @@ class StudyContext:
             self._models[spec] = self.load_model(spec).to(self.device).eval()
         return self._models[spec]
 
+    def applicable(self, specs: Sequence[ModelSpec], source: str) -> list[ModelSpec]:
+        """The models of ``specs`` a source's maps are defined on (an attention map needs a transformer); a
+        criterion that compares models scores a source on these only."""
+        applies = getattr(self.sources[source], "applies_to", None)
+        return [spec for spec in specs if applies is None or applies(self.model(spec))]
+
     def weights_digest(self, spec: ModelSpec) -> str:
         """The digest of a spec's checkpoint, read once per study."""
         if spec not in self._digests:

@@ -77,7 +77,7 @@ class MapSensitivity(Criterion):
 
     def evaluate_method(self, ctx, name: str) -> list[Record]:
         signed, records = ctx.signed(name), []
-        for spec in self.compared_models(ctx.primary):
+        for spec in ctx.applicable(self.compared_models(ctx.primary), name):
             fields = {"model": spec.name, "method": name, "criterion": self.name}
             for batch in ctx.batches(self.n_images):
                 ids, masks = ctx.image_ids(batch), ctx.masks(batch)
@@ -98,7 +98,7 @@ class MapSensitivity(Criterion):
         (seeded draw), what a changed map must go below. Pairs span every image, so it runs after the per-image
         records (the maps come from the cache)."""
         signed, records = ctx.signed(name), []
-        for spec in self.compared_models(ctx.primary):
+        for spec in ctx.applicable(self.compared_models(ctx.primary), name):
             units, ids = [], []
             for batch in ctx.study_batches(self.n_images):
                 trained, flat = normalize_maps(ctx.maps(spec, name, batch), self.normalization, signed)

@@ -14,7 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from bundle.result import StudyResult
-from bundle.report.tables import FIDELITY, _cell, _lookup, data_issue_line, trust_lines, verdict_mark
+from bundle.report.tables import (
+    FIDELITY, _cell, _lookup, data_issue_line, model_cells, trust_lines, verdict_cells, verdict_mark,
+)
 
 VERDICT_CLASSES = {"PASS": "pass", "FAIL": "fail", "INCONCLUSIVE": "inconclusive"}
 
@@ -58,7 +60,7 @@ def verdict_section(summary: pd.DataFrame, verdicts: pd.DataFrame, order: Sequen
                     headlines: Mapping[str, str]) -> str:
     """Methods x criteria, each cell the headline metric's mean [95% CI] coloured by the verdict, the deciding rule
     on hover and as a numbered footnote."""
-    cells = _lookup(summary)
+    cells = verdict_cells(summary, verdicts, kinds)
     judged = {(v.method, v.criterion): v for v in verdicts.itertuples(index=False)}
     columns = [(c, m) for c, m in headlines.items() if any(k[1] == c and k[0] in kinds for k in cells)]
     head = "".join(f"<th>{_escape(c)}<br><small>{_escape(m)}</small></th>" for c, m in columns)
@@ -109,6 +111,20 @@ def metric_section(summary: pd.DataFrame, criterion: str, order: Sequence[str], 
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
+def model_section(summary: pd.DataFrame, criterion: str, metric: str, order: Sequence[str]) -> str:
+    """One criterion's headline metric per source on each model it scored (:func:`model_cells`); empty for a
+    criterion of one model."""
+    models, cells = model_cells(summary, criterion, metric)
+    if not models:
+        return ""
+    body = [f"<tr><td>{_escape(name)}</td>" + "".join(
+        f"<td>{_escape(_cell(cells[(name, m)])) if (name, m) in cells else '-'}</td>" for m in models) + "</tr>"
+        for name in order if any((name, m) in cells for m in models)]
+    head = "".join(f"<th>{_escape(m)}</th>" for m in models)
+    return (f"<table class='metrics'><thead><tr><th>{_escape(metric)}</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
 def html_report(result: StudyResult, provenance: str = "") -> str:
     """A study's result as one HTML page: title, models, the verdict table with its rules, whether the verdicts can
     be trusted (calibration, stability, what would decide each INCONCLUSIVE), each criterion's table, then its
@@ -137,7 +153,8 @@ def html_report(result: StudyResult, provenance: str = "") -> str:
         parts += [f"<h2>{_escape(criterion)}</h2>"]
         if notes and notes.get(criterion):
             parts.append(f"<p class='meta'>{_escape(notes[criterion])}</p>")
-        parts.append(metric_section(summary, criterion, order, kinds, (tabled or {}).get(criterion)))
+        parts.append(model_section(summary, criterion, headlines.get(criterion, ""), order)
+                     or metric_section(summary, criterion, order, kinds, (tabled or {}).get(criterion)))
     if figures:
         parts.append("<h2>Figures</h2>")
         parts += [f"<figure><img src='{embedded_png(path)}' alt='{_escape(caption)}'>"

@@ -47,6 +47,36 @@ def step_table(summary: pd.DataFrame, criterion: str, metric: str, order: Sequen
     return lines
 
 
+def verdict_cells(summary: pd.DataFrame, verdicts: pd.DataFrame, kinds: Mapping[str, str]) -> dict:
+    """The verdict table's cells (:func:`_lookup`) less a method's cell in a criterion that gave it no verdict: a
+    method scored there only as the other model's competitor (architecture_localization)."""
+    judged = {(v.method, v.criterion) for v in verdicts.itertuples(index=False)}
+    return {k: r for k, r in _lookup(summary).items() if kinds.get(k[0]) != "method" or (k[0], k[1]) in judged}
+
+
+def model_cells(summary: pd.DataFrame, criterion: str, metric: str) -> tuple[list[str], dict]:
+    """The trained models a criterion scored the same sources on and its ``metric``'s summary rows by (source,
+    model), when there are two or more (architecture_localization); no models otherwise."""
+    rows = summary[(summary.criterion == criterion) & (summary.metric == metric) & (summary.step == "trained")]
+    models = list(dict.fromkeys(rows.model))
+    return (models, {(r.method, r.model): r for r in rows.itertuples(index=False)}) if len(models) > 1 else ([], {})
+
+
+def model_table(summary: pd.DataFrame, criterion: str, metric: str, order: Sequence[str]) -> list[str]:
+    """Mean [95% CI] of ``metric`` per source (rows) on each model (columns) (:func:`model_cells`); empty for a
+    criterion of one model."""
+    models, cells = model_cells(summary, criterion, metric)
+    if not models:
+        return []
+    header = f"{metric:<12}" + "".join(f"{m[:28]:<30}" for m in models)
+    lines = [header.rstrip(), "-" * len(header.rstrip())]
+    for name in order:
+        if any((name, m) in cells for m in models):
+            lines.append((f"{name:<12}" + "".join(f"{_cell(cells[(name, m)]) if (name, m) in cells else '-':<30}"
+                                                   for m in models)).rstrip())
+    return lines
+
+
 FIDELITY = "fidelity_to_published"
 
 
@@ -66,7 +96,7 @@ def verdict_table(summary: pd.DataFrame, verdicts: pd.DataFrame, order: Sequence
     A method whose cut pass counts change its maps (``fidelity_to_published`` FAIL) is marked ``!``; an unstable
     verdict ``~`` and a verdict of an uncalibrated criterion ``?`` (:func:`verdict_mark`).
     """
-    cells = _lookup(summary)
+    cells = verdict_cells(summary, verdicts, kinds)
     verdict_of = {(v.method, v.criterion): v.verdict + verdict_mark(v) for v in verdicts.itertuples(index=False)}
     columns = [(c, m) for c, m in headlines.items() if any(k[1] == c and k[0] in kinds for k in cells)]
     widths = [max(36, len(f"{c} ({m})")) for c, m in columns]
@@ -246,7 +276,8 @@ def format_report(result: StudyResult) -> str:
         lines.append(f"  {v.criterion:<22} {v.method:<11} {v.verdict + verdict_mark(v):<13} {v.rule}")
     for criterion in dict.fromkeys(summary[summary.method.isin(list(kinds))].criterion):
         lines += ["", f"{criterion}: {notes.get(criterion, '')}".rstrip(": ")]
-        lines += metric_table(summary, criterion, order, kinds, (tabled or {}).get(criterion))
+        lines += (model_table(summary, criterion, headlines.get(criterion, ""), order)
+                  or metric_table(summary, criterion, order, kinds, (tabled or {}).get(criterion)))
         lines += step_table(summary, criterion, headlines.get(criterion, ""), order)
     if seconds:
         lines += ["", "Time per criterion: " + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items())]

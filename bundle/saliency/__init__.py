@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bundle.saliency.attention import AttentionRollout, GradientWeightedRollout
 from bundle.saliency.base import SaliencyMethod
 from bundle.saliency.cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, ScoreCAM
 from bundle.saliency.gradient import (
@@ -22,7 +23,8 @@ METHODS: dict[str, type[SaliencyMethod]] = {
     cls.name: cls
     for cls in (
         Gradient, SmoothGrad, IntegratedGradients, SmoothIntegratedGradients, GradCAM, GradCAMPlusPlus, ScoreCAM,
-        GuidedBackprop, GuidedGradCAM, XRAI, Occlusion, KernelShap, Lime, ExpectedGradients,
+        GuidedBackprop, GuidedGradCAM, XRAI, Occlusion, KernelShap, Lime, ExpectedGradients, AttentionRollout,
+        GradientWeightedRollout,
     )
 }
 

@@ -150,6 +150,10 @@ class SaliencyMethod:
         """The same method and settings with the published pass counts."""
         return type(self)(**{**self.params(), **self.published})
 
+    def applies_to(self, model: nn.Module) -> bool:
+        """Whether this method is defined on ``model`` (attention maps need a transformer; the rest any model)."""
+        return True
+
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

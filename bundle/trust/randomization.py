@@ -30,6 +30,10 @@ def reset_block(model: nn.Module, paths: Sequence[str], seed: int) -> None:
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         for path in paths:
+            parameter = _parameter_at(model, path)
+            if parameter is not None:
+                redraw_embedding(parameter)
+                continue
             block = model.get_submodule(path)
             resettable = {m for m in block.modules() if hasattr(m, "reset_parameters")}
             if not resettable and any(True for _ in block.parameters()):  # else the "randomised" maps are the trained
@@ -39,6 +43,23 @@ def reset_block(model: nn.Module, paths: Sequence[str], seed: int) -> None:
                     module.reset_running_stats()
                 if module in resettable:
                     module.reset_parameters()
+                else:  # a parameter beside resettable layers: a transformer's position embeddings
+                    for own in module.parameters(recurse=False):
+                        redraw_embedding(own)
+
+
+def _parameter_at(model: nn.Module, path: str) -> nn.Parameter | None:
+    """The parameter at ``path`` when it names one (a ViT's ``cls_token``), else ``None`` (it names a module)."""
+    try:
+        return model.get_parameter(path)
+    except AttributeError:
+        return None
+
+
+def redraw_embedding(parameter: torch.Tensor) -> None:
+    """Re-initialise a bare parameter (a ViT's class token or position embeddings) as ViTs initialise their
+    position embeddings (MONAI's ``PatchEmbeddingBlock``, timm): a normal of std 0.02 truncated at +-2."""
+    nn.init.trunc_normal_(parameter, std=0.02, a=-2.0, b=2.0)
 
 
 class WeightRandomization:
