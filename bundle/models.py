@@ -34,9 +34,14 @@ class ModelSpec:
 
 
 def epochs_for(epochs: int | Mapping[str, int], architecture: str) -> int:
-    """The training epochs of ``architecture``: ``epochs`` itself, or its entry in a mapping from architecture
-    names to epochs whose ``default`` entry covers the others (a transformer learns slower than a CNN on the same
-    images: ``configs/transformer.json``)."""
+    """The training epochs of ``architecture`` (a transformer learns slower than a CNN on the same images:
+    ``configs/transformer.json``).
+
+    Args:
+        epochs: the configs' ``epochs``: a number for every architecture, or a mapping from architecture names to
+            epochs whose ``default`` entry covers the others.
+        architecture: the architecture trained (``network_name``).
+    """
     if not isinstance(epochs, Mapping):
         return int(epochs)
     if architecture not in epochs and "default" not in epochs:

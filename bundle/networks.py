@@ -312,6 +312,7 @@ KNOWN_CAM_LAYERS: tuple[tuple[type[nn.Module], str], ...] = (
     (Inception3, "Mixed_7c"),
     (ResNet, "layer4"),
     (TorchvisionDenseNet, "features"),  # ends in norm5; torchvision applies the ReLU functionally
+    (ViTClassifier, "token_grid"),  # a user's ViTClassifier of other sizes
 )
 _CHOSEN_CAM_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SAID_CAM_LAYERS: set[tuple[str, str, str]] = set()  # (model type, layer, how chosen) already logged
@@ -373,6 +374,8 @@ def randomisation_blocks_of(model: nn.Module) -> tuple[tuple[str, tuple[str, ...
     known = next((blocks for cls, blocks in KNOWN_RANDOMISATION_BLOCKS if isinstance(model, cls)), None)
     if known is not None:
         return known
+    if isinstance(model, ViT) and hasattr(model, "classification_head"):  # MONAI's classifying ViT, any depth
+        return vit_randomisation_blocks(len(model.blocks))
     children = [n for n, child in model.named_children() if any(True for _ in child.parameters())]
     if not children:
         raise ValueError(f"{type(model).__name__} has no child module with parameters to randomise")

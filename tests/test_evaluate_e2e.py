@@ -29,7 +29,8 @@ from bundle.trust.stats import clopper_pearson
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES, REFERENCES = ["random", "edge", "prior"], ["oracle"]
-SOURCES = [*METHODS, *BASELINES, *REFERENCES]  # the default study: every method beside the baselines and the oracle
+CNN_METHODS = [m for m in METHODS if m not in ("rollout", "chefer")]  # the attention maps need a transformer
+SOURCES = [*CNN_METHODS, *BASELINES, *REFERENCES]  # the default study: every CNN method, the baselines, the oracle
 METRICS = ["auprc", "ap", "hit", "mass", "iou", "dice"]
 N_IMAGES = 8  # configs/quick.json
 EXPERIMENT = "saliency_trust_synthetic"  # one experiment per dataset
@@ -104,7 +105,7 @@ def test_mlflow_run_holds_metrics_verdicts_params_and_artifacts(quick_run):
             for suffix in ("", "/ci_low", "/ci_high", "/n", "/n_nan"):
                 assert key + suffix in metrics or (suffix == "" and metrics[f"{key}/n"] == 0), key + suffix
             assert metrics[f"{key}/n"] + metrics[f"{key}/n_nan"] == N_IMAGES
-    for method in METHODS:
+    for method in CNN_METHODS:
         assert tags[f"verdict/localization/{method}"] in ("PASS", "FAIL", "INCONCLUSIVE")
         assert f"localization/auprc/{method}/vs_baseline/p_holm" in metrics
         assert f"localization/auprc/{method}/vs_baseline/diff" in metrics
@@ -159,10 +160,10 @@ def test_sensitivity_and_agreement_records_mlflow_steps_and_figure(quick_run):
     for model, steps in STEPS.items():  # every source, every step, every image, in cascade order
         mine = cascade[cascade.model == model]
         assert list(dict.fromkeys(mine.step)) == [f"cascading:{s}" for s in steps]
-        assert len(mine) == len([*METHODS, *BASELINES]) * len(steps) * 4  # quick.json: 4 images per step
+        assert len(mine) == len([*CNN_METHODS, *BASELINES]) * len(steps) * 4  # quick.json: 4 images per step
     assert set(rows[rows.criterion == "label_randomization"].step) == {"permuted_labels", "trained"}
     agreement = rows[rows.criterion == "repeatability"]
-    assert set(agreement.method) == {*METHODS, "random", "readers"}  # edge and prior would agree trivially
+    assert set(agreement.method) == {*CNN_METHODS, "random", "readers"}  # edge and prior would agree trivially
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'eval' / 'mlruns.db'}")
     evaluate = next(r for r in client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
@@ -589,7 +590,7 @@ def test_the_default_run_of_the_readme(tmp_path):
     cut = {"smoothgrad", "ig", "smoothig", "scorecam", "xrai", "occlusion", "kernelshap"}
     assert set(summary.loc["fidelity_to_published"].index.get_level_values("method")) == cut
     verdicts = pd.read_csv(next((tmp_path / "eval").glob("*_verdicts.csv")))
-    assert set(verdicts[verdicts.criterion == "localization"].method) == set(METHODS)
+    assert set(verdicts[verdicts.criterion == "localization"].method) == set(CNN_METHODS)
     verdict = verdicts.set_index(["criterion", "method"]).verdict
     assert verdict[("cascading_randomization", "edge")] == "FAIL" and verdict[("label_randomization", "edge")] == "FAIL"
     assert verdict[("cascading_randomization", "grad")] == "PASS"
@@ -605,7 +606,7 @@ def test_the_default_run_of_the_readme(tmp_path):
     assert psc.loc[("attacked_directly", "grad"), "mean"] == 1 and psc.loc[("attacked_directly", "xrai"), "mean"] == 0
     assert psc.loc[("sensitivity_class_changed", "grad"), "mean"] > 0.5  # the attack flips most predictions
     assert psc.loc[("sensitivity_linf", "grad"), "mean"] <= 0.03 + 1e-6  # within the budget
-    assert set(verdicts[verdicts.criterion == "psc"].method) == set(METHODS) | {"random", "edge", "prior"}
+    assert set(verdicts[verdicts.criterion == "psc"].method) == set(CNN_METHODS) | {"random", "edge", "prior"}
 
 
 def newest(client: mlflow.MlflowClient, prefix: str):

@@ -35,7 +35,8 @@ def images():
 
 def test_every_published_name_is_registered():
     assert set(METHODS) == {"grad", "smoothgrad", "ig", "smoothig", "gradcam", "gradcampp", "scorecam", "gbp",
-                            "ggcam", "xrai", "occlusion", "kernelshap", "lime", "eg", "rollout", "chefer"}
+                            "ggcam", "xrai", "occlusion", "kernelshap", "lime", "eg", "lrp", "rollout",
+                            "chefer"}
 
 
 def test_smoothgrad_without_noise_equals_grad_and_is_seeded(images):

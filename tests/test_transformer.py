@@ -156,6 +156,30 @@ def test_the_vit_cascade_redraws_its_embeddings_and_gives_back_the_trained_ones(
     assert all(torch.equal(v, trained[k]) for k, v in net.state_dict().items())
 
 
+def test_your_own_transformer_is_recognised_and_its_attention_read(images):
+    """A ViTClassifier of the user's sizes (no architecture name): token-grid CAMs, the ViT cascade for its depth;
+    a transformer of the user's own class built of MONAI blocks: the attention maps run on it."""
+    from monai.networks.blocks import TransformerBlock
+
+    mine = ViTClassifier(1, 2, 2, (8, 12), patch_size=4, hidden_size=8, mlp_dim=16, num_layers=3, num_heads=2)
+    assert cam_layer_of(mine) == "token_grid"
+    assert [b for b, _ in randomisation_blocks_of(mine)] == ["head", "block2", "block1", "block0", "patch_embedding"]
+
+    class Tokens(nn.Module):  # 4 x 4 patches of an 8 x 12 image, a class token first, two MONAI blocks
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.cls = nn.Conv2d(1, 8, 4, 4), nn.Parameter(torch.zeros(1, 1, 8))
+            self.blocks = nn.Sequential(TransformerBlock(8, 16, 2), TransformerBlock(8, 16, 2))
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            tokens = self.embed(x).flatten(2).transpose(1, 2)
+            return self.head(self.blocks(torch.cat([self.cls.expand(len(x), -1, -1), tokens], 1))[:, 0])
+
+    maps = get_method("chefer")(Tokens().eval(), images, 1)
+    assert maps.shape == (3, 8, 12) and bool((maps >= 0).all()) and float(maps.std()) > 0
+
+
 def test_epochs_per_architecture():
     assert epochs_for(3, "vit") == 3
     assert epochs_for({"vit": 15, "default": 3}, "vit") == 15

@@ -31,7 +31,11 @@ class ArchitectureLocalization(Localization):
         methods: the study model's methods compared (``None``: every one that runs on it); every method that
             runs on the other model competes for its best map.
         verdict_metric: the localisation score compared (``auprc``, or another of the localisation criterion's).
-        normalization / binarize / true_positive_only / alpha / min_pairs: as the localisation criterion's.
+        normalization: map normalisation before scoring, as the localisation criterion's (``pair`` default).
+        binarize: binarisation behind IoU and Dice, as the localisation criterion's (``otsu`` default).
+        true_positive_only: IoU and Dice are NaN when either mask is empty.
+        alpha: significance level of the Holm-adjusted test.
+        min_pairs: fewest paired images for a verdict other than INCONCLUSIVE.
     """
 
     name = "architecture_localization"

@@ -16,6 +16,7 @@ from bundle.saliency.gradient import (
     TrainingImages,
 )
 from bundle.saliency.inferer import SaliencyInferer
+from bundle.saliency.lrp import LRP
 from bundle.saliency.perturbation import KernelShap, Lime, Occlusion
 from bundle.saliency.xrai import XRAI
 
@@ -23,7 +24,7 @@ METHODS: dict[str, type[SaliencyMethod]] = {
     cls.name: cls
     for cls in (
         Gradient, SmoothGrad, IntegratedGradients, SmoothIntegratedGradients, GradCAM, GradCAMPlusPlus, ScoreCAM,
-        GuidedBackprop, GuidedGradCAM, XRAI, Occlusion, KernelShap, Lime, ExpectedGradients, AttentionRollout,
+        GuidedBackprop, GuidedGradCAM, XRAI, Occlusion, KernelShap, Lime, ExpectedGradients, LRP, AttentionRollout,
         GradientWeightedRollout,
     )
 }
