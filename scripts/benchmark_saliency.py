@@ -1,10 +1,10 @@
 """Benchmark every saliency method against its peer library and against its pass-count floor.
 
-For each method on DenseNet121 and InceptionV3 (untrained weights: speed does not
-depend on them), on the same random batch:
+For each method on DenseNet121 and InceptionV3, and the ViT (``--networks vit``; untrained weights: speed
+does not depend on them), on the same random batch, every method that applies to the network:
 - maps per second and peak memory (GPU: max allocated; CPU: peak resident set);
 - the peer implementation on the same model and input, timed in the same run,
-  as a ratio (captum; pytorch-grad-cam for the CAMs; PAIR ``saliency`` for XRAI),
+  as a ratio (captum; pytorch-grad-cam for the CAMs, on the ViT's token grid too; PAIR ``saliency`` for XRAI),
   and MONAI's ``monai.visualize`` class where MONAI has the method;
 - the floor: the method's pass count times the best per-image time of one pass
   of the kind it needs (forward only, or forward plus backward to the input with
@@ -54,8 +54,10 @@ def pass_times(model: nn.Module, size: int, device: torch.device, batch_sizes: l
 
 def pass_count(name: str, params: dict, model: nn.Module, size: int, device: torch.device) -> tuple[float, str]:
     """Passes per image a method needs, and their kind (TRUST design, 'Performance model')."""
-    if name in ("grad", "gradcam", "gradcampp", "gbp"):
+    if name in ("grad", "gradcam", "gradcampp", "gbp", "lrp", "chefer"):  # one forward and one backward each
         return 1, "backward"
+    if name == "rollout":
+        return 1, "forward"
     if name == "ggcam":
         return 2, "backward"
     if name == "ig":
@@ -154,6 +156,16 @@ def peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) -> Cal
         return run
     if name == "xrai":
         return _pair_xrai(params, model, images)
+    if name == "lrp":  # captum's LRP with its default rules (Flatten has none: a reshape passes relevance)
+        from captum.attr._utils.lrp_rules import EpsilonRule
+
+        def run():
+            for module in model.modules():
+                if isinstance(module, nn.Flatten):
+                    module.rule = EpsilonRule()
+            return ca.LRP(model).attribute(images, target=target)
+
+        return run
     return None
 
 
@@ -239,6 +251,7 @@ DEFAULT_PARAMS = {
     "kernelshap": {"n_samples": 200, "cell": 16},
     "lime": {"n_samples": 1000},
     "eg": {"n_samples": 50},
+    "lrp": {}, "rollout": {}, "chefer": {},
 }
 
 
@@ -268,9 +281,9 @@ def main() -> None:
                                    "batch_size": args.batch_size, "rows": rows}, indent=2))
 
     for net_name in args.networks:
-        model = build_network(net_name).to(device).eval()
-        sizes = args.size or [224 if net_name == "densenet121" else 299]
+        sizes = args.size or [224 if net_name in ("densenet121", "vit") else 299]
         for size in sizes:
+            model = build_network(net_name, image_size=size).to(device).eval()  # a ViT's size is in its weights
             images = torch.rand(args.batch_size, 1, size, size, device=device)
             floor = pass_times(model, size, device, [b for b in (8, 16, 32) if b <= max(8, args.batch_size * 4)],
                                args.warmup)
@@ -282,6 +295,8 @@ def main() -> None:
                 if name in ("gbp", "ggcam") and not has_relu_modules(model):
                     continue
                 method = get_method(name, **params, **({"references": references(images)} if name == "eg" else {}))
+                if not method.applies_to(model):  # LRP on CNNs, the attention maps on the ViT
+                    continue
                 run_ours = lambda: method(model, images, 1)  # noqa: E731
                 peers = {key: make(name, params, model, images)
                          for key, make in (("peer", peer), ("monai", monai_peer)) if PEER_FLAGS[key] in args.peers}

@@ -121,6 +121,15 @@ def test_the_gradient_weighted_rollout_equals_chefers_published_code(images):
     assert not torch.allclose(get_method("chefer")(net, images, 0), get_method("chefer")(net, images, 1))
 
 
+@pytest.mark.parametrize("name", ["rollout", "chefer", "gradcam"])
+def test_the_maps_of_a_volume_transformer_are_volumes(name):
+    net = build_network("vit_3d", image_size=32).eval()
+    volumes = torch.rand(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(3))
+    maps = get_method(name)(net, volumes, 1)
+    assert maps.shape == (2, 32, 32, 32) and float(maps.std()) > 0
+    torch.testing.assert_close(maps[1:], get_method(name)(net, volumes[1:], 1), atol=1e-6, rtol=1e-4)
+
+
 def test_attention_maps_need_attention_and_say_so(images):
     cnn = build_network("densenet121")
     rollout = get_method("rollout")

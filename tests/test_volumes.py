@@ -130,7 +130,7 @@ def test_3d_networks_know_their_dimensions_and_cam_layer():
     net = build_network("densenet121_3d")
     assert net(torch.zeros(2, 1, 32, 32, 32)).shape == (2, 2) and cam_layer_of(net) == "features.denseblock3"
     with pytest.raises(ValueError, match=r"network 'densenet121' is 2-D but spatial_dims is 3: choose one of "
-                                         r"\['densenet121_3d', 'densenet169_3d'\] \(network_name\)"):
+                                         r"\['densenet121_3d', 'densenet169_3d', 'vit_3d'\] \(network_name\)"):
         build_network("densenet121", spatial_dims=3)
 
 
