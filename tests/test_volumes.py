@@ -191,3 +191,27 @@ def test_every_3d_criterion_runs_on_volumes(tmp_path):
     assert set(scored[scored.criterion == "fidelity_to_published"].method) == {"ig", "kernelshap"}  # quick's pair
     assert set(records.method) >= {"grad", "smoothgrad", "ig", "smoothig", "gradcam", "gradcampp", "scorecam", "gbp",
                                    "ggcam", "occlusion", "kernelshap", "random", "prior", "oracle"}
+
+
+def test_a_volume_transformer_is_trained_and_studied_through_the_real_command(tmp_path):
+    """vit_3d trained by train.json on the quick brain volumes (3 epochs), then its attention maps and Grad-CAM on its
+    4^3 token grid scored in 3-D and its cascade run from the head to the patch embedding."""
+    command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", VOLUME_CONFIGS,
+               "--dataset_dir", str(tmp_path / "brain"), "--output_dir", str(tmp_path / "eval"),
+               "--ckpt_dir", str(tmp_path / "models"), "--network_name", "vit_3d", "--epochs", "3",
+               "--study#criteria", "$dict(localization=@criteria#localization, "
+               "cascading_randomization=@criteria#cascading_randomization)",
+               "--methods#rollout", "{'_target_': 'bundle.saliency.get_method', 'name': 'rollout'}",
+               "--methods#chefer", "{'_target_': 'bundle.saliency.get_method', 'name': 'chefer'}",
+               "--study#methods", "$dict(gradcam=@methods#gradcam, rollout=@methods#rollout, chefer=@methods#chefer)",
+               "--saliency#n_images", "4", "--saliency#sensitivity_images", "2",
+               "--criteria#cascading_randomization#steps", "{'vit_3d': ['head', 'patch_embedding']}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert (tmp_path / "models" / "vit_3d_seed0.pt").is_file()
+    records = pd.read_csv(next((tmp_path / "eval").glob("*_records.csv")))
+    auprc = records[(records.criterion == "localization") & (records.metric == "auprc")]
+    assert set(auprc.method) >= {"gradcam", "rollout", "chefer"} and auprc.value.notna().all()
+    cascade = records[(records.criterion == "cascading_randomization") & (records.metric == "ssim")]
+    assert set(cascade.step) >= {"cascading:head", "cascading:patch_embedding"}
+    assert set(cascade[cascade.step == "cascading:patch_embedding"].method) >= {"rollout", "chefer"}
