@@ -153,7 +153,7 @@ def _vit(in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2,
          image_size: int | Sequence[int] = 128) -> nn.Module:
     """The bundle's ViT: 4 blocks of 4 heads on 128-wide tokens, a convolutional stem, 16-pixel patches in 2-D
     (8 x 8 tokens at 128^2), 8-voxel patches in 3-D (4^3 at 32^3). Without the stem it did not learn the synthetic
-    radiographs on the CPU profile's budget (docs/criteria.md)."""
+    radiographs on the CPU profile's budget (docs/README.md, "Training configuration")."""
     return ViTClassifier(in_channels, num_classes, spatial_dims, image_size, patch_size=16 if spatial_dims == 2 else 8,
                          stem=True)
 

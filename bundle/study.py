@@ -237,7 +237,8 @@ class SaliencyStudy:
         missing = [s for s in self.required_models() if not s.checkpoint(self.ckpt_dir).is_file()]
         self._progress = StudyProgress(len(missing) * distributed.is_main() + len(self.criteria) * (1 + self.replicate)
                                        + 1)
-        skipped = self._skip_sources_of_other_dimensions() + self._skip_untrainable_criteria()
+        skipped = (self._skip_sources_of_other_dimensions() + self._skip_sources_not_defined_on_the_model()
+                   + self._skip_untrainable_criteria())
         with distributed.main_process_first("training the missing models"):  # rank 0 trains, the others find them
             specs = self._ensure_models()
         ctx = self.context()
@@ -369,6 +370,19 @@ class SaliencyStudy:
             if supported is not None and dims not in supported:
                 reason = (f"skipped: defined for {' or '.join(f'{d}-D' for d in supported)} images only, the study's "
                           f"are {dims}-D")
+                logger.warning("%s: %s", name, reason)
+                skipped.append({"criterion": "all", "method": name, "error": reason, "kind": self.kinds.pop(name)})
+                del self.sources[name]
+        return skipped
+
+    def _skip_sources_not_defined_on_the_model(self) -> list[dict]:
+        """Leave out the methods the model under study has no maps of (the attention maps on a CNN, LRP on a
+        transformer), each said in a warning and listed with the sources not scored."""
+        skipped = []
+        for name, source in list(self.sources.items()):
+            applies = getattr(source, "applies_to", None)
+            if applies is not None and not applies(self.network):
+                reason = f"skipped: not defined on {self.primary.architecture} ({type(self.network).__name__})"
                 logger.warning("%s: %s", name, reason)
                 skipped.append({"criterion": "all", "method": name, "error": reason, "kind": self.kinds.pop(name)})
                 del self.sources[name]

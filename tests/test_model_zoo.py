@@ -59,7 +59,8 @@ def test_a_checkpoint_exports_to_torchscript_with_the_same_outputs(tmp_path, nam
     scripted = torch.jit.load(str(exported)).eval()
     with torch.no_grad():
         torch.testing.assert_close(scripted(images), network.eval()(images), atol=1e-5, rtol=1e-5)
-    assert (exported.stat().st_size > 25 * 2**20) == (name == "densenet121")
+    size_mb = exported.stat().st_size / 2**20
+    assert size_mb > 25 if name == "densenet121" else 3 < size_mb < 6, size_mb
 
 
 def test_large_files_yml_describes_every_default_checkpoint_none_tracked(tmp_path):

@@ -144,6 +144,11 @@ def test_attention_maps_need_attention_and_say_so(images):
         rollout(flash, images, 1)
     with pytest.raises(ValueError, match="no module named 'attn_drop'"):
         get_method("chefer", layers="attn_drop")(two_block_vit(), images, 1)
+    fused = two_block_vit()  # the named modules exist but the forward pass never calls them (fused attention)
+    fused.blocks[0].attn.unused = nn.Dropout(0.0)
+    fused.blocks[1].attn.unused = nn.Dropout(0.0)
+    with pytest.raises(ValueError, match="no attention weights reached 'unused'"):
+        get_method("rollout", layers="unused")(fused, images, 1)
     # a user's transformer names the modules its attention weights enter: the same maps as MONAI's by default
     torch.testing.assert_close(get_method("rollout", layers="drop_weights")(two_block_vit(), images, 1),
                                rollout(two_block_vit(), images, 1))
@@ -241,9 +246,10 @@ def test_the_transformer_study_compares_the_vit_with_the_cnn(tmp_path, monkeypat
         output_dir=str(tmp_path / "eval"), ckpt_dir=str(models), synthetic={"n_images": 48, "seed": 0},
         **{"saliency#stability_resamples": 20, "saliency#bootstrap_resamples": 50, "saliency#n_images": 6,
            "study#methods": "$dict(grad=@methods#grad, gradcam=@methods#gradcam, rollout=@methods#rollout, "
-                            "chefer=@methods#chefer)",
+                            "chefer=@methods#chefer, lrp=@methods#lrp)",
            "study#criteria": "$dict(localization=@criteria#localization, "
                              "cascading_randomization=@criteria#cascading_randomization, "
+                             "reproducibility=@criteria#reproducibility, "
                              "architecture_localization=@criteria#architecture_localization)"})
     records = pd.read_csv(next((tmp_path / "eval").glob("*_records.csv")))
     compared = records[records.criterion == "architecture_localization"]
@@ -257,5 +263,13 @@ def test_the_transformer_study_compares_the_vit_with_the_cnn(tmp_path, monkeypat
     assert set(mine.index) == {"rollout", "chefer"}
     best = compared[compared.model == "densenet121_seed0"].groupby("method").value.mean().idxmax()
     assert all(f"vs {best} on densenet121_seed0" in rule for rule in mine.rule)
+    # LRP has no rule for a transformer: left out of the study, said; the attention maps have no CNN counterpart
+    assert "lrp" not in set(records.method)
+    failures = verdicts[verdicts.rule.str.startswith("not scored")].set_index(["criterion", "method"]).rule
+    assert "not defined on vit" in failures[("all", "lrp")]
+    assert "defined on one of vit_seed0 and densenet121_seed0 only" in failures[("reproducibility", "rollout")]
     report = next((tmp_path / "eval").glob("*_report.txt")).read_text()
-    assert "auprc       densenet121_seed0" in report or "auprc       vit_seed0" in report
+    header = next(line for line in report.splitlines() if line.startswith("auprc "))
+    assert "densenet121_seed0" in header and "vit_seed0" in header  # both models side by side
+    grad_row = next(line for line in report.splitlines() if line.startswith("grad ") and "method" in line)
+    assert grad_row.rstrip().endswith("-"), "a competitor-only cell is not the ViT's: no value in the verdict table"

@@ -33,7 +33,7 @@ def get_criterion(name: str, **settings) -> Criterion:
 
 
 __all__ = [
-    "ArchitectureLocalization", "CRITERIA", "FAIL", "INCONCLUSIVE", "PASS", "RECORD_COLUMNS", "CascadingRandomization", "Criterion",
-    "Faithfulness", "FidelityToPublished", "LabelRandomization", "LesionReliance", "Localization",
+    "CRITERIA", "FAIL", "INCONCLUSIVE", "PASS", "RECORD_COLUMNS", "ArchitectureLocalization", "CascadingRandomization",
+    "Criterion", "Faithfulness", "FidelityToPublished", "LabelRandomization", "LesionReliance", "Localization",
     "PredictionSaliencyCorrelation", "Record", "Repeatability", "Reproducibility", "StudyContext", "get_criterion",
 ]

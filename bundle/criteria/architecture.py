@@ -79,8 +79,8 @@ class ArchitectureLocalization(Localization):
 
     def comparisons(self, records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int, seed: int) -> pd.DataFrame:
         rows = records[(records.criterion == self.name) & (records.metric == self.verdict_metric)]
-        architecture = rows.model.str.rsplit("_seed", n=1).str[0]  # the model's name is <architecture>_seed<seed>
-        theirs, mine = rows[architecture == self.other["architecture"]], rows[architecture != self.other["architecture"]]
+        other = rows.model.str.rsplit("_seed", n=1).str[0] == self.other["architecture"]  # <architecture>_seed<n>
+        theirs, mine = rows[other], rows[~other]
         means = theirs.groupby("method")["value"].mean().dropna()
         if means.empty or mine.empty:
             return pd.DataFrame()

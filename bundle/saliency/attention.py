@@ -48,7 +48,8 @@ def attention_layers(model: nn.Module, layers: str | None = None) -> list[nn.Mod
 
 @contextlib.contextmanager
 def recorded_attention(model: nn.Module, layers: str | None = None) -> Iterator[list[torch.Tensor]]:
-    """Collect each block's attention weights, in graph, during the forward passes run inside the context."""
+    """Collect each block's attention weights, in graph, during the forward pass run inside the context; an error
+    when none reached the hooked modules (fused attention skips them)."""
     captured: list[torch.Tensor] = []
     handles = [m.register_forward_hook(lambda module, args, output: captured.append(args[0]))
                for m in attention_layers(model, layers)]
@@ -57,6 +58,9 @@ def recorded_attention(model: nn.Module, layers: str | None = None) -> Iterator[
     finally:
         for handle in handles:
             handle.remove()
+    if not captured:
+        raise ValueError(f"no attention weights reached {layers or 'drop_weights'!r} in {type(model).__name__}'s "
+                         "forward pass: a fused attention skips that module; turn fused attention off")
 
 
 def token_grid(n_patches: int, spatial: tuple[int, ...]) -> tuple[int, ...]:
@@ -79,6 +83,8 @@ def class_token_maps(relevance: torch.Tensor, spatial: tuple[int, ...]) -> torch
 
 
 class _AttentionMap(SaliencyMethod):
+    """What the attention maps share: where the attention is read, and that they apply to transformers only."""
+
     signed = False  # relevance of tokens, non-negative: higher = more salient
 
     def __init__(self, layers: str | None = None, output: str = "logit") -> None:

@@ -10,6 +10,7 @@ saved once and copied back after each step: no model is rebuilt.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -17,6 +18,7 @@ import torch
 from monai.utils import look_up_option
 from torch import nn
 
+logger = logging.getLogger(__name__)
 RANDOMIZATION_MODES = ("cascading", "independent")
 
 
@@ -32,7 +34,7 @@ def reset_block(model: nn.Module, paths: Sequence[str], seed: int) -> None:
         for path in paths:
             parameter = _parameter_at(model, path)
             if parameter is not None:
-                redraw_embedding(parameter)
+                redraw_bare_parameter(parameter, path)
                 continue
             block = model.get_submodule(path)
             resettable = {m for m in block.modules() if hasattr(m, "reset_parameters")}
@@ -44,8 +46,8 @@ def reset_block(model: nn.Module, paths: Sequence[str], seed: int) -> None:
                 if module in resettable:
                     module.reset_parameters()
                 else:  # a parameter beside resettable layers: a transformer's position embeddings
-                    for own in module.parameters(recurse=False):
-                        redraw_embedding(own)
+                    for name, own in module.named_parameters(recurse=False):
+                        redraw_bare_parameter(own, f"{path}: {type(module).__name__}.{name}")
 
 
 def _parameter_at(model: nn.Module, path: str) -> nn.Parameter | None:
@@ -56,9 +58,16 @@ def _parameter_at(model: nn.Module, path: str) -> nn.Parameter | None:
         return None
 
 
-def redraw_embedding(parameter: torch.Tensor) -> None:
-    """Re-initialise a bare parameter (a ViT's class token or position embeddings) as ViTs initialise their
-    position embeddings (MONAI's ``PatchEmbeddingBlock``, timm): a normal of std 0.02 truncated at +-2."""
+_SAID_REDRAWN: set[str] = set()  # the bare parameters already said redrawn
+
+
+def redraw_bare_parameter(parameter: torch.Tensor, where: str) -> None:
+    """Re-initialise a parameter no module's ``reset_parameters`` covers (a ViT's class token or position
+    embeddings) as ViTs initialise their position embeddings (MONAI's ``PatchEmbeddingBlock``, timm): a normal of
+    std 0.02 truncated at +-2; said once per parameter, since a user's layer of that kind is redrawn the same way."""
+    if where not in _SAID_REDRAWN:
+        logger.info("cascade: %s has no reset_parameters; redrawn from a normal of std 0.02", where)
+        _SAID_REDRAWN.add(where)
     nn.init.trunc_normal_(parameter, std=0.02, a=-2.0, b=2.0)
 
 
