@@ -31,6 +31,9 @@ class StudyResult:
         trust: the calibration the verdicts rest on and the settings behind their stability and power hints
             (``None``: no section).
         replicate: whether each verdict is given again with the next seed's model (``None``: not replicated).
+        timing: the study's seconds up to its report beside the floor of its network passes
+            (:mod:`bundle.passes`: ``measured_s``, ``floor_s``, ``images`` by kind, ``per_image_s``; ``None``: not
+            measured).
         figures: caption -> PNG of every figure drawn (filled when the study saves its outputs).
         paths: every file the study wrote (filled when it saves its outputs).
     """
@@ -51,5 +54,6 @@ class StudyResult:
     data_issues: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     trust: Mapping | None = None
     replicate: pd.DataFrame | None = None
+    timing: Mapping | None = None
     figures: dict[str, Path] = field(default_factory=dict)
     paths: list[Path] = field(default_factory=list)

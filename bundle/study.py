@@ -31,6 +31,7 @@ from bundle.errors import brief
 from bundle.handlers.trust import latest_epoch_trust_curves
 from bundle.models import ModelSpec, ensure_trained
 from bundle.networks import build_network, load_checkpoint
+from bundle.passes import PassCounter, counting, floor_seconds
 from bundle.records import RecordWriter, merge_shares
 from bundle.result import StudyResult
 from bundle.report import FIGURES, agreement_scatter, format_report, saliency_gallery, write_html_report
@@ -232,6 +233,12 @@ class SaliencyStudy:
         Under ``torchrun`` (``configs/multi_gpu_evaluate.json``) every process scores its share of the batches
         (:meth:`StudyContext.batches`) and rank 0 trains the missing models first, then merges the records,
         reports and logs once; the other ranks return ``None``."""
+        start, passes = time.perf_counter(), PassCounter()
+        with counting(passes):
+            return self._run(passes, start)
+
+    def _run(self, passes: PassCounter, start: float) -> StudyResult | None:
+        """:meth:`run` with its network passes counted from ``start``."""
         if distributed.is_main():
             check_store(self.tracking_uri)
         missing = [s for s in self.required_models() if not s.checkpoint(self.ckpt_dir).is_file()]
@@ -274,6 +281,7 @@ class SaliencyStudy:
             notes={n: repr(c) for n, c in self.criteria.items()}, records=records, comparisons=comparisons,
             failures=ctx.failures, aucs=aucs, seconds=seconds, tabled={n: c.tabled for n, c in self.criteria.items()},
             data_issues=data_issue_counts(getattr(getattr(self.dataloader, "dataset", None), "data", None)),
+            timing=self._time_against_floor(passes, start),
             trust={**self._calibration, "stability_resamples": self.stability_resamples,
                    "image_settings": self.image_settings, "replicate": self._replicate, "study_images": n_images},
             replicate=self._replicate)
@@ -283,6 +291,18 @@ class SaliencyStudy:
             self._save_and_log(ctx, result, report)
         self._progress.close()
         return result
+
+    def _time_against_floor(self, passes: PassCounter, start: float) -> dict | None:
+        """The study's time so far beside the floor of the passes it made (their images at this machine's best
+        per-image time of each kind, timed now at batches of 8, uncounted); ``None`` under ``torchrun``, where each
+        process counts only its own passes."""
+        if distributed.active() or not passes.images:
+            return None
+        measured = time.perf_counter() - start
+        passes.paused, timing_start = True, time.perf_counter()
+        floor, per_image = floor_seconds(passes, batches=(8,), warmup=1, repeats=2, device=self.device)
+        logger.info("the floor's per-image pass times, measured in %.1f s", time.perf_counter() - timing_start)
+        return {"measured_s": measured, "floor_s": floor, "images": passes.totals(), "per_image_s": per_image}
 
     def _trust_in_verdicts(self, records: pd.DataFrame, kinds: Mapping[str, str], verdicts: pd.DataFrame) -> pd.DataFrame:
         """Each verdict's stability (the share of bootstrap resamples of the images that give it again, from the

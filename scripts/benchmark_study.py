@@ -24,63 +24,19 @@ import json
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.networks import build_network  # noqa: E402
-from bundle.saliency.base import inference_state  # noqa: E402
-from timing import timed  # noqa: E402  (scripts/timing.py, beside this script)
-
-KINDS = ("forward", "backward", "train")
-
-
-class PassCounter:
-    """Images through the study's networks (modules built by ``bundle.networks``, which carry ``architecture``),
-    per (stage, architecture, kind), and the seconds inside their forward calls per stage."""
-
-    def __init__(self) -> None:
-        self.stage = "between the stages (merging, AUCs, data)"
-        self.images: dict = defaultdict(int)
-        self.forward_seconds: dict = defaultdict(float)
-        self.shapes: dict = {}
-        self._started: dict = {}
-        self._depth = 0
-
-    def pre(self, module: nn.Module, args) -> None:
-        if getattr(module, "architecture", None) is None or not args or not torch.is_tensor(args[0]):
-            return
-        self._depth += 1
-        if self._depth == 1:
-            self._started[id(module)] = time.perf_counter()
-
-    def post(self, module: nn.Module, args, output) -> None:
-        name = getattr(module, "architecture", None)
-        if name is None or not args or not torch.is_tensor(args[0]):
-            return
-        self._depth -= 1
-        if self._depth:
-            return
-        images = args[0]
-        if module.training:
-            kind = "train"
-        elif torch.is_grad_enabled() and torch.is_tensor(output) and output.requires_grad:
-            kind = "backward"
-        else:
-            kind = "forward"
-        self.images[(self.stage, name, kind)] += images.shape[0]
-        self.shapes[name] = tuple(images.shape[1:])
-        self.forward_seconds[self.stage] += time.perf_counter() - self._started.pop(id(module))
-
+from bundle.passes import PassCounter, counting, per_image_seconds  # noqa: E402
 
 @contextlib.contextmanager
-def counting(counter: PassCounter, stage_seconds: dict):
-    """Install the counter as a global module hook and name each study stage while it runs."""
+def staged(counter: PassCounter, stage_seconds: dict):
+    """Count the passes (:func:`bundle.passes.counting`) under the name of the study's stage running, and time
+    each stage."""
     from bundle import console
 
     original = console.StudyProgress.stage
@@ -96,50 +52,12 @@ def counting(counter: PassCounter, stage_seconds: dict):
             stage_seconds[name] = stage_seconds.get(name, 0.0) + time.perf_counter() - start
             counter.stage = previous
 
-    handles = [nn.modules.module.register_module_forward_pre_hook(counter.pre),
-               nn.modules.module.register_module_forward_hook(counter.post)]
     console.StudyProgress.stage = stage
     try:
-        yield
+        with counting(counter):
+            yield
     finally:
         console.StudyProgress.stage = original
-        for handle in handles:
-            handle.remove()
-
-
-def per_image_seconds(architecture: str, shape: tuple[int, ...], kind: str, warmup: int, repeats: int) -> float:
-    """Best per-image time of one pass of ``kind`` on an untrained ``architecture`` at batches of 8, 16 and 32."""
-    spatial = shape[1:]
-    model = build_network(architecture, spatial_dims=len(spatial), image_size=spatial[0])
-    best = float("inf")
-    for batch in (8, 16, 32):
-        x = torch.rand(batch, *shape)
-        if kind == "train":
-            model.train()
-            optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
-            labels = torch.randint(0, 2, (batch,))
-
-            def step():
-                optimiser.zero_grad()
-                nn.functional.cross_entropy(model(x), labels).backward()
-                optimiser.step()
-
-            best = min(best, timed(step, warmup, repeats)[0] / batch)
-            continue
-        with inference_state(model):
-            if kind == "forward":
-                def forward():
-                    with torch.no_grad():
-                        model(x)
-
-                best = min(best, timed(forward, warmup, repeats)[0] / batch)
-            else:
-                def backward():
-                    xi = x.clone().requires_grad_(True)
-                    torch.autograd.grad(model(xi)[:, 1].sum(), xi)
-
-                best = min(best, timed(backward, warmup, repeats)[0] / batch)
-    return best
 
 
 def main() -> None:
@@ -165,9 +83,9 @@ def main() -> None:
         overrides[key] = value
     from monai.bundle import run
 
-    counter, stage_seconds = PassCounter(), {}
+    counter, stage_seconds = PassCounter("between the stages (merging, AUCs, data)"), {}
     start = time.perf_counter()
-    with counting(counter, stage_seconds):
+    with staged(counter, stage_seconds):
         config = ast.literal_eval(args.config) if args.config.startswith("[") else args.config
         run("evaluate", config_file=config, logging_file=str(ROOT / "configs" / "logging.conf"), **overrides)
     total = time.perf_counter() - start
@@ -177,7 +95,7 @@ def main() -> None:
     for (_, architecture, kind) in sorted({k for k in counter.images}):
         if (architecture, kind) not in per_image:
             per_image[(architecture, kind)] = per_image_seconds(architecture, counter.shapes[architecture], kind,
-                                                                args.warmup, args.repeats)
+                                                                warmup=args.warmup, repeats=args.repeats)
     rows = []
 
     def save() -> None:  # after every row, so an interrupted run keeps what it measured

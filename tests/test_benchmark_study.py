@@ -1,4 +1,4 @@
-"""The whole-study benchmark counts network passes by kind and stage from the run itself (scripts/benchmark_study.py)."""
+"""A study's network passes counted by kind and stage from the run itself (bundle.passes, scripts/benchmark_study.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from bundle.console import StudyProgress
 from bundle.networks import build_network
+from bundle.passes import PassCounter, per_image_seconds
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -24,11 +25,11 @@ def _script():
 
 def test_passes_are_counted_by_stage_architecture_and_kind():
     script = _script()
-    counter, seconds = script.PassCounter(), {}
+    counter, seconds = PassCounter("between the stages (merging, AUCs, data)"), {}
     net = build_network("glass_box")
     outer = torch.nn.Sequential(net, torch.nn.Softmax(dim=1))  # a wrapper is not a network: one pass, not two
     images = torch.rand(3, 1, 32, 32)
-    with script.counting(counter, seconds):
+    with script.staged(counter, seconds):
         with StudyProgress().stage("criterion one"):
             net.eval()
             with torch.no_grad():
@@ -42,4 +43,5 @@ def test_passes_are_counted_by_stage_architecture_and_kind():
                                     ("between the stages (merging, AUCs, data)", "glass_box", "train"): 2}
     assert counter.shapes == {"glass_box": (1, 32, 32)} and set(seconds) == {"criterion one"}
     assert StudyProgress.stage is not None and StudyProgress.stage.__qualname__ == "StudyProgress.stage"
-    assert script.per_image_seconds("glass_box", (1, 32, 32), "forward", 0, 1) > 0
+    assert per_image_seconds("glass_box", (1, 32, 32), "forward", warmup=0, repeats=1) > 0
+    assert counter.totals() == {"forward": 3, "backward": 3, "train": 2}

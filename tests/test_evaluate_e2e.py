@@ -55,6 +55,10 @@ def test_run_generates_data_trains_and_prints_verdicts(quick_run):
     judged = verdicts[verdicts.method.isin(BASELINES)]  # baselines are judged where the model or input changes
     assert set(judged.criterion) == {"cascading_randomization", "label_randomization", "psc"}
     assert "lesion_reliance (model): " in output and "Deciding rules" in output
+    # the study's time beside the floor of the passes it made: here four trainings and every criterion's maps
+    floor = re.search(r"^Time: .* up to this report against a floor of .* \(([0-9.]+)x\): the ([0-9,]+) forward, "
+                      r"([0-9,]+) backward and ([0-9,]+) training images", output, re.M)
+    assert floor and float(floor[1]) > 1 and all(int(n.replace(",", "")) > 0 for n in floor.groups()[1:])
     for method in ("ig", "kernelshap"):  # marked '!' exactly when its cut counts fail fidelity_to_published
         failed = f"fidelity_to_published  {method:<11} FAIL" in output
         assert (re.search(rf"^{method}! ", table, re.M) is not None) == failed, method

@@ -15,7 +15,8 @@ import pandas as pd
 
 from bundle.result import StudyResult
 from bundle.report.tables import (
-    FIDELITY, _cell, _lookup, data_issue_line, model_cells, trust_lines, verdict_cells, verdict_mark,
+    FIDELITY, _cell, _lookup, data_issue_line, model_cells, time_against_floor, trust_lines, verdict_cells,
+    verdict_mark,
 )
 
 VERDICT_CLASSES = {"PASS": "pass", "FAIL": "fail", "INCONCLUSIVE": "inconclusive"}
@@ -162,6 +163,8 @@ def html_report(result: StudyResult, provenance: str = "") -> str:
     if seconds:
         parts.append("<p class='meta'>Time per criterion: "
                      + ", ".join(f"{_escape(n)} {s:.0f} s" for n, s in seconds.items()) + "</p>")
+    if r.timing:
+        parts.append(f"<p class='meta'>{_escape(time_against_floor(r.timing))}</p>")
     colours = "--pass: #d8f1dd; --fail: #f8d7d7; --inconclusive: #fdf1cf;"
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{_escape(title)}</title><style>:root {{ {colours} }}{STYLE}</style></head>"

@@ -137,6 +137,18 @@ def metric_table(summary: pd.DataFrame, criterion: str, order: Sequence[str], ki
     return lines
 
 
+def time_against_floor(timing: Mapping) -> str:
+    """One line: the study's time beside the floor of the network passes it made (:mod:`bundle.passes`)."""
+    from bundle.console import duration
+
+    images = timing["images"]
+    return (f"Time: {duration(timing['measured_s'])} up to this report against a floor of "
+            f"{duration(timing['floor_s'])} ({timing['measured_s'] / timing['floor_s']:.2f}x): the {images['forward']:,}"
+            f" forward, {images['backward']:,} backward and {images['train']:,} training images this run put through "
+            "its networks, each at the best per-image time of its kind on this machine (timed at batches of 8); "
+            "scripts/benchmark_study.py breaks it down by stage")
+
+
 def data_issue_line(data_issues: Mapping[str, Mapping[str, int]] | None) -> str | None:
     """``Data: N study images skipped (reason n, ...); M repaired (...)``, or None when nothing was."""
     parts = [f"{sum(counts.values())} study image(s) {action} ("
@@ -281,6 +293,8 @@ def format_report(result: StudyResult) -> str:
         lines += step_table(summary, criterion, headlines.get(criterion, ""), order)
     if seconds:
         lines += ["", "Time per criterion: " + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items())]
+    if r.timing:
+        lines.append(time_against_floor(r.timing))
     if failures:
         lines += ["", "Not scored (the study went on without them):"]
         lines += [f"  {f['criterion']}: {f['method']}: {f['error']}" for f in failures]

@@ -1,0 +1,131 @@
+"""A study's network passes, counted from the run itself, and the floor they set on this machine: the images each
+network took by kind (``forward``: no gradient; ``backward``: forward and backward to the input, weights frozen;
+``train``: a training step), times the best per-image time of a pass of that kind. A slow run is then the machine
+when it sits near its floor, the code when it does not."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+KINDS = ("forward", "backward", "train")
+
+
+class PassCounter:
+    """Images through the study's networks (the modules ``bundle.networks`` builds, which carry ``architecture``) by
+    (stage, architecture, kind), the input shape of each architecture, and the seconds inside their forward calls
+    by stage. ``stage`` names what runs now (set by the caller; one stage by default); ``paused`` stops counting."""
+
+    def __init__(self, stage: str = "study") -> None:
+        self.stage, self.paused = stage, False
+        self.images: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.forward_seconds: dict[str, float] = defaultdict(float)
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self._started: float | None = None
+        self._depth = 0
+
+    @staticmethod
+    def _network(module: nn.Module, args: tuple) -> str | None:
+        name = getattr(module, "architecture", None)
+        return name if name is not None and args and torch.is_tensor(args[0]) else None
+
+    def before(self, module: nn.Module, args: tuple) -> None:
+        if self._network(module, args) is None:
+            return
+        self._depth += 1  # a network called inside another (none here) is the outer one's pass
+        if self._depth == 1:
+            self._started = time.perf_counter()
+
+    def after(self, module: nn.Module, args: tuple, output: object) -> None:
+        name = self._network(module, args)
+        if name is None:
+            return
+        self._depth -= 1
+        if self._depth or self.paused:
+            return
+        if module.training:
+            kind = "train"
+        elif torch.is_grad_enabled() and torch.is_tensor(output) and output.requires_grad:
+            kind = "backward"
+        else:
+            kind = "forward"
+        self.images[(self.stage, name, kind)] += args[0].shape[0]
+        self.shapes[name] = tuple(args[0].shape[1:])
+        self.forward_seconds[self.stage] += time.perf_counter() - self._started
+
+    def totals(self) -> dict[str, int]:
+        """Images by kind over every stage and architecture."""
+        out = dict.fromkeys(KINDS, 0)
+        for (_, _, kind), n in self.images.items():
+            out[kind] += n
+        return out
+
+
+@contextlib.contextmanager
+def counting(counter: PassCounter) -> Iterator[PassCounter]:
+    """Count every network pass run inside the context (global module hooks, removed on exit)."""
+    handles = [nn.modules.module.register_module_forward_pre_hook(counter.before),
+               nn.modules.module.register_module_forward_hook(counter.after)]
+    counter._depth = 0
+    try:
+        yield counter
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def per_image_seconds(architecture: str, shape: tuple[int, ...], kind: str, batches: tuple[int, ...] = (8, 16, 32),
+                      warmup: int = 2, repeats: int = 3, device: torch.device | str = "cpu") -> float:
+    """Best per-image time of one pass of ``kind`` on an untrained ``architecture`` (a ``bundle.networks`` name) for
+    inputs of ``shape`` (C, *spatial), over ``batches``, each the best of ``repeats`` after ``warmup`` passes."""
+    from bundle.networks import build_network
+    from bundle.saliency.base import inference_state
+
+    spatial = shape[1:]
+    model = build_network(architecture, spatial_dims=len(spatial), image_size=spatial[0]).to(device)
+    best = float("inf")
+    for batch in batches:
+        x = torch.rand(batch, *shape, device=device)
+        if kind == "train":
+            model.train()
+            optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+            labels = torch.randint(0, 2, (batch,), device=device)
+
+            def one_pass() -> None:
+                optimiser.zero_grad()
+                nn.functional.cross_entropy(model(x), labels).backward()
+                optimiser.step()
+        elif kind == "forward":
+            def one_pass() -> None:
+                with torch.no_grad():
+                    model(x)
+        else:
+            def one_pass() -> None:
+                inputs = x.clone().requires_grad_(True)
+                torch.autograd.grad(model(inputs)[:, -1].sum(), inputs)
+        with inference_state(model) if kind != "train" else contextlib.nullcontext():
+            for _ in range(warmup):
+                one_pass()
+            for _ in range(repeats):
+                if torch.cuda.is_available() and torch.device(device).type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                one_pass()
+                if torch.cuda.is_available() and torch.device(device).type == "cuda":
+                    torch.cuda.synchronize()
+                best = min(best, (time.perf_counter() - start) / batch)
+    return best
+
+
+def floor_seconds(counter: PassCounter, stage: str | None = None, **timing) -> tuple[float, dict[str, float]]:
+    """The floor of the counted passes (of one ``stage``, or all): their images times each (architecture, kind)'s
+    best per-image time (:func:`per_image_seconds` with ``timing``), and those times by ``architecture/kind``."""
+    kinds = sorted({(a, k) for (s, a, k) in counter.images if stage in (None, s)})
+    per_image = {(a, k): per_image_seconds(a, counter.shapes[a], k, **timing) for a, k in kinds}
+    floor = sum(n * per_image[(a, k)] for (s, a, k), n in counter.images.items() if stage in (None, s))
+    return floor, {f"{a}/{k}": seconds for (a, k), seconds in per_image.items()}
