@@ -106,6 +106,24 @@ def test_lrp_conserves_the_logit_on_densenet(name, shape):
     assert not any(m._forward_hooks or m._backward_hooks or m._backward_pre_hooks for m in net.modules())
 
 
+def test_lrp_0_is_gradient_times_input_on_a_relu_network_and_epsilon_departs_from_it():
+    """Ancona et al. 2018: on a network of ReLUs, linear layers, pooling and batch norms, LRP-0 equals gradient x
+    input whatever the biases and shifts (an independent reference for every layer's rule); a larger epsilon does
+    not."""
+    torch.manual_seed(0)
+    net = build_network("densenet121").eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1), m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    images = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(5))
+    gradient_x_input = get_method("grad")(net, images, 1) * images[:, 0]
+    scale = float(gradient_x_input.abs().max())
+    torch.testing.assert_close(get_method("lrp")(net, images, 1), gradient_x_input, atol=1e-4 * scale, rtol=0)
+    assert float((get_method("lrp", epsilon=0.1)(net, images, 1) - gradient_x_input).abs().max()) > 0.1 * scale
+
+
 def test_a_failing_model_leaves_no_hook_and_its_relus_in_place(images):
     class Failing(nn.Module):
         def __init__(self) -> None:

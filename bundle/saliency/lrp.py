@@ -8,7 +8,9 @@ pre-activation (batch norm, ReLU, then the convolution) and each batch norm read
 convolutions wrote; passing relevance over a batch norm unchanged instead hands relevance to inputs at zero,
 which the ReLU before them then drops. With zero biases and shifts relevance is conserved from the target logit
 to the input (tested to 1e-5 on DenseNet121, 2-D and 3-D). Residual additions (ResNets) are not split by any
-rule here: their relevance is not conserved.
+rule here: their relevance is not conserved. With epsilon near 0 (LRP-0, the default) these rules give gradient x
+input on a ReLU network (Ancona et al. 2018; tested on DenseNet121): a larger epsilon, or the composites that
+put other rules on the lower convolutions (LRP-gamma, z^B at the input; not here), are what depart from it.
 
 Own code rather than captum's ``LRP``: captum hooks each layer's input tensor, so where a tensor feeds two
 consumers (a DenseNet's features feed the next batch norm and the concatenation) its rule replaces the relevance of
