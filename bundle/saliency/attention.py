@@ -112,6 +112,18 @@ class AttentionRollout(_AttentionMap):
 
     name = "rollout"
 
+    def __init__(self, layers: str | None = None) -> None:
+        """The setting of attention rollout (no class score: the map is the same for every target).
+
+        Args:
+            layers: the last name of the modules whose first input is each block's attention weights (``None``:
+                every MONAI ``SABlock``'s ``drop_weights``).
+        """
+        super().__init__(layers)
+
+    def params(self) -> dict:
+        return {"layers": self.layers}  # no class score to name: the repr and the map cache's key leave it out
+
     @torch.no_grad()
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with recorded_attention(model, self.layers) as attention:
