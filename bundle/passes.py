@@ -87,6 +87,12 @@ def per_image_seconds(architecture: str, shape: tuple[int, ...], kind: str, batc
     from bundle.saliency.base import inference_state
 
     spatial = shape[1:]
+    on_gpu = torch.device(device).type == "cuda"
+
+    def synchronise() -> None:  # a GPU pass ends when its kernels do
+        if on_gpu:
+            torch.cuda.synchronize(device)
+
     model = build_network(architecture, spatial_dims=len(spatial), image_size=spatial[0]).to(device)
     best = float("inf")
     for batch in batches:
@@ -112,12 +118,10 @@ def per_image_seconds(architecture: str, shape: tuple[int, ...], kind: str, batc
             for _ in range(warmup):
                 one_pass()
             for _ in range(repeats):
-                if torch.cuda.is_available() and torch.device(device).type == "cuda":
-                    torch.cuda.synchronize()
+                synchronise()
                 start = time.perf_counter()
                 one_pass()
-                if torch.cuda.is_available() and torch.device(device).type == "cuda":
-                    torch.cuda.synchronize()
+                synchronise()
                 best = min(best, (time.perf_counter() - start) / batch)
     return best
 

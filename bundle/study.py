@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -380,33 +380,38 @@ class SaliencyStudy:
             self._records_path(rank, tag).unlink(missing_ok=True)
         return writer.frame(), seconds
 
-    def _skip_sources_of_other_dimensions(self) -> list[dict]:
-        """Leave out the map sources defined for other image dimensions than the study's (XRAI and the edge
-        baseline are 2-D), each said in a warning and listed with the sources not scored."""
-        dims = next(iter(self.dataloader))["image"].ndim - 2
+    def _skip_sources(self, why: Callable[[object], str | None]) -> list[dict]:
+        """Leave out each map source for which ``why(source)`` gives a reason, each said in a warning and listed
+        with the sources not scored."""
         skipped = []
         for name, source in list(self.sources.items()):
-            supported = getattr(source, "spatial_dims", None)
-            if supported is not None and dims not in supported:
-                reason = (f"skipped: defined for {' or '.join(f'{d}-D' for d in supported)} images only, the study's "
-                          f"are {dims}-D")
-                logger.warning("%s: %s", name, reason)
-                skipped.append({"criterion": "all", "method": name, "error": reason, "kind": self.kinds.pop(name)})
+            reason = why(source)
+            if reason:
+                logger.warning("%s: skipped: %s", name, reason)
+                skipped.append({"criterion": "all", "method": name, "error": f"skipped: {reason}",
+                                "kind": self.kinds.pop(name)})
                 del self.sources[name]
         return skipped
 
+    def _skip_sources_of_other_dimensions(self) -> list[dict]:
+        """The map sources defined for other image dimensions than the study's (XRAI and the edge baseline are
+        2-D), left out (:meth:`_skip_sources`)."""
+        dims = next(iter(self.dataloader))["image"].ndim - 2
+
+        def why(source) -> str | None:
+            supported = getattr(source, "spatial_dims", None)
+            if supported is None or dims in supported:
+                return None
+            return f"defined for {' or '.join(f'{d}-D' for d in supported)} images only, the study's are {dims}-D"
+
+        return self._skip_sources(why)
+
     def _skip_sources_not_defined_on_the_model(self) -> list[dict]:
-        """Leave out the methods the model under study has no maps of (the attention maps on a CNN, LRP on a
-        transformer), each said in a warning and listed with the sources not scored."""
-        skipped = []
-        for name, source in list(self.sources.items()):
-            applies = getattr(source, "applies_to", None)
-            if applies is not None and not applies(self.network):
-                reason = f"skipped: not defined on {self.primary.architecture} ({type(self.network).__name__})"
-                logger.warning("%s: %s", name, reason)
-                skipped.append({"criterion": "all", "method": name, "error": reason, "kind": self.kinds.pop(name)})
-                del self.sources[name]
-        return skipped
+        """The methods the model under study has no maps of (the attention maps on a CNN, LRP on a transformer),
+        left out (:meth:`_skip_sources`)."""
+        reason = f"not defined on {self.primary.architecture} ({type(self.network).__name__})"
+        return self._skip_sources(lambda source: None if getattr(source, "applies_to", lambda _: True)(self.network)
+                                  else reason)
 
     def _check_image_ids(self, ctx: StudyContext) -> int:
         """Records and cached maps are keyed by image id: two images with one id would swap their maps.

@@ -27,29 +27,10 @@ import torch
 from torch import nn
 
 from bundle.networks import build_network, cam_layer_of
+from bundle.passes import per_image_seconds
 from bundle.saliency import get_method
-from bundle.saliency.base import budget_inputs, has_relu_modules, inference_state, inputs_per_pass
+from bundle.saliency.base import budget_inputs, has_relu_modules, inputs_per_pass
 from timing import timed  # scripts/timing.py, beside this script
-
-
-def pass_times(model: nn.Module, size: int, device: torch.device, batch_sizes: list[int], warmup: int) -> dict:
-    """Best per-image time of a forward pass and of a forward + backward-to-input pass."""
-    best = {"forward": float("inf"), "backward": float("inf")}
-    with inference_state(model):
-        for bs in batch_sizes:
-            x = torch.rand(bs, 1, size, size, device=device)
-
-            def forward():
-                with torch.no_grad():
-                    model(x)
-
-            def backward():
-                xi = x.clone().requires_grad_(True)
-                torch.autograd.grad(model(xi)[:, 1].sum(), xi)
-
-            best["forward"] = min(best["forward"], timed(forward, warmup, 3)[0] / bs)
-            best["backward"] = min(best["backward"], timed(backward, warmup, 3)[0] / bs)
-    return best
 
 
 def pass_count(name: str, params: dict, model: nn.Module, size: int, device: torch.device) -> tuple[float, str]:
@@ -285,8 +266,9 @@ def main() -> None:
         for size in sizes:
             model = build_network(net_name, image_size=size).to(device).eval()  # a ViT's size is in its weights
             images = torch.rand(args.batch_size, 1, size, size, device=device)
-            floor = pass_times(model, size, device, [b for b in (8, 16, 32) if b <= max(8, args.batch_size * 4)],
-                               args.warmup)
+            batches = tuple(b for b in (8, 16, 32) if b <= max(8, args.batch_size * 4))
+            floor = {kind: per_image_seconds(net_name, (1, size, size), kind, batches, args.warmup, device=device)
+                     for kind in ("forward", "backward")}
             for name in args.methods:
                 params = {k: (max(1, round(v * args.steps_scale)) if k in ("n_steps", "nt_samples", "n_samples") else v)
                           for k, v in DEFAULT_PARAMS[name].items()}

@@ -6,11 +6,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from bundle.console import StudyProgress
 from bundle.networks import build_network
-from bundle.passes import PassCounter, per_image_seconds
+from bundle.passes import PassCounter, floor_seconds, per_image_seconds
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -45,3 +46,9 @@ def test_passes_are_counted_by_stage_architecture_and_kind():
     assert StudyProgress.stage is not None and StudyProgress.stage.__qualname__ == "StudyProgress.stage"
     assert per_image_seconds("glass_box", (1, 32, 32), "forward", warmup=0, repeats=1) > 0
     assert counter.totals() == {"forward": 3, "backward": 3, "train": 2}
+    floor, per_image = floor_seconds(counter, warmup=0, repeats=1)  # the images times each kind's per-image time
+    assert set(per_image) == {"glass_box/forward", "glass_box/backward", "glass_box/train"}
+    assert floor == pytest.approx(3 * per_image["glass_box/forward"] + 3 * per_image["glass_box/backward"]
+                                  + 2 * per_image["glass_box/train"])
+    _, one_stage = floor_seconds(counter, "criterion one", warmup=0, repeats=1)  # its own passes only
+    assert set(one_stage) == {"glass_box/forward", "glass_box/backward"}

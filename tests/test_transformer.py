@@ -130,6 +130,16 @@ def test_the_maps_of_a_volume_transformer_are_volumes(name):
     torch.testing.assert_close(maps[1:], get_method(name)(net, volumes[1:], 1), atol=1e-6, rtol=1e-4)
 
 
+def test_rollout_costs_one_forward_pass_and_chefer_one_forward_and_backward():
+    from bundle.passes import PassCounter, counting
+
+    net, batch = build_network("vit", image_size=32), torch.rand(3, 1, 32, 32)
+    for name, kind in (("rollout", "forward"), ("chefer", "backward")):
+        with counting(PassCounter()) as passes:
+            get_method(name)(net, batch, 1)
+        assert passes.totals() == {"forward": 0, "backward": 0, "train": 0} | {kind: 3}, name
+
+
 def test_attention_maps_need_attention_and_say_so(images):
     cnn = build_network("densenet121")
     rollout = get_method("rollout")
@@ -195,6 +205,15 @@ def test_your_own_transformer_is_recognised_and_its_attention_read(images):
 
 
 def test_epochs_per_architecture():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()  # train.json reads them per architecture, as the transformer study sets them
+    parser.read_config(str(ROOT / "configs" / "train.json"))
+    parser["epochs"] = {"vit": 15, "default": 3}
+    for name, epochs in (("vit", 15), ("densenet121", 3)):
+        parser["network_name"] = name
+        assert parser.get_parsed_content("train_epochs") == epochs
+        assert parser.get_parsed_content("lr_scheduler").T_max == epochs
     assert epochs_for(3, "vit") == 3
     assert epochs_for({"vit": 15, "default": 3}, "vit") == 15
     assert epochs_for({"vit": 15, "default": 3}, "densenet121") == 3
