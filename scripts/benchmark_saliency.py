@@ -224,8 +224,8 @@ PEER_FLAGS = {"peer": "library", "monai": "monai"}  # row key -> --peers choice
 DEFAULT_PARAMS = {
     "grad": {}, "gradcam": {}, "gradcampp": {}, "gbp": {}, "ggcam": {},
     "ig": {"n_steps": 50},
-    "smoothgrad": {"nt_samples": 50, "nt_samples_batch_size": 4},
-    "smoothig": {"nt_samples": 20, "n_steps": 20, "nt_samples_batch_size": 4},
+    "smoothgrad": {"nt_samples": 50},
+    "smoothig": {"nt_samples": 20, "n_steps": 20},
     "scorecam": {},
     "xrai": {"n_steps": 100},
     "occlusion": {"window": 16, "stride": 8},

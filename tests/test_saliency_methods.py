@@ -48,6 +48,18 @@ def test_smoothgrad_without_noise_equals_grad_and_is_seeded(images):
     assert not torch.allclose(a, get_method("smoothgrad", nt_samples=8, seed=4)(net, images, 1))
 
 
+@pytest.mark.parametrize("name", ["smoothgrad", "smoothig"])
+def test_noisy_copies_per_pass_do_not_change_the_map(name):
+    """Each copy's noise is its own draw: one copy per pass, three, or the voxel budget's 32 give the same map, on
+    images whose voxels (5 x 5) are no multiple of torch's 16-number normal sampling blocks."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(100, 2)).eval()
+    images = torch.rand(2, 1, 5, 5, generator=torch.Generator().manual_seed(1))
+    maps = [get_method(name, nt_samples=7, seed=2, nt_samples_batch_size=k)(net, images, 1) for k in (1, 3, None)]
+    torch.testing.assert_close(maps[0], maps[1], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(maps[0], maps[2], atol=1e-6, rtol=1e-5)
+    assert get_method(name).noisy_copies(torch.rand(16, 1, 128, 128)).__next__().shape[0] == 2  # 2**19 / 16 / 128²
+
+
 def test_smoothig_without_noise_equals_ig(images):
     net = relu_net()
     ours = get_method("smoothig", noise_level=0.0, nt_samples=3, n_steps=16)(net, images, 1)

@@ -80,16 +80,18 @@ class SmoothGrad(SaliencyMethod):
 
     The noise standard deviation is ``noise_level`` times each image's intensity
     range (PAIR's ``stdev_spread``, default 0.15); ``nt_samples_batch_size``
-    noisy copies of every image share a pass. Own noise loop instead of captum's
+    noisy copies of every image share a pass, by default as many as the voxel
+    budget holds (:data:`~bundle.saliency.base.PASS_VOXELS`: 2 copies of a batch
+    of 16 at 128², 32 of one image). Own noise loop instead of captum's
     ``NoiseTunnel``, which draws one noise stream for the whole batch: here each
-    image's noise comes from its own seeded generator, so its map does not
-    depend on the other images in the batch.
+    image's noise comes from its own seeded generator, one draw per copy, so its
+    map depends neither on the other images in the batch nor on the copies per pass.
 
     Args:
         nt_samples: noisy copies averaged per image (50, as published).
         noise_level: the noise standard deviation as a fraction of each image's intensity range (0.15, PAIR's
             ``stdev_spread``).
-        nt_samples_batch_size: noisy copies of every image per pass (4; ``None``: all ``nt_samples`` at once).
+        nt_samples_batch_size: noisy copies of every image per pass (``None``: as many as the voxel budget holds).
         seed: seeds each image's noise (with the image's content), so a seed gives the same maps.
         output: the class score explained: ``logit`` (default) or ``probability`` (softmax).
     """
@@ -98,7 +100,7 @@ class SmoothGrad(SaliencyMethod):
     published = {"nt_samples": 50, "noise_level": 0.15}
 
     def __init__(
-        self, nt_samples: int = 50, noise_level: float = 0.15, nt_samples_batch_size: int | None = 4,
+        self, nt_samples: int = 50, noise_level: float = 0.15, nt_samples_batch_size: int | None = None,
         seed: int = 0, output: str = "logit",
     ) -> None:
         super().__init__(output)
@@ -115,16 +117,18 @@ class SmoothGrad(SaliencyMethod):
 
     def noisy_copies(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
         """The noisy copies of a batch, ``nt_samples_batch_size`` per image at a time, as (k, B, *image shape);
-        each image's noise comes from its own generator (seeded by the method's seed and the image)."""
-        b, shape = images.shape[0], tuple(images.shape[1:])
+        each image's noise comes from its own generator (seeded by the method's seed and the image), one draw per
+        copy, so the copies do not depend on how many share a pass."""
+        shape = tuple(images.shape[1:])
         dims = tuple(range(1, images.ndim))
         detached = images.detach()
         sigma = self.noise_level * (detached.amax(dim=dims, keepdim=True) - detached.amin(dim=dims, keepdim=True))
         generators = image_generators(detached, self.seed)
-        chunk = self.nt_samples_batch_size or self.nt_samples
+        chunk = self.nt_samples_batch_size or budget_inputs(images) // images.shape[0] or 1
         for start in range(0, self.nt_samples, chunk):
             k = min(chunk, self.nt_samples - start)
-            noise = torch.stack([torch.randn((k, *shape), generator=g) for g in generators], dim=1).to(images.device)
+            noise = torch.stack([torch.stack([torch.randn(shape, generator=g) for _ in range(k)]) for g in generators],
+                                dim=1).to(images.device)
             yield images[None] + noise * sigma[None]
 
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -147,7 +151,7 @@ class SmoothIntegratedGradients(SmoothGrad):
             ``stdev_spread``).
         n_steps: integration points of each noisy copy's Integrated Gradients (20, as published).
         baseline: the constant intensity each path starts from (0.0, black).
-        nt_samples_batch_size: noisy copies of every image per pass (4; ``None``: all ``nt_samples`` at once).
+        nt_samples_batch_size: noisy copies of every image per pass (``None``: as many as the voxel budget holds).
         internal_batch_size: interpolated inputs per Integrated Gradients pass (``None``: sized by ``PASS_VOXELS``,
             at least the inputs it integrates).
         seed: seeds each image's noise (with the image's content), so a seed gives the same maps.
@@ -159,7 +163,7 @@ class SmoothIntegratedGradients(SmoothGrad):
 
     def __init__(
         self, nt_samples: int = 20, noise_level: float = 0.15, n_steps: int = 20, baseline: float = 0.0,
-        nt_samples_batch_size: int | None = 4, internal_batch_size: int | None = None, seed: int = 0,
+        nt_samples_batch_size: int | None = None, internal_batch_size: int | None = None, seed: int = 0,
         output: str = "logit",
     ) -> None:
         super().__init__(nt_samples, noise_level, nt_samples_batch_size, seed, output)
