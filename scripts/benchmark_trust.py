@@ -100,7 +100,7 @@ def randomisation_row(model, images, args) -> dict:
         trained = unit_maps(model, images)
         randomization = WeightRandomization(model, blocks, "cascading", args.seed, steps)
         return {step: ssim(trained, maps).numpy()
-                for step, maps in randomization.map_steps(lambda cache_step, m: unit_maps(m, images))}
+                for step, maps in randomization.map_steps(lambda cache_step, m: unit_maps(m(), images))}
 
     def our_steps(self, order="top_down", seed=42):  # Quantus's layer generator, yielding our blocks instead
         work = copy.deepcopy(self.model)  # MPRT explains the trained model with self.model inside the loop

@@ -36,7 +36,7 @@ def test_each_step_changes_exactly_its_blocks_and_the_trained_weights_come_back(
     randomization = WeightRandomization(densenet, blocks, mode, seed=0)
     names = [n for n, _ in blocks]
     assert randomization.steps == names
-    steps = randomization.map_steps(lambda key, model: (model, _changed_parameters(model, trained)))
+    steps = randomization.map_steps(lambda key, model: (model(), _changed_parameters(model(), trained)))
     for index, (step, (model, keys)) in enumerate(steps):
         assert model is densenet and step == f"{mode}:{names[index]}"
         changed = {_block_of(k, blocks) for k in keys if "num_batches" not in k}
@@ -99,18 +99,34 @@ def test_weights_are_restored_before_results_are_handed_out_even_when_computing_
     trained = {k: v.clone() for k, v in densenet.state_dict().items()}
     randomization = WeightRandomization(densenet, blocks, steps=["class_layers", "conv0"])
     seen = []
-    for step, changed in randomization.map_steps(lambda key, model: _changed_parameters(model, trained)):
+    for step, changed in randomization.map_steps(lambda key, model: _changed_parameters(model(), trained)):
         assert _changed_parameters(densenet, trained) == set()  # trained weights back before the result arrives
         seen.append((step, bool(changed)))
     assert seen == [("cascading:class_layers", True), ("cascading:conv0", True)]
     assert randomization.cache_step("conv0") == "cascading:conv0:seed0:cpu"
 
     def fail(key, model):
+        model()
         raise RuntimeError("a method failed")
 
     with pytest.raises(RuntimeError):
         next(randomization.map_steps(fail))
     assert _changed_parameters(densenet, trained) == set()
+
+
+def test_a_step_whose_model_is_not_asked_for_draws_and_restores_nothing(densenet, monkeypatch):
+    """A rerun with every map of a step cached asks for no randomised model: no block is re-initialised and no
+    state is loaded back (16 s of a 54 s quick rerun before)."""
+    blocks = get_architecture("densenet121").randomisation_blocks
+    randomization = WeightRandomization(densenet, blocks, steps=["class_layers", "conv0"])
+    loads, resets = [], []
+    monkeypatch.setattr(densenet, "load_state_dict", lambda *a, **k: loads.append(1))
+    monkeypatch.setattr(WeightRandomization, "_reset", lambda self, block: resets.append(block))
+    assert [step for step, _ in randomization.map_steps(lambda key, model: key)] == [
+        "cascading:class_layers", "cascading:conv0"]
+    assert loads == [] and resets == []
+    list(randomization.map_steps(lambda key, model: (model(), model())))  # asked twice: drawn and restored once
+    assert resets == ["class_layers", "conv0"] and len(loads) == 2
 
 
 def test_a_block_that_cannot_be_reinitialised_is_an_error_not_the_trained_maps():

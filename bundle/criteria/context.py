@@ -114,25 +114,26 @@ class StudyContext:
         return bool(getattr(self.sources[source] if isinstance(source, str) else source, "signed", True))
 
     def maps(self, spec: ModelSpec, source: str | object, batch: Mapping, step: str = "trained",
-             model: nn.Module | None = None) -> torch.Tensor:
+             model: nn.Module | Callable[[], nn.Module] | None = None) -> torch.Tensor:
         """Maps (B, *spatial) of a source (a name or a configured method) on model ``spec`` for a batch.
 
         Cached by value (spec, step, weights digest, the source's repr, target, data context,
         image id), so every criterion that needs a map shares one computation. A derived
         model (``step`` other than ``trained``, e.g. a randomised copy) is passed with its
-        step, so its maps can never be computed from, or stored as, the trained model's.
+        step, so its maps can never be computed from, or stored as, the trained model's; it may come as a function
+        that makes it, called only when a map is missing (a randomised model is drawn only when it is needed).
         """
         method = self.sources[source] if isinstance(source, str) else source
         if (step == "trained") != (model is None):
             raise ValueError("pass a derived model together with its step, and neither for the trained model")
-        model = model if model is not None else self.model(spec)
         images = self.images(batch)
 
         def compute(positions: list[int]) -> torch.Tensor:
+            net = self.model(spec) if model is None else model if isinstance(model, nn.Module) else model()
             if getattr(method, "needs_ground_truth", False):
-                maps = method(model, images[positions], self.target, masks=self.masks(batch)[positions])
+                maps = method(net, images[positions], self.target, masks=self.masks(batch)[positions])
             else:
-                maps = method(model, images[positions], self.target)
+                maps = method(net, images[positions], self.target)
             expected = (len(positions), *images.shape[2:])
             if tuple(maps.shape) != expected:  # checked before caching: a malformed map never enters the cache
                 ids = [self.image_ids(batch)[i] for i in positions]

@@ -238,7 +238,7 @@ class CascadingRandomization(MapSensitivity):
             return
         # the cache key's step carries the seed and device: either changes the randomised model
         yield from randomization.map_steps(
-            lambda cache_step, model: ctx.maps(spec, name, batch, step=cache_step, model=model))
+            lambda cache_step, randomised: ctx.maps(spec, name, batch, step=cache_step, model=randomised))
 
 
 class LabelRandomization(MapSensitivity):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from monai.utils import look_up_option
@@ -97,7 +97,7 @@ class WeightRandomization:
         if unknown:
             raise ValueError(f"unknown randomisation step(s) {unknown}; the blocks are {names}")
         self.steps = [n for n in names if steps is None or n in steps]
-        self._trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._trained: dict[str, torch.Tensor] | None = None  # saved when first randomised: a cached rerun never is
 
     def step_name(self, block: str) -> str:
         """The step's name in records, e.g. ``cascading:denseblock4``."""
@@ -119,6 +119,8 @@ class WeightRandomization:
     def randomized(self, block: str) -> Iterator[nn.Module]:
         """The model with the weights of step ``block`` re-initialised; the trained weights come back on exit."""
         training = self.model.training
+        if self._trained is None:
+            self._trained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         try:
             self._reset(block)
             yield self.model.eval()
@@ -126,13 +128,21 @@ class WeightRandomization:
             self.model.load_state_dict(self._trained)
             self.model.train(training)
 
-    def map_steps(self, compute: Callable[[str, nn.Module], object]) -> Iterator[tuple[str, object]]:
-        """``(step name, compute(cache step, randomised model))`` for every step in order.
+    def map_steps(self, compute: Callable[[str, Callable[[], nn.Module]], object]) -> Iterator[tuple[str, object]]:
+        """``(step name, compute(cache step, randomised))`` for every step in order.
 
-        ``compute`` runs inside the randomised state and the trained weights are back before
-        each result is handed out, so nothing the caller does can meet a randomised model.
+        ``randomised()`` re-initialises the step's blocks when first called and returns the model, so a step
+        whose maps are all cached (a rerun) neither re-initialises nor restores anything. The trained weights
+        are back before each result is handed out, so nothing the caller does can meet a randomised model.
         """
         for block in self.steps:
-            with self.randomized(block) as model:
-                result = compute(self.cache_step(block), model)
+            with ExitStack() as restore:
+                drawn: list[nn.Module] = []
+
+                def randomised(block: str = block) -> nn.Module:
+                    if not drawn:
+                        drawn.append(restore.enter_context(self.randomized(block)))
+                    return drawn[0]
+
+                result = compute(self.cache_step(block), randomised)
             yield self.step_name(block), result
