@@ -9,8 +9,10 @@ verdicts, and hands everything to the report, the figures and MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -80,7 +82,8 @@ class SaliencyStudy:
         params: settings of the data pipeline that change a number (logged, and part of map-cache keys).
         n_resamples: bootstrap resamples behind every confidence interval of the summary and the comparisons.
         seed: seeds the bootstrap resamples (of the intervals and of the verdicts' stability).
-        cache_dir: the on-disk map cache, so a rerun reuses every map (``None``: no cache).
+        cache_dir: the on-disk map cache, so a rerun reuses every map (``None``: a temporary one in ``output_dir``,
+            removed at the end, so a map is still computed once per run).
         gallery_images: images in the figure of every source's maps (0: no such figure).
         id_key: the batch key of each image's id, unique among the study's images (the records' ``image_id``).
         auc_dataloader: labelled images of both classes (the validation split) on which every model the
@@ -234,8 +237,24 @@ class SaliencyStudy:
         (:meth:`StudyContext.batches`) and rank 0 trains the missing models first, then merges the records,
         reports and logs once; the other ranks return ``None``."""
         start, passes = time.perf_counter(), PassCounter()
-        with counting(passes):
+        with counting(passes), self._map_cache_for_this_run():
             return self._run(passes, start)
+
+    @contextlib.contextmanager
+    def _map_cache_for_this_run(self):
+        """Without ``cache_dir``, a temporary map cache in ``output_dir`` for this run, removed at its end: the
+        criteria share each map and a criterion's baseline across images reuses its per-image maps (before, 1,212
+        images of the quick study went through the networks again)."""
+        if self.cache is not None:
+            yield
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="map_cache_", dir=self.output_dir) as folder:
+            self.cache = MapCache(folder)
+            try:
+                yield
+            finally:
+                self.cache = None
 
     def _run(self, passes: PassCounter, start: float) -> StudyResult | None:
         """:meth:`run` with its network passes counted from ``start``."""

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from bundle.criteria import FidelityToPublished, Localization
+from bundle.criteria import CascadingRandomization, FidelityToPublished, Localization
 from bundle.errors import last_line
 from bundle.saliency import get_method
 from bundle.study import SaliencyStudy
@@ -81,11 +81,11 @@ def make_batches(n: int = 10, size: int = 24, order=None) -> list[dict]:
 
 
 def make_study(tmp_path, batches, methods=None, run_name="study", criteria=None,
-               stability_resamples=20) -> SaliencyStudy:
+               stability_resamples=20, cache=True) -> SaliencyStudy:
     """A study of SpotNet; 20 stability resamples (the study's 200 took 4 s of every study here): these tests read
     the stability column, tests/test_verdicts.py checks its values by hand."""
     net = SpotNet()
-    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "models").mkdir(parents=True, exist_ok=True)
     if not (tmp_path / "models" / "spotnet_seed0.pt").exists():  # torch.save writes a new digest: keep the cache keys
         torch.save(net.state_dict(), tmp_path / "models" / "spotnet_seed0.pt")
     masks = torch.cat([b["mask"] for b in batches])
@@ -100,8 +100,36 @@ def make_study(tmp_path, batches, methods=None, run_name="study", criteria=None,
         output_dir=str(tmp_path / "eval"), tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}",
         experiment_name="study_test", run_name=run_name, ckpt_dir=str(tmp_path / "models"),
         params={"dataset": "squares", "split": "test", "n_images": 10}, n_resamples=200,
-        cache_dir=str(tmp_path / "eval" / "cache"), gallery_images=2, stability_resamples=stability_resamples,
+        cache_dir=str(tmp_path / "eval" / "cache") if cache else None, gallery_images=2,
+        stability_resamples=stability_resamples,
     )
+
+
+class CountedGradient:
+    """The gradient, counting the images it is asked to explain."""
+
+    def __init__(self) -> None:
+        self.images = 0
+
+    def __repr__(self) -> str:
+        return "counted_grad()"
+
+    def __call__(self, model, images, target):
+        self.images += images.shape[0]
+        return get_method("grad")(model, images, target)
+
+
+def test_without_a_map_cache_each_map_is_still_computed_once(tmp_path):
+    """The cascade's baseline across images reuses the trained maps of its per-image scores, as with a cache; the
+    run's temporary cache is gone at the end."""
+    counts = {}
+    for cache in (True, False):
+        method = CountedGradient()
+        make_study(tmp_path / str(cache), make_batches(), methods={"grad": method}, stability_resamples=2,
+                   criteria={"cascading_randomization": CascadingRandomization()}, cache=cache).run()
+        counts[cache] = method.images
+    assert counts[False] == counts[True] == 10 * 3  # the trained model, then its two cascade steps (fc, conv)
+    assert not list((tmp_path / "False" / "eval").glob("map_cache_*"))
 
 
 @pytest.fixture(scope="module")
