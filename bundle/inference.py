@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor
-from monai.transforms import LoadImage, Resize, SaveImage
+from monai.transforms import Resize, SaveImage
 
 from bundle.data.dicom import inspect_dicom
 from bundle.data.nifti import inspect_nifti, is_nifti
@@ -59,13 +59,14 @@ class SaliencyMapSaver:
     Args:
         methods: saliency methods by name (``bundle.saliency.get_method``).
         output_dir: where the files go.
-        reader: the image reader(s) of the evaluator's ``LoadImaged``, to recover each image's own grid and affine.
         target: the class whose evidence the maps show.
+
+    Each image's own grid is the ``spatial_shape`` its reader recorded, and resizing a map back to it restores the
+    image's affine as MONAI's ``Resize`` tracks it, so no file is read twice.
     """
 
-    def __init__(self, methods: Mapping[str, object], output_dir: str, reader=None, target: int = 1) -> None:
+    def __init__(self, methods: Mapping[str, object], output_dir: str, target: int = 1) -> None:
         self.methods, self.output_dir, self.target = dict(methods), Path(output_dir), target
-        self.loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
         self.savers = {name: SaveImage(output_dir, output_postfix=name, separate_folder=False, print_log=False)
                        for name in self.methods}
 
@@ -80,12 +81,11 @@ class SaliencyMapSaver:
                 for name, method in self.methods.items()}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for i, path in enumerate(paths):
-            original = self.loader(path)  # the image's own grid and affine
-            spatial = tuple(original.shape[1:])
+            meta = items[i]["image"].meta  # the resized image's: its affine is the model's grid's
+            spatial = tuple(int(s) for s in meta["spatial_shape"])  # the grid the reader gave
             mode = "bilinear" if len(spatial) == 2 else "trilinear"
-            for name, batch_maps in maps.items():
-                on_grid = Resize(spatial, mode=mode)(batch_maps[i][None].float())
-                self.savers[name](MetaTensor(torch.as_tensor(np.asarray(on_grid)), meta=dict(original.meta)))
+            for name, batch_maps in maps.items():  # resizing back to the reader's grid restores its affine too
+                self.savers[name](Resize(spatial, mode=mode)(MetaTensor(batch_maps[i][None].float(), meta=meta)))
             shown = {n: normalize_maps(m[i:i + 1], "pair", getattr(self.methods[n], "signed", True))[0].numpy()
                      for n, m in maps.items()}  # as the study's gallery shows them
             grey = images[i:i + 1, 0].cpu().numpy()

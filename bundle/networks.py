@@ -398,7 +398,19 @@ def torchscript_network(path: str | Path, map_location: str | torch.device = "cp
     reported not scored; give the architecture as ``network_def`` instead to score every method."""
     if not is_torchscript(path):
         raise ValueError(f"{path} is not a TorchScript file (torch.jit.save / ckpt_export writes one)")
-    return torch.jit.load(str(path), map_location=map_location)
+    module = torch.jit.load(str(path), map_location=map_location)
+    _SCRIPTED_FROM[module] = _file_identity(path)
+    return module
+
+
+# the file each TorchScript network_def was loaded from, so loading that same file as its checkpoint reads nothing
+_SCRIPTED_FROM: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _file_identity(path: str | Path) -> tuple:
+    """A file's resolved path, size and modification time: the same file, unchanged since it was read."""
+    stat = Path(path).stat()
+    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
 
 
 def load_checkpoint(model: nn.Module, path: str, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -414,6 +426,8 @@ def load_checkpoint(model: nn.Module, path: str, map_location: str | torch.devic
         map_location: the device the stored tensors are loaded onto before they are copied into ``model``.
     """
     advice = "delete it to retrain, or point ckpt_dir elsewhere"
+    if model in _SCRIPTED_FROM and Path(path).is_file() and _SCRIPTED_FROM[model] == _file_identity(path):
+        return model  # torchscript_network loaded it from this very file: its weights are these
     try:
         if is_torchscript(path):  # its weights only: the module the config built runs (hooks work on it)
             state = torch.jit.load(str(path), map_location=map_location).state_dict()

@@ -152,7 +152,7 @@ class SaliencyStudy:
         self.image_settings = {k: "#".join(v) if not isinstance(v, str) else v for k, v in (image_settings or {}).items()}
         self.cache = MapCache(cache_dir) if cache_dir else None
         self.auc_dataloader = auc_dataloader
-        self.mirror_uri, self._trained_runs = mirror_uri, []
+        self.mirror_uri, self._trained_runs, self._checked = mirror_uri, [], {}
         self._progress = StudyProgress()  # its stages' lines; run() adds the bar over them
         self.required_models()  # a criterion whose models cannot be named fails here, before any training
 
@@ -162,6 +162,10 @@ class SaliencyStudy:
         return items[0].get("finding") if items and isinstance(items[0], Mapping) else None
 
     def _load_model(self, spec: ModelSpec) -> nn.Module:
+        """The trained network of ``spec``: the one :meth:`_ensure_models` loaded to check its checkpoint, else
+        loaded now (each checkpoint is read once per study)."""
+        if spec in self._checked:
+            return self._checked.pop(spec)
         network = (self.network if spec == self.primary
                    else build_network(spec.architecture, image_size=self.train_overrides.get("image_size", 128)))
         return load_checkpoint(network, str(spec.checkpoint(self.ckpt_dir)), map_location=self.device)
@@ -194,7 +198,7 @@ class SaliencyStudy:
         specs = self.required_models()
         for spec in specs:  # a damaged checkpoint stops the study before any model is trained
             if spec.checkpoint(self.ckpt_dir).is_file():
-                self._load_model(spec)
+                self._checked[spec] = self._load_model(spec)
         for spec in specs:
             self._trained_runs.append(unique_run_name("train", spec.name))
             if spec.checkpoint(self.ckpt_dir).is_file():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from bundle.networks import _SAID_CAM_LAYERS, ARCHITECTURES, build_network, cam_layer_of, get_architecture
 
@@ -103,3 +104,23 @@ def test_a_model_without_convolutions_asks_for_a_layer():
 
     with pytest.raises(ValueError, match="no convolutional layer for a CAM; set the method's `layer`"):
         cam_layer_of(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+
+
+def test_a_torchscript_network_def_is_not_read_again_as_its_own_checkpoint(tmp_path, monkeypatch):
+    """``torchscript_network(file)`` as network_def and the same file as its checkpoint: one read; a changed file,
+    or another file, is read."""
+    import os
+
+    from bundle.networks import load_checkpoint, torchscript_network
+
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(nn.Sequential(nn.Linear(3, 2))), str(path))
+    reads = []
+    load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: reads.append(a[0]) or load(*a, **k))
+    module = torchscript_network(path)
+    assert load_checkpoint(module, str(path)) is module and reads == [str(path)]
+    torch.jit.save(torch.jit.script(nn.Sequential(nn.Linear(3, 2))), str(path))  # retrained in place
+    os.utime(path, ns=(1, 1))
+    load_checkpoint(module, str(path))
+    assert len(reads) == 2

@@ -119,6 +119,17 @@ class CountedGradient:
         return get_method("grad")(model, images, target)
 
 
+def test_each_checkpoint_is_read_once(tmp_path, monkeypatch):
+    """The check for damaged checkpoints before training loads each model; the criteria use that one."""
+    import bundle.study
+
+    reads = []
+    load = bundle.study.load_checkpoint
+    monkeypatch.setattr(bundle.study, "load_checkpoint", lambda net, path, **k: reads.append(path) or load(net, path, **k))
+    make_study(tmp_path, make_batches(), stability_resamples=2).run()
+    assert reads == [str(tmp_path / "models" / "spotnet_seed0.pt")]
+
+
 def test_without_a_map_cache_each_map_is_still_computed_once(tmp_path):
     """The cascade's baseline across images reuses the trained maps of its per-image scores, as with a cache; the
     run's temporary cache is gone at the end."""
