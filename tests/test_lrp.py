@@ -148,3 +148,41 @@ def test_lrp_refuses_what_its_rules_do_not_cover(images):
         get_method("lrp")(build_network("vit", image_size=32), torch.rand(1, 1, 32, 32), 1)
     with pytest.raises(ValueError, match="lrp explains the logit"):
         get_method("lrp", output="probability")
+
+
+def biased_cnn() -> nn.Module:
+    """Convolutions with biases and no batch norm (zennit passes relevance over one it cannot merge, we do not)."""
+    return randomised(nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 3, 3), nn.ReLU(), nn.Conv2d(3, 3, 1),
+        nn.ReLU(), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2)))
+
+
+def test_the_epsilon_gamma_box_composite_equals_zennits(images):
+    """z^B on the first convolution, the generalised gamma rule on the others (inputs of both signs reach the last
+    convolution: its input is a ReLU's, but the middle one reads the first convolution's pooled ReLU output, and the
+    stem reads the image), epsilon on the linear layer and pooling; relevance at the top is the logit, as ours."""
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonGammaBox
+
+    net = biased_cnn()
+    ours = get_method("lrp", composite="epsilon_gamma_box", epsilon=1e-6, gamma=0.25)(net, images, 1)
+    composite = EpsilonGammaBox(low=torch.zeros_like(images), high=torch.ones_like(images), epsilon=1e-6, gamma=0.25)
+    with Gradient(model=net, composite=composite) as attributor:
+        _, reference = attributor(images, lambda out: torch.eye(2)[[1] * len(out)] * out)
+    assert not torch.allclose(ours, get_method("lrp", epsilon=1e-6)(net, images, 1), atol=1e-3)  # the rules matter
+    torch.testing.assert_close(ours, reference[:, 0].detach(), atol=1e-5 * float(reference.abs().max()), rtol=0)
+
+
+def test_the_composite_conserves_the_logit_on_densenet_batched_as_per_image():
+    """DenseNet121 as initialised (no biases or batch-norm shifts to absorb relevance; drawn at random as above, its
+    logits overflow at 32²): the gamma rule conserves a positive output's relevance, z^B the stem's."""
+    net = build_network("densenet121").eval()
+    images = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    method = get_method("lrp", composite="epsilon_gamma_box")
+    together = method(net, images, 1)
+    alone = torch.cat([method(net, images[i:i + 1], 1) for i in range(2)])
+    torch.testing.assert_close(together, alone, atol=1e-5 * float(alone.abs().max()), rtol=0)
+    with torch.no_grad():
+        logits = net(images)[:, 1]
+    torch.testing.assert_close(together.sum(dim=(1, 2)), logits, atol=1e-5 * float(logits.abs().max()), rtol=0)
+    assert method.rules(net)[net.features.conv0] == "box" and method.rules(net)[net.class_layers.out] == "epsilon"

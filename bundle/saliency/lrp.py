@@ -9,8 +9,14 @@ convolutions wrote; passing relevance over a batch norm unchanged instead hands 
 which the ReLU before them then drops. With zero biases and shifts relevance is conserved from the target logit
 to the input (tested to 1e-5 on DenseNet121, 2-D and 3-D). Residual additions (ResNets) are not split by any
 rule here: their relevance is not conserved. With epsilon near 0 (LRP-0, the default) these rules give gradient x
-input on a ReLU network (Ancona et al. 2018; tested on DenseNet121): a larger epsilon, or the composites that
-put other rules on the lower convolutions (LRP-gamma, z^B at the input; not here), are what depart from it.
+input on a ReLU network (Ancona et al. 2018; tested on DenseNet121): a larger epsilon, or the composite that
+puts other rules on the convolutions, is what departs from it.
+
+The composite ``epsilon_gamma_box`` (zennit's ``EpsilonGammaBox``; Montavon et al. 2019) puts the generalised
+LRP-gamma rule on every convolution but the first, z^B (the input's bounds ``low`` and ``high``) on the first,
+and keeps the epsilon rule on linear layers, pooling and batch norms (zennit passes relevance over a batch norm
+it cannot merge, which loses relevance here, see above). It equals zennit's on a CNN without batch norms (tested).
+Each gamma convolution costs two more convolutions forward and two backward, of twice the batch.
 
 Own code rather than captum's ``LRP``: captum hooks each layer's input tensor, so where a tensor feeds two
 consumers (a DenseNet's features feed the next batch norm and the concatenation) its rule replaces the relevance of
@@ -20,6 +26,8 @@ both with that of one, and the concatenated relevance is lost; module backward h
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from monai.utils import look_up_option
 from torch import nn
 
 from bundle.saliency.base import SaliencyMethod
@@ -36,30 +44,51 @@ def layers_without_rule(model: nn.Module) -> list[str]:
                    and not isinstance(m, EPSILON_LAYERS + PASSING_LAYERS)})
 
 
+COMPOSITES = ("epsilon", "epsilon_gamma_box")
+STABILIZER = 1e-6  # the gamma and z^B rules' stabiliser (zennit's default)
+
+
 def stabilised(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """``z + epsilon * sign(z)``, zero counted positive (captum's stabiliser)."""
     return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
 
 class LRP(SaliencyMethod):
-    """LRP-epsilon of the target logit (module docstring for the rule of each layer type), signed.
+    """LRP of the target logit (module docstring for the rule of each layer type), signed.
 
     Args:
         epsilon: the epsilon rule's stabiliser (1e-9, captum's default: LRP-0; larger values absorb weak,
             contradictory relevance).
+        composite: ``epsilon`` (the epsilon rule on every layer) or ``epsilon_gamma_box`` (gamma on the
+            convolutions, z^B on the first, epsilon elsewhere).
+        gamma: the gamma rule's weight on the positive (for positive outputs) contributions (0.25, zennit's).
+        low, high: the lowest and highest intensity an input can take, z^B's box (0 and 1: images scaled to [0, 1]).
         output: ``logit`` only: the rules propagate a logit's relevance; a softmax probability has none.
     """
 
     name = "lrp"
 
-    def __init__(self, epsilon: float = 1e-9, output: str = "logit") -> None:
+    def __init__(self, epsilon: float = 1e-9, composite: str = "epsilon", gamma: float = 0.25, low: float = 0.0,
+                 high: float = 1.0, output: str = "logit") -> None:
         if output != "logit":
             raise ValueError("lrp explains the logit (output 'logit'): its rules do not propagate through a softmax")
         super().__init__(output)
-        self.epsilon = epsilon
+        self.epsilon, self.composite = epsilon, look_up_option(composite, COMPOSITES)
+        self.gamma, self.low, self.high = gamma, low, high
 
     def applies_to(self, model: nn.Module) -> bool:
         return not layers_without_rule(model)
+
+    def rules(self, model: nn.Module) -> dict[nn.Module, str]:
+        """The rule of each layer that has one other than passing relevance as its gradient does."""
+        layers = [m for m in model.modules() if isinstance(m, EPSILON_LAYERS)]
+        rules = dict.fromkeys(layers, "epsilon")
+        if self.composite == "epsilon_gamma_box":
+            convolutions = [m for m in layers if isinstance(m, nn.modules.conv._ConvNd)]
+            rules.update(dict.fromkeys(convolutions, "gamma"))
+            if convolutions:
+                rules[convolutions[0]] = "box"
+        return rules
 
     def attribute(self, model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         missing = layers_without_rule(model)
@@ -77,14 +106,24 @@ class LRP(SaliencyMethod):
         def multiply(module, grad_input, grad_output):  # x * J^T (R_out / z)
             return (grad_input[0] * stored[module][0], *grad_input[1:])
 
+        def gamma(module, grad_input, grad_output):
+            return (gamma_relevance(module, *stored[module], grad_output[0], self.gamma), *grad_input[1:])
+
+        def box(module, grad_input, grad_output):
+            return (box_relevance(module, stored[module][0], grad_output[0], self.low, self.high), *grad_input[1:])
+
         in_place = [m for m in model.modules() if isinstance(m, nn.ReLU) and m.inplace]
         handles = []
         try:
             for relu in in_place:  # an in-place ReLU cannot modify a hooked module's output
                 relu.inplace = False
-            for module in (m for m in model.modules() if isinstance(m, EPSILON_LAYERS)):
-                handles += [module.register_forward_hook(remember), module.register_full_backward_pre_hook(divide),
-                            module.register_full_backward_hook(multiply)]
+            for module, rule in self.rules(model).items():
+                handles.append(module.register_forward_hook(remember))
+                if rule == "epsilon":
+                    handles += [module.register_full_backward_pre_hook(divide),
+                                module.register_full_backward_hook(multiply)]
+                else:
+                    handles.append(module.register_full_backward_hook(gamma if rule == "gamma" else box))
             inputs = images.detach().requires_grad_(True)
             logits = model(inputs).gather(1, target[:, None])
             (relevance,) = torch.autograd.grad(logits, inputs, grad_outputs=logits.detach())  # R at the top: z
@@ -94,3 +133,51 @@ class LRP(SaliencyMethod):
             for relu in in_place:
                 relu.inplace = True
         return relevance
+
+
+def layer_forward(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A convolution or linear layer applied with other parameters (a rule's modified weights)."""
+    if isinstance(module, nn.Linear):
+        return F.linear(x, weight, bias)
+    return module._conv_forward(x, weight, bias)
+
+
+def gamma_relevance(module: nn.Module, x: torch.Tensor, z: torch.Tensor, relevance: torch.Tensor,
+                    gamma: float) -> torch.Tensor:
+    """The generalised gamma rule (Andeol et al. 2021; zennit's ``Gamma``): a positive output's relevance goes to the
+    contributions ``x+ (w + gamma w+)`` and ``x- (w + gamma w-)``, a negative output's to ``x+ (w + gamma w-)`` and
+    ``x- (w + gamma w+)``. Both signs of input through each modified weight in one batch of 2B: two layer passes
+    forward and one backward to the input."""
+    weight, bias, b = module.weight, module.bias, x.shape[0]
+    up, down = weight + gamma * weight.clamp(min=0), weight + gamma * weight.clamp(max=0)
+    signed = torch.cat([x.clamp(min=0), x.clamp(max=0)]).requires_grad_(True)
+    with torch.enable_grad():
+        through_up, through_down = layer_forward(module, signed, up, None), layer_forward(module, signed, down, None)
+    positive = through_up[:b] + through_down[b:]  # x+ w_up + x- w_down
+    negative = through_down[:b] + through_up[b:]  # x+ w_down + x- w_up
+    if bias is not None:  # the bias (modified) sides with the positive inputs; zennit zeroes it for the negative
+        shape = (1, -1) + (1,) * (z.ndim - 2)
+        positive = positive + (bias + gamma * bias.clamp(min=0)).reshape(shape)
+        negative = negative + (bias + gamma * bias.clamp(max=0)).reshape(shape)
+    to_positive = (z > 0) * relevance / stabilised(positive.detach(), STABILIZER)
+    to_negative = (z < 0) * relevance / stabilised(negative.detach(), STABILIZER)
+    (gradient,) = torch.autograd.grad((through_up, through_down), signed, (torch.cat([to_positive, to_negative]),
+                                                                           torch.cat([to_negative, to_positive])))
+    return (signed.detach() * gradient).reshape(2, *x.shape).sum(dim=0)
+
+
+def box_relevance(module: nn.Module, x: torch.Tensor, relevance: torch.Tensor, low: float,
+                  high: float) -> torch.Tensor:
+    """The z^B rule (Montavon et al. 2017; zennit's ``ZBox``) of the first layer, whose inputs lie in
+    ``[low, high]``: ``R_in = (x w - low w+ - high w-) R_out / z^B``, the bias clamped as the weights are."""
+    weight, bias = module.weight, module.bias
+    clamped = (None, None) if bias is None else (bias.clamp(min=0), bias.clamp(max=0))
+    sides = [(x, weight, bias), (torch.full_like(x, low), weight.clamp(min=0), clamped[0]),
+             (torch.full_like(x, high), weight.clamp(max=0), clamped[1])]
+    inputs = [side[0].detach().requires_grad_(True) for side in sides]
+    with torch.enable_grad():
+        outputs = [layer_forward(module, i, w, b) for i, (_, w, b) in zip(inputs, sides)]
+    denominator = outputs[0] - outputs[1] - outputs[2]
+    scaled = relevance / stabilised(denominator.detach(), STABILIZER)
+    gradients = torch.autograd.grad(outputs, inputs, (scaled, scaled, scaled))
+    return inputs[0] * gradients[0] - inputs[1] * gradients[1] - inputs[2] * gradients[2]
