@@ -71,6 +71,7 @@ def image_seed(image: torch.Tensor, seed: int) -> int:
     not depend on which other images share its batch (batched equals per-image,
     and a partly cached rerun equals a fresh run).
     """
+    # the CRC reads the image's bytes on the CPU: one copy per image per call, against its method's many passes
     return (seed * 1_000_003 + zlib.crc32(image.detach().cpu().numpy().tobytes())) % (2**63)
 
 

@@ -242,6 +242,7 @@ class Lime(SaliencyMethod):
         if images.ndim != 4:
             cells = grid_feature_mask(tuple(images.shape[2:]), self.cell, images.device)[0, 0]
             return cells.expand(images.shape[0], *cells.shape)
+        # scikit-image's Felzenszwalb segmentation runs on the CPU, one image at a time (no GPU version)
         labels = [superpixels(image.transpose(1, 2, 0), self.scale) for image in images.detach().cpu().numpy()]
         return torch.as_tensor(np.stack(labels), dtype=torch.long, device=images.device)
 

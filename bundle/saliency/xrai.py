@@ -191,6 +191,7 @@ class XRAI(SaliencyMethod):
         """The region step alone (segmentation and greedy growth) for given (B, H, W) attributions."""
         maps = []
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            # the regions (scikit-image's Felzenszwalb, the greedy growth over their masks) run on the CPU
             for image, attr in zip(images.detach().cpu().numpy(), attributions.detach().cpu().numpy()):
                 masks = felzenszwalb_masks(image.transpose(1, 2, 0), self.dilation_radius, pool=pool)
                 region_map, _ = xrai_regions(attr, masks, self.min_pixel_diff)

@@ -102,7 +102,7 @@ class EdgeMap:
     def __call__(self, model: nn.Module | None, images: torch.Tensor, target=None) -> torch.Tensor:
         if images.ndim != 4:
             raise ValueError("the edge baseline is defined for 2-D images only")
-        maps = [edge_map(image, self.low_threshold, self.high_threshold)
+        maps = [edge_map(image, self.low_threshold, self.high_threshold)  # scikit-image's Canny: CPU only
                 for image in images.mean(dim=1).detach().cpu().numpy()]
         return torch.as_tensor(np.stack(maps), dtype=torch.float32, device=images.device)
 
@@ -139,6 +139,7 @@ class OracleMap:
         if masks is None:
             raise ValueError("the oracle map needs the ground-truth masks")
         masks = masks[:, 0] if masks.ndim == images.ndim else masks
+        # scipy's Gaussian filter, the published oracle's, on the CPU (masks only: no pass of the model waits on it)
         blurred = [ndimage.gaussian_filter(m.astype(np.float64), self.sigma) for m in masks.cpu().numpy() > 0.5]
         return torch.as_tensor(np.stack(blurred), dtype=torch.float32, device=images.device)
 

@@ -96,6 +96,7 @@ class ShiftedMap(_Wrapping):
         spatial = unit.ndim - 1
         areas = (masks.reshape(len(masks), -1) > 0.5).sum(dim=1).double().cpu().numpy()
         diameters = 2 * (areas / np.pi) ** (1 / 2) if spatial == 2 else 2 * (3 * areas / (4 * np.pi)) ** (1 / 3)
+        # scipy's sub-pixel shift (linear interpolation) on the CPU: a control's maps, no pass of the model waits on it
         moved = [ndimage.shift(m, [self.fraction * d / np.sqrt(spatial)] * spatial, order=1, mode="constant")
                  for m, d in zip(unit.double().cpu().numpy(), diameters)]
         return torch.as_tensor(np.stack(moved), dtype=unit.dtype, device=unit.device)

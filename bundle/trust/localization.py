@@ -247,7 +247,7 @@ def binarize(maps: torch.Tensor, method: str = "otsu") -> tuple[torch.Tensor, to
         out[degenerate] = False
         return out.reshape(maps.shape), degenerate
     segmentations = []
-    for m, bad in zip(unit.cpu().numpy(), degenerate.tolist()):
+    for m, bad in zip(unit.cpu().numpy(), degenerate.tolist()):  # scikit-image's Otsu threshold, on the CPU
         seg = np.zeros(m.shape, dtype=bool) if bad else _otsu(m)
         segmentations.append(_bounding_boxes(seg) if kind == "bbox" else seg)
     return torch.as_tensor(np.stack(segmentations), device=maps.device), degenerate

@@ -70,6 +70,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"PIC curves are defined here for one-channel 2-D images (B, 1, H, W), got "
                          f"{tuple(images.shape)}")
+    # PIC blurs and encodes with scipy and PIL on the CPU (the published method's own codecs): one copy per batch
     return np.clip(np.round(255.0 * images[:, 0].detach().cpu().numpy()), 0, 255).astype(np.uint8)
 
 
