@@ -35,7 +35,7 @@ from timing import timed  # scripts/timing.py, beside this script
 
 def pass_count(name: str, params: dict, model: nn.Module, size: int, device: torch.device) -> tuple[float, str]:
     """Passes per image a method needs, and their kind (TRUST design, 'Performance model')."""
-    if name in ("grad", "gradcam", "gradcampp", "gbp", "lrp", "chefer"):  # one forward and one backward each
+    if name in ("grad", "gradcam", "gradcampp", "gbp", "lrp", "lrp_gamma_box", "chefer"):  # a forward and a backward
         return 1, "backward"
     if name == "rollout":
         return 1, "forward"
@@ -147,6 +147,17 @@ def peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) -> Cal
             return ca.LRP(model).attribute(images, target=target)
 
         return run
+    if name == "lrp_gamma_box":  # zennit's EpsilonGammaBox, the composite ours equals
+        from zennit.attribution import Gradient
+        from zennit.composites import EpsilonGammaBox
+
+        composite = EpsilonGammaBox(low=torch.zeros_like(images), high=torch.ones_like(images), epsilon=1e-9)
+
+        def run():
+            with Gradient(model=model, composite=composite) as attributor:
+                return attributor(images, lambda out: torch.eye(out.shape[1], device=out.device)[target] * out)[1]
+
+        return run
     return None
 
 
@@ -232,8 +243,9 @@ DEFAULT_PARAMS = {
     "kernelshap": {"n_samples": 200, "cell": 16},
     "lime": {"n_samples": 1000},
     "eg": {"n_samples": 50},
-    "lrp": {}, "rollout": {}, "chefer": {},
+    "lrp": {}, "lrp_gamma_box": {"composite": "epsilon_gamma_box"}, "rollout": {}, "chefer": {},
 }
+METHOD_OF = {"lrp_gamma_box": "lrp"}  # rows of one method with other settings
 
 
 def main() -> None:
@@ -276,7 +288,8 @@ def main() -> None:
                     params["n_samples"] = max(params["n_samples"], math.ceil(size / params["cell"]) ** 2 + 2)
                 if name in ("gbp", "ggcam") and not has_relu_modules(model):
                     continue
-                method = get_method(name, **params, **({"references": references(images)} if name == "eg" else {}))
+                method = get_method(METHOD_OF.get(name, name), **params,
+                                    **({"references": references(images)} if name == "eg" else {}))
                 if not method.applies_to(model):  # LRP on CNNs, the attention maps on the ViT
                     continue
                 run_ours = lambda: method(model, images, 1)  # noqa: E731
