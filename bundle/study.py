@@ -317,13 +317,14 @@ class SaliencyStudy:
 
     def _time_against_floor(self, passes: PassCounter, start: float) -> dict | None:
         """The study's time so far beside the floor of the passes it made (their images at this machine's best
-        per-image time of each kind, timed now at batches of 8, uncounted); ``None`` under ``torchrun``, where each
+        per-image time of each kind, timed now at batches of 8, 16 and 32 as ``scripts/benchmark_study.py`` times
+        them, uncounted); ``None`` under ``torchrun``, where each
         process counts only its own passes."""
         if distributed.active() or not passes.images:
             return None
         measured = time.perf_counter() - start
         passes.paused, timing_start = True, time.perf_counter()
-        floor, per_image = floor_seconds(passes, batches=(8,), warmup=1, repeats=2, device=self.device)
+        floor, per_image = floor_seconds(passes, warmup=1, repeats=2, device=self.device)
         logger.info("the floor's per-image pass times, measured in %.1f s", time.perf_counter() - timing_start)
         return {"measured_s": measured, "floor_s": floor, "images": passes.totals(), "per_image_s": per_image}
 

@@ -62,7 +62,8 @@ class LRP(SaliencyMethod):
         composite: ``epsilon`` (the epsilon rule on every layer) or ``epsilon_gamma_box`` (gamma on the
             convolutions, z^B on the first, epsilon elsewhere).
         gamma: the gamma rule's weight on the positive (for positive outputs) contributions (0.25, zennit's).
-        low, high: the lowest and highest intensity an input can take, z^B's box (0 and 1: images scaled to [0, 1]).
+        low: the lowest intensity an input can take, z^B's box (0: images scaled to [0, 1]).
+        high: the highest intensity an input can take (1).
         output: ``logit`` only: the rules propagate a logit's relevance; a softmax probability has none.
     """
 
