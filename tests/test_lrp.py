@@ -89,8 +89,10 @@ def test_relevance_is_conserved_through_concatenations_where_captums_is_not(imag
     assert _conservation_gap(shifted, images, get_method("lrp")(shifted, images, 1)) > 1e-3
 
 
-@pytest.mark.parametrize("name, shape", [("densenet121", (2, 1, 64, 64)), ("densenet121_3d", (2, 1, 32, 32, 32))])
-def test_lrp_conserves_the_logit_on_densenet(name, shape):
+@pytest.mark.parametrize("name, shape, epsilon", [("densenet121", (2, 1, 64, 64), 0.0),
+                                                  ("densenet121", (2, 1, 64, 64), 1e-9),
+                                                  ("densenet121_3d", (2, 1, 32, 32, 32), 1e-9)])
+def test_lrp_conserves_the_logit_on_densenet(name, shape, epsilon):
     torch.manual_seed(0)
     net = build_network(name).eval()
     with torch.no_grad():  # batch norms with scales and variances of their own (every term of the rule matters)
@@ -99,7 +101,7 @@ def test_lrp_conserves_the_logit_on_densenet(name, shape):
                 m.weight.uniform_(0.5, 1.5), m.running_var.uniform_(0.5, 2.0)
     without_shifts(net)
     images = torch.rand(*shape, generator=torch.Generator().manual_seed(2))
-    relevance = get_method("lrp")(net, images, 1)
+    relevance = get_method("lrp", epsilon=epsilon)(net, images, 1)
     assert relevance.shape == (2, *shape[2:])
     assert _conservation_gap(net, images, relevance) < 1e-5
     assert all(m.inplace for m in net.modules() if isinstance(m, nn.ReLU)), "in-place ReLUs are restored"
@@ -107,9 +109,9 @@ def test_lrp_conserves_the_logit_on_densenet(name, shape):
 
 
 def test_lrp_0_is_gradient_times_input_on_a_relu_network_and_epsilon_departs_from_it():
-    """Ancona et al. 2018: on a network of ReLUs, linear layers, pooling and batch norms, LRP-0 equals gradient x
-    input whatever the biases and shifts (an independent reference for every layer's rule); a larger epsilon does
-    not."""
+    """Ancona et al. 2018: on a network of ReLUs, linear layers, pooling and batch norms, the rules at epsilon 1e-9
+    equal gradient x input whatever the biases and shifts (an independent reference for every layer's rule, and why
+    LRP-0 is computed as gradient x input); a larger epsilon does not."""
     torch.manual_seed(0)
     net = build_network("densenet121").eval()
     with torch.no_grad():
@@ -120,7 +122,9 @@ def test_lrp_0_is_gradient_times_input_on_a_relu_network_and_epsilon_departs_fro
     images = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(5))
     gradient_x_input = get_method("grad")(net, images, 1) * images[:, 0]
     scale = float(gradient_x_input.abs().max())
-    torch.testing.assert_close(get_method("lrp")(net, images, 1), gradient_x_input, atol=1e-4 * scale, rtol=0)
+    torch.testing.assert_close(get_method("lrp", epsilon=1e-9)(net, images, 1), gradient_x_input, atol=1e-4 * scale,
+                               rtol=0)
+    torch.testing.assert_close(get_method("lrp")(net, images, 1), gradient_x_input, atol=1e-6 * scale, rtol=0)
     assert float((get_method("lrp", epsilon=0.1)(net, images, 1) - gradient_x_input).abs().max()) > 0.1 * scale
 
 
@@ -136,7 +140,7 @@ def test_a_failing_model_leaves_no_hook_and_its_relus_in_place(images):
 
     net = Failing().eval()
     with pytest.raises(RuntimeError, match="broken model"):
-        get_method("lrp")(net, images, 1)
+        get_method("lrp", epsilon=1e-9)(net, images, 1)
     assert net.relu.inplace
     assert not (net.conv._forward_hooks or net.conv._backward_hooks or net.conv._backward_pre_hooks)
 
