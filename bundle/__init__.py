@@ -1,13 +1,13 @@
 """Saliency trust bundle: everything the configs instantiate."""
 
-from bundle import (console, criteria, data, distributed, errors, findings, handlers, inference, mirror, models,
-                    networks, profiles, saliency, study, summary, switches, tracking, trust)
+from bundle import (allocator, console, criteria, data, distributed, errors, findings, handlers, inference, mirror,
+                    models, networks, profiles, saliency, study, summary, switches, tracking, trust)
 
 errors.install_excepthook()  # a failed `monai.bundle run` ends with its cause, not MONAI's wrapper
 console.quiet_library_noise()  # the libraries' repeated lines, filtered where they arise
 
 __version__ = "0.15.0"
 __all__ = [
-    "console", "criteria", "data", "distributed", "errors", "findings", "handlers", "inference", "mirror", "models",
-    "networks", "profiles", "saliency", "study", "summary", "switches", "tracking", "trust",
+    "allocator", "console", "criteria", "data", "distributed", "errors", "findings", "handlers", "inference", "mirror",
+    "models", "networks", "profiles", "saliency", "study", "summary", "switches", "tracking", "trust",
 ]

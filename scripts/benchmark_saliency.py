@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bundle.allocator import keep_freed_memory
 from bundle.networks import build_network, cam_layer_of
 from bundle.passes import per_image_seconds
 from bundle.saliency import get_method
@@ -263,6 +264,7 @@ def main() -> None:
                         help="which peers to time beside ours (none: only ours and the floor)")
     parser.add_argument("--json", default="eval/benchmark_saliency.json")
     args = parser.parse_args()
+    keep_freed_memory()  # as a study does at initialize, so ours, the peers and the floor run alike
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     rows = []

@@ -36,6 +36,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from timing import alternate  # scripts/timing.py, beside this script
 
+from bundle.allocator import keep_freed_memory
 from bundle.data.synthetic import SyntheticConfig, render
 from bundle.networks import build_network, get_architecture, load_checkpoint
 from bundle.saliency import get_method
@@ -213,6 +214,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="eval/benchmark_trust.json")
     args = parser.parse_args()
+    keep_freed_memory()  # as a study does at initialize, so ours, the peers and the floor run alike
     torch.manual_seed(args.seed)
     model = build_network("densenet121").eval()
     if args.checkpoint:
