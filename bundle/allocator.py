@@ -22,12 +22,19 @@ TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: the heap's free top is kept 
 
 def keep_freed_memory() -> bool:
     """Have glibc's malloc keep freed blocks for reuse (mmap threshold 32 MiB, trim threshold 2 GiB) and say so in the
-    log; ``False`` (said too) where the C library has no ``mallopt`` or refuses the settings, as on macOS or musl."""
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    kept = mallopt is not None and all(mallopt(parameter, value) == 1 for parameter, value in (
-        (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
-    if kept:
+    log; ``False`` (said too) where the C library has no ``mallopt`` or refuses a setting, as on macOS, Windows or
+    musl."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):  # no mallopt (macOS), or no C library by that call (Windows)
+        mallopt = None
+    settings = {"mmap threshold": (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                "trim threshold": (M_TRIM_THRESHOLD, TRIM_THRESHOLD)}
+    refused = [name for name, (parameter, value) in settings.items()
+               if mallopt is None or mallopt(parameter, value) != 1]  # each tried: a refusal leaves the others set
+    if not refused:
         logger.info("allocator: freed memory kept for reuse (glibc mmap threshold 32 MiB, trim threshold 2 GiB)")
     else:
-        logger.info("allocator: the C library's malloc has no mallopt settings here; freed memory is left to it")
-    return kept
+        logger.info("allocator: the C library's malloc refused the %s; freed memory is left to it",
+                    " and ".join(refused))
+    return not refused

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,8 @@ class SaliencyMapSaver:
             spatial = tuple(int(s) for s in meta["spatial_shape"])  # the grid the reader gave
             mode = "bilinear" if len(spatial) == 2 else "trilinear"
             for name, batch_maps in maps.items():  # resizing back to the reader's grid restores its affine too
-                self.savers[name](Resize(spatial, mode=mode)(MetaTensor(batch_maps[i][None].float(), meta=meta)))
+                resized = Resize(spatial, mode=mode)(MetaTensor(batch_maps[i][None].float(), meta=deepcopy(meta)))
+                self.savers[name](resized)  # the map's own copy of the metadata: MetaTensor keeps the dict it is given
             shown = {n: normalize_maps(m[i:i + 1], "pair", getattr(self.methods[n], "signed", True))[0].numpy()
                      for n, m in maps.items()}  # as the study's gallery shows them
             grey = images[i:i + 1, 0].cpu().numpy()

@@ -152,7 +152,7 @@ def peer(name: str, params: dict, model: nn.Module, images: torch.Tensor) -> Cal
         from zennit.attribution import Gradient
         from zennit.composites import EpsilonGammaBox
 
-        composite = EpsilonGammaBox(low=torch.zeros_like(images), high=torch.ones_like(images), epsilon=1e-9)
+        composite = EpsilonGammaBox(low=torch.zeros_like(images), high=torch.ones_like(images), epsilon=1e-6)  # ours
 
         def run():
             with Gradient(model=model, composite=composite) as attributor:

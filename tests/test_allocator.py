@@ -1,5 +1,7 @@
 """Freed memory kept for reuse: a pass's activations, freed and allocated again, fault no new pages."""
 
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -25,18 +27,20 @@ print(kept, *faults)
 def page_faults_per_pass(mode: str) -> tuple[str, list[int]]:
     """Run six passes in a new process (malloc's settings are the process's) and return what keep_freed_memory
     returned there and each pass's minor page faults."""
-    result = subprocess.run([sys.executable, "-c", PASSES, mode], cwd=ROOT, capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}  # glibc's own
+    result = subprocess.run([sys.executable, "-c", PASSES, mode], cwd=ROOT, env=env, capture_output=True, text=True,
+                            check=True)
     kept, *faults = result.stdout.split()
     return kept, [int(n) for n in faults]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings: other C libraries differ")
 def test_kept_memory_is_reused_where_glibc_would_give_it_back():
     """glibc alone trims the freed 80 MiB (over twice its largest mapped block) and faults 20,480 pages in again each
-    pass; kept, the passes after the second fault none. A pass of 80 MiB is 20,480 pages of 4 KiB."""
+    pass; kept, the passes after the second fault next to none. A pass of 80 MiB is 20,480 pages of 4 KiB."""
     kept, faults = page_faults_per_pass("keep")
     assert kept == "True"
-    assert faults[0] >= 20_000 and faults[2:] == [0, 0, 0, 0]
+    assert faults[0] >= 20_000 and max(faults[2:]) < 200
     _, faults = page_faults_per_pass("default")
     assert min(faults[2:]) >= 20_000
 

@@ -1,7 +1,7 @@
 """The published profile on a GPU: the quick study's data and models with every published setting, on ``cuda``.
 
 Skipped on a machine without CUDA (every CI machine of this project): the rest of the suite runs the same code on
-the CPU; this test is what a lent GPU machine runs (docs/benchmarks.md says when it last did)."""
+the CPU; this test is what a lent GPU machine runs (none has been lent to this project's sessions yet)."""
 
 from __future__ import annotations
 

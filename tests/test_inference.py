@@ -81,11 +81,19 @@ def test_a_folder_of_radiographs_gets_predictions_and_maps_on_each_image_grid(tm
 
 
 def test_volumes_get_their_maps_as_nifti_with_their_affine(tmp_path, monkeypatch):
+    """Each volume is read once (the maps take their grid and affine from its reader's metadata, not a second read)."""
     from monai.bundle import run
 
     volumes = write_volume_dataset(tmp_path / "brain", n_images=2) / "imagesTr"
     models = _checkpoint(tmp_path / "models", "densenet121_3d")
     monkeypatch.chdir(ROOT)  # in this process (the radiographs' test runs the command itself)
+    reads, read = [], NibabelReader.read
+
+    def counted(self, data, **kwargs):
+        reads.extend(map(str, data if isinstance(data, (list, tuple)) else [data]))
+        return read(self, data, **kwargs)
+
+    monkeypatch.setattr(NibabelReader, "read", counted)
     run("run", config_file="configs/inference.json", logging_file=False, dataset_dir=str(volumes),
         ckpt_dir=str(models), output_dir=str(tmp_path / "out"), network_name="densenet121_3d", spatial_dims=3,
         image_size=32)
@@ -96,6 +104,7 @@ def test_volumes_get_their_maps_as_nifti_with_their_affine(tmp_path, monkeypatch
         saved = nib.load(tmp_path / "out" / f"{stem}_gradcam.nii.gz")
         assert saved.shape == (32, 32, 32)
         np.testing.assert_allclose(saved.affine, nib.load(volume).affine)
+    assert sorted(reads) == [str(v) for v in sorted(volumes.glob("*.nii.gz"))]
 
 
 def _last_line_in_process(**overrides) -> str:

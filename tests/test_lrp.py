@@ -164,12 +164,15 @@ def biased_cnn() -> nn.Module:
 def test_the_epsilon_gamma_box_composite_equals_zennits(images):
     """z^B on the first convolution, the generalised gamma rule on the others (inputs of both signs reach the last
     convolution: its input is a ReLU's, but the middle one reads the first convolution's pooled ReLU output, and the
-    stem reads the image), epsilon on the linear layer and pooling; relevance at the top is the logit, as ours."""
+    stem reads the image), epsilon on the linear layer and pooling; relevance at the top is the logit, as ours. Ours at
+    its defaults: epsilon 1e-6 and gamma 0.25, zennit's."""
     from zennit.attribution import Gradient
     from zennit.composites import EpsilonGammaBox
 
     net = biased_cnn()
-    ours = get_method("lrp", composite="epsilon_gamma_box", epsilon=1e-6, gamma=0.25)(net, images, 1)
+    method = get_method("lrp", composite="epsilon_gamma_box")
+    assert method.epsilon == 1e-6 and get_method("lrp").epsilon == 0.0
+    ours = method(net, images, 1)
     composite = EpsilonGammaBox(low=torch.zeros_like(images), high=torch.ones_like(images), epsilon=1e-6, gamma=0.25)
     with Gradient(model=net, composite=composite) as attributor:
         _, reference = attributor(images, lambda out: torch.eye(2)[[1] * len(out)] * out)
@@ -179,10 +182,11 @@ def test_the_epsilon_gamma_box_composite_equals_zennits(images):
 
 def test_the_composite_conserves_the_logit_on_densenet_batched_as_per_image():
     """DenseNet121 as initialised (no biases or batch-norm shifts to absorb relevance; drawn at random as above, its
-    logits overflow at 32²): the gamma rule conserves a positive output's relevance, z^B the stem's."""
+    logits overflow at 32²): the gamma rule conserves a positive output's relevance, z^B the stem's. Epsilon 1e-9:
+    the default 1e-6 absorbs 3e-5 of the logit here, as an epsilon rule does."""
     net = build_network("densenet121").eval()
     images = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
-    method = get_method("lrp", composite="epsilon_gamma_box")
+    method = get_method("lrp", composite="epsilon_gamma_box", epsilon=1e-9)
     together = method(net, images, 1)
     alone = torch.cat([method(net, images[i:i + 1], 1) for i in range(2)])
     torch.testing.assert_close(together, alone, atol=1e-5 * float(alone.abs().max()), rtol=0)
@@ -190,3 +194,5 @@ def test_the_composite_conserves_the_logit_on_densenet_batched_as_per_image():
         logits = net(images)[:, 1]
     torch.testing.assert_close(together.sum(dim=(1, 2)), logits, atol=1e-5 * float(logits.abs().max()), rtol=0)
     assert method.rules(net)[net.features.conv0] == "box" and method.rules(net)[net.class_layers.out] == "epsilon"
+    with pytest.raises(ValueError, match="needs epsilon > 0"):  # its epsilon rule would divide zero outputs by zero
+        get_method("lrp", composite="epsilon_gamma_box", epsilon=0.0)

@@ -64,7 +64,8 @@ class LRP(SaliencyMethod):
 
     Args:
         epsilon: the epsilon rule's stabiliser (0: LRP-0, computed as gradient x input; larger values absorb weak,
-            contradictory relevance).
+            contradictory relevance). ``None``: 0, or 1e-6 (zennit's) in the composite, whose epsilon rule divides
+            by outputs that can be zero; the composite refuses 0.
         composite: ``epsilon`` (the epsilon rule on every layer) or ``epsilon_gamma_box`` (gamma on the
             convolutions, z^B on the first, epsilon elsewhere).
         gamma: the gamma rule's weight on the positive (for positive outputs) contributions (0.25, zennit's).
@@ -75,12 +76,18 @@ class LRP(SaliencyMethod):
 
     name = "lrp"
 
-    def __init__(self, epsilon: float = 0.0, composite: str = "epsilon", gamma: float = 0.25, low: float = 0.0,
+    def __init__(self, epsilon: float | None = None, composite: str = "epsilon", gamma: float = 0.25, low: float = 0.0,
                  high: float = 1.0, output: str = "logit") -> None:
         if output != "logit":
             raise ValueError("lrp explains the logit (output 'logit'): its rules do not propagate through a softmax")
         super().__init__(output)
-        self.epsilon, self.composite = epsilon, look_up_option(composite, COMPOSITES)
+        self.composite = look_up_option(composite, COMPOSITES)
+        if epsilon is None:
+            epsilon = STABILIZER if self.composite == "epsilon_gamma_box" else 0.0
+        if self.composite == "epsilon_gamma_box" and epsilon <= 0:
+            raise ValueError(f"lrp's composite epsilon_gamma_box needs epsilon > 0 (its epsilon rule divides by "
+                             f"outputs that can be zero), got {epsilon}")
+        self.epsilon = epsilon
         self.gamma, self.low, self.high = gamma, low, high
 
     def applies_to(self, model: nn.Module) -> bool:
