@@ -24,13 +24,36 @@ print(kept, *faults)
 """
 
 
-def page_faults_per_pass(mode: str) -> tuple[str, list[int]]:
-    """Run six passes in a new process (malloc's settings are the process's) and return what keep_freed_memory
-    returned there and each pass's minor page faults."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}  # glibc's own
-    result = subprocess.run([sys.executable, "-c", PASSES, mode], cwd=ROOT, env=env, capture_output=True, text=True,
+TRAINING = """
+import sys, torch
+from bundle.allocator import keep_freed_memory
+from bundle.networks import build_network
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+torch.manual_seed(0)
+net = build_network("densenet121")
+optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
+for step in range(2):
+    images, labels = torch.rand(8, 1, 64, 64), torch.tensor([0, 1] * 4)
+    optimiser.zero_grad()
+    torch.nn.functional.cross_entropy(net(images), labels).backward()
+    optimiser.step()
+print(*(float(p.double().sum()) for p in net.parameters()))
+"""
+
+
+def in_a_new_process(script: str, mode: str) -> list[str]:
+    """What ``script`` prints in a new process (malloc's settings are the process's), split into words; glibc's own
+    defaults where ``mode`` is not ``keep`` (no MALLOC_* variables, no preloaded allocator)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+    result = subprocess.run([sys.executable, "-c", script, mode], cwd=ROOT, env=env, capture_output=True, text=True,
                             check=True)
-    kept, *faults = result.stdout.split()
+    return result.stdout.split()
+
+
+def page_faults_per_pass(mode: str) -> tuple[str, list[int]]:
+    """Six passes: what keep_freed_memory returned (``None`` when not called) and each pass's minor page faults."""
+    kept, *faults = in_a_new_process(PASSES, mode)
     return kept, [int(n) for n in faults]
 
 
@@ -43,6 +66,12 @@ def test_kept_memory_is_reused_where_glibc_would_give_it_back():
     assert faults[0] >= 20_000 and max(faults[2:]) < 200
     _, faults = page_faults_per_pass("default")
     assert min(faults[2:]) >= 20_000
+
+
+def test_kept_memory_changes_no_weight_of_a_training():
+    """Where memory comes from changes no arithmetic: two training steps of DenseNet121 give bit-identical weights
+    (the default study's four checkpoints were bit-identical too, docs/benchmarks.md)."""
+    assert in_a_new_process(TRAINING, "keep") == in_a_new_process(TRAINING, "default")
 
 
 def test_every_workflow_keeps_freed_memory_at_initialize():
