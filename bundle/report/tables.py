@@ -145,8 +145,8 @@ def time_against_floor(timing: Mapping) -> str:
     return (f"Time: {duration(timing['measured_s'])} up to this report against a floor of "
             f"{duration(timing['floor_s'])} ({timing['measured_s'] / timing['floor_s']:.2f}x): the {images['forward']:,}"
             f" forward, {images['backward']:,} backward and {images['train']:,} training images this run put through "
-            "its networks, each at the best per-image time of its kind on this machine (timed at batches of 8, 16 and 32); "
-            "scripts/benchmark_study.py breaks it down by stage")
+            "its networks, each at the best per-image time of its kind on this machine (timed at batches of 8, 16 "
+            "and 32); scripts/benchmark_study.py breaks it down by stage")
 
 
 def data_issue_line(data_issues: Mapping[str, Mapping[str, int]] | None) -> str | None:
