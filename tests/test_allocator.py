@@ -72,10 +72,10 @@ GLIBC = platform.libc_ver()
 def test_kept_memory_is_reused_where_glibc_would_give_it_back():
     """A new process's glibc maps blocks over 128 KiB and unmaps them when freed, so the first pass's 80 MiB are given
     back (what it does later depends on its adaptive thresholds: not asserted); kept, malloc holds them after every
-    pass and the passes after the second fault next to no page in (a fault per 4 KiB page, or per 2 MiB where the
-    kernel backs the heap with huge pages, so no lower bound on the faults is asserted)."""
+    pass, and once the heap has settled (two or three passes) the last three fault next to no page in (a fault per
+    4 KiB page, or per 2 MiB where the kernel backs the heap with huge pages: no lower bound is asserted)."""
     kept, faults, held = passes("keep")
-    assert kept == "True" and min(held) >= 80 and max(faults[2:]) < 200
+    assert kept == "True" and min(held) >= 80 and max(faults[3:]) < 200
     kept, _, held = passes("default")
     assert kept == "None" and held[0] < 80
 
