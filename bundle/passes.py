@@ -1,11 +1,13 @@
 """A study's network passes, counted from the run itself, and the floor they set on this machine: the images each
 network took by kind (``forward``: no gradient; ``backward``: forward and backward to the input, weights frozen;
-``train``: a training step), times the best per-image time of a pass of that kind. A slow run is then the machine
+``second_order``: forward, backward to the input kept in the graph and a backward through that, as an attack on a
+gradient map makes; ``train``: a training step), times the best per-image time of a pass of that kind. A slow run is then the machine
 when it sits near its floor, the code when it does not."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -13,7 +15,19 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-KINDS = ("forward", "backward", "train")
+KINDS = ("forward", "backward", "second_order", "train")
+_SECOND_ORDER = contextvars.ContextVar("second_order", default=False)
+
+
+@contextlib.contextmanager
+def second_order() -> Iterator[None]:
+    """Count the differentiated passes run inside as ``second_order``: their input gradient is differentiated again
+    (an attack on a gradient map), which costs about two backward passes more than the pass alone."""
+    token = _SECOND_ORDER.set(True)
+    try:
+        yield
+    finally:
+        _SECOND_ORDER.reset(token)
 
 
 class PassCounter:
@@ -51,7 +65,7 @@ class PassCounter:
         if module.training:
             kind = "train"
         elif torch.is_grad_enabled() and torch.is_tensor(output) and output.requires_grad:
-            kind = "backward"
+            kind = "second_order" if _SECOND_ORDER.get() else "backward"
         else:
             kind = "forward"
         self.images[(self.stage, name, kind)] += args[0].shape[0]
@@ -85,6 +99,7 @@ def per_image_seconds(architecture: str, shape: tuple[int, ...], kind: str, batc
     inputs of ``shape`` (C, *spatial), over ``batches``, each the best of ``repeats`` after ``warmup`` passes."""
     from bundle.networks import build_network
     from bundle.saliency.base import inference_state
+    from bundle.saliency.differentiable import activations
 
     spatial = shape[1:]
     on_gpu = torch.device(device).type == "cuda"
@@ -110,11 +125,19 @@ def per_image_seconds(architecture: str, shape: tuple[int, ...], kind: str, batc
             def one_pass() -> None:
                 with torch.no_grad():
                     model(x)
-        else:
+        elif kind == "backward":
             def one_pass() -> None:
                 inputs = x.clone().requires_grad_(True)
                 torch.autograd.grad(model(inputs)[:, -1].sum(), inputs)
-        with inference_state(model) if kind != "train" else contextlib.nullcontext():
+        else:  # second_order: an attack's step on the input gradient, its ReLUs softplus as the attack's are
+            def one_pass() -> None:
+                inputs = x.clone().requires_grad_(True)
+                gradient, = torch.autograd.grad(model(inputs)[:, -1].sum(), inputs, create_graph=True)
+                torch.autograd.grad(gradient.square().sum(), inputs)
+        smoothed = activations(model) if kind == "second_order" else contextlib.nullcontext([])
+        with inference_state(model) if kind != "train" else contextlib.nullcontext(), smoothed as smooth:
+            for a in smooth:
+                a.beta = 10.0
             for _ in range(warmup):
                 one_pass()
             for _ in range(repeats):

@@ -96,6 +96,8 @@ class SaliencyStudy:
             the report can say the override that would decide an INCONCLUSIVE.
         replicate: run the criteria again with the next seed's model as the model under study and report whether
             the two replicates' verdicts agree (criteria whose other models were not trained are named, not run).
+        floor_batches: the batch sizes the report's floor times each kind of pass at (its best per-image time of
+            them); ``scripts/benchmark_study.py`` times 8, 16 and 32.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class SaliencyStudy:
         stability_resamples: int = 200,
         image_settings: Mapping[str, Sequence[str]] | None = None,
         replicate: bool = False,
+        floor_batches: Sequence[int] = (8, 16, 32),
     ) -> None:
         sources = {"method": dict(methods), "baseline": dict(baselines), "reference": dict(references or {})}
         names = [n for group in sources.values() for n in group]
@@ -149,6 +152,7 @@ class SaliencyStudy:
             self.params["finding"] = finding
         self.n_resamples, self.seed, self.gallery_images, self.id_key = n_resamples, seed, gallery_images, id_key
         self.stability_resamples, self.replicate, self._replicate = stability_resamples, replicate, None
+        self.floor_batches = tuple(floor_batches)
         self.image_settings = {k: "#".join(v) if not isinstance(v, str) else v for k, v in (image_settings or {}).items()}
         self.cache = MapCache(cache_dir) if cache_dir else None
         self.auc_dataloader = auc_dataloader
@@ -317,16 +321,16 @@ class SaliencyStudy:
 
     def _time_against_floor(self, passes: PassCounter, start: float) -> dict | None:
         """The study's time so far beside the floor of the passes it made (their images at this machine's best
-        per-image time of each kind, timed now at batches of 8, 16 and 32 as ``scripts/benchmark_study.py`` times
-        them, uncounted); ``None`` under ``torchrun``, where each
-        process counts only its own passes."""
+        per-image time of each kind, timed now at ``floor_batches``, uncounted); ``None`` under ``torchrun``, where
+        each process counts only its own passes."""
         if distributed.active() or not passes.images:
             return None
         measured = time.perf_counter() - start
         passes.paused, timing_start = True, time.perf_counter()
-        floor, per_image = floor_seconds(passes, warmup=1, repeats=2, device=self.device)
+        floor, per_image = floor_seconds(passes, batches=self.floor_batches, warmup=1, repeats=2, device=self.device)
         logger.info("the floor's per-image pass times, measured in %.1f s", time.perf_counter() - timing_start)
-        return {"measured_s": measured, "floor_s": floor, "images": passes.totals(), "per_image_s": per_image}
+        return {"measured_s": measured, "floor_s": floor, "images": passes.totals(), "per_image_s": per_image,
+                "batches": self.floor_batches}
 
     def _trust_in_verdicts(self, records: pd.DataFrame, kinds: Mapping[str, str], verdicts: pd.DataFrame) -> pd.DataFrame:
         """Each verdict's stability (the share of bootstrap resamples of the images that give it again, from the

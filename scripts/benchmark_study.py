@@ -4,7 +4,8 @@ best per-image time a pass of its kind reaches on this machine.
 The study runs in this process through MONAI's ``run`` (the real configs) into a new output folder, so its map
 cache starts empty, as a first run's does: each map is computed once and shared by the criteria that need it. A global module hook counts, per stage of the study (each training, each criterion, the outputs) and per
 architecture, the images that went through a network and how: ``forward`` (no gradient), ``backward`` (forward and
-backward to the input, weights frozen: the saliency methods, attacks) or ``train`` (a training step: forward,
+backward to the input, weights frozen: the saliency methods), ``second_order`` (the maps PSC's attacks differentiate
+again: forward, backward kept in the graph, and a backward through it) or ``train`` (a training step: forward,
 backward to the weights and the optimiser's update). After the run, the best per-image time of each kind and
 architecture is measured at batches of 8, 16 and 32 after warm-ups; a stage's floor is its images times those
 times. The time spent inside the networks' forward calls is measured during the run; the rest of a stage (backward

@@ -45,7 +45,8 @@ def test_passes_are_counted_by_stage_architecture_and_kind():
     assert counter.shapes == {"glass_box": (1, 32, 32)} and set(seconds) == {"criterion one"}
     assert StudyProgress.stage is not None and StudyProgress.stage.__qualname__ == "StudyProgress.stage"
     assert per_image_seconds("glass_box", (1, 32, 32), "forward", warmup=0, repeats=1) > 0
-    assert counter.totals() == {"forward": 3, "backward": 3, "train": 2}
+    assert counter.totals() == {"forward": 3, "backward": 3, "second_order": 0, "train": 2}
+    assert per_image_seconds("glass_box", (1, 32, 32), "second_order", warmup=0, repeats=1) > 0
     floor, per_image = floor_seconds(counter, warmup=0, repeats=1)  # the images times each kind's per-image time
     assert set(per_image) == {"glass_box/forward", "glass_box/backward", "glass_box/train"}
     assert floor == pytest.approx(3 * per_image["glass_box/forward"] + 3 * per_image["glass_box/backward"]

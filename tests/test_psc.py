@@ -148,6 +148,32 @@ def test_attacks_stay_in_the_epsilon_ball_are_deterministic_and_restore_the_mode
     assert all(isinstance(m, nn.ReLU) for m in (net[1], net[3]))
 
 
+@pytest.mark.parametrize("name", ["grad", "gradcam", "gbp", "ig"])
+def test_the_maps_own_pass_gives_the_attacks_prediction_where_its_backward_is_the_gradients(images, name):
+    """Sharing the map's pass on x changes no attack beyond rounding; it saves one pass per step for a map that scores
+    x itself with the true gradient (not guided backpropagation, not IG's path), and the map's passes count as
+    second-order ones (bundle.passes)."""
+    from bundle.passes import PassCounter, counting
+
+    net, target = relu_net(), torch.ones(3, dtype=torch.long)
+    net.architecture = "relu_net"  # counted as a study network
+    method = get_method(name, **({"n_steps": 3} if name == "ig" else {"layer": "2"} if name == "gradcam" else {}))
+    attack = Attack("sensitivity", epsilon=0.05, iterations=4, lr=0.02)
+    counted = {}
+    for shared, map_fn in {True: lambda m, x, t: differentiable_map(method, m, x, t),
+                           False: lambda m, x, t: differentiable_map(method, m, x * 1, t)}.items():  # x * 1: not x
+        with counting(PassCounter()) as counter:
+            counted[shared] = attacked_images(net, images, target, map_fn, attack), dict(counter.images)
+    torch.testing.assert_close(counted[True][0], counted[False][0], rtol=0, atol=1e-4)  # summed in another order
+    maps_images = {"grad": 3, "gradcam": 3, "gbp": 3, "ig": 9}[name] * 4  # 3 images, 4 steps
+    logits_images = 0 if name in ("grad", "gradcam") else 12
+    reference = {"forward": 3, "backward": 9 if name == "ig" else 3}  # the original's prediction and map
+    assert counted[True][1] == {("study", "relu_net", "forward"): reference["forward"],
+                                ("study", "relu_net", "backward"): reference["backward"] + logits_images,
+                                ("study", "relu_net", "second_order"): maps_images}
+    assert counted[False][1][("study", "relu_net", "backward")] == reference["backward"] + 12
+
+
 def test_sensitivity_lowers_the_score_and_robustness_moves_the_map_towards_its_target(images):
     net, target, method = relu_net(), torch.ones(3, dtype=torch.long), get_method("grad")
 

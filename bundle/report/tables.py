@@ -137,6 +137,12 @@ def metric_table(summary: pd.DataFrame, criterion: str, order: Sequence[str], ki
     return lines
 
 
+def _listed(values: Sequence) -> str:
+    """``8, 16 and 32``; ``8``."""
+    words = [str(v) for v in values]
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
+
+
 def time_against_floor(timing: Mapping) -> str:
     """One line: the study's time beside the floor of the network passes it made (:mod:`bundle.passes`)."""
     from bundle.console import duration
@@ -144,9 +150,10 @@ def time_against_floor(timing: Mapping) -> str:
     images = timing["images"]
     return (f"Time: {duration(timing['measured_s'])} up to this report against a floor of "
             f"{duration(timing['floor_s'])} ({timing['measured_s'] / timing['floor_s']:.2f}x): the {images['forward']:,}"
-            f" forward, {images['backward']:,} backward and {images['train']:,} training images this run put through "
-            "its networks, each at the best per-image time of its kind on this machine (timed at batches of 8, 16 "
-            "and 32); scripts/benchmark_study.py breaks it down by stage")
+            f" forward, {images['backward']:,} backward, {images['second_order']:,} second-order and {images['train']:,}"
+            " training images this run put through its networks, each at the best per-image time of its kind on this "
+            f"machine (timed at batches of {_listed(timing['batches'])}); scripts/benchmark_study.py breaks it down by "
+            "stage")
 
 
 def data_issue_line(data_issues: Mapping[str, Mapping[str, int]] | None) -> str | None:

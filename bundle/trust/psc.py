@@ -19,7 +19,8 @@ the divergences are measured on the real model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +29,9 @@ import torch.nn.functional as F
 from monai.utils import look_up_option
 from torch import nn
 
+from bundle.passes import second_order
 from bundle.saliency.base import inference_state
-from bundle.saliency.differentiable import activations
+from bundle.saliency.differentiable import Activation, activations
 from bundle.trust.normalization import normalize_maps
 
 PSC_ATTACKS = ("sensitivity", "robustness")
@@ -177,6 +179,23 @@ class Attack:
 MapFunction = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+@contextlib.contextmanager
+def _outputs_on(model: nn.Module, x: torch.Tensor, smooth: list[Activation]) -> Iterator[list[torch.Tensor]]:
+    """The outputs of ``model``'s passes on ``x`` itself inside the block, those with a guided backward rule left
+    out (a prediction differentiated through them would get the guided, not the true, gradient)."""
+    outputs: list[torch.Tensor] = []
+
+    def keep(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if args and args[0] is x and not any(a.guided for a in smooth):
+            outputs.append(output)
+
+    handle = model.register_forward_hook(keep)
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
 def attacked_images(model: nn.Module, images: torch.Tensor, target: torch.Tensor, map_fn: MapFunction,
                     attack: Attack, signed: bool = True) -> torch.Tensor:
     """The attack's images (B, C, *spatial): in [0, 1], and within ``epsilon`` of ``images`` in every pixel
@@ -204,9 +223,12 @@ def attacked_images(model: nn.Module, images: torch.Tensor, target: torch.Tensor
             for a in smooth:
                 a.beta = float(beta)
             x = images + delta
-            logits = model(x)
+            with second_order(), _outputs_on(model, x, smooth) as shared:
+                unit = map_distribution(map_fn(model, x, target), signed)[0]
+            # the map's own pass on x gave the logits (one pass fewer per step), unless its backward rule is not
+            # the gradient's (guided backpropagation) or it never scored x itself (IG's path, SmoothGrad's copies)
+            logits = shared[0] if shared else model(x)
             p = class_probability(logits, target, attack.prediction)
-            unit = map_distribution(map_fn(model, x, target), signed)[0]
             if attack.kind == "sensitivity":
                 change = -torch.where(lower, torch.log1p(-p.clamp(max=1 - 1e-7)), torch.log(p.clamp(min=1e-7)))
                 loss = change + attack.keep_weight * jensen_shannon(unit, reference_map)
