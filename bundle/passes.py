@@ -20,10 +20,11 @@ _SECOND_ORDER = contextvars.ContextVar("second_order", default=False)
 
 
 @contextlib.contextmanager
-def second_order() -> Iterator[None]:
-    """Count the differentiated passes run inside as ``second_order``: their input gradient is differentiated again
-    (an attack on a gradient map), which costs about two backward passes more than the pass alone."""
-    token = _SECOND_ORDER.set(True)
+def second_order(enabled: bool = True) -> Iterator[None]:
+    """Count the differentiated passes run inside as ``second_order`` (their input gradient is differentiated again:
+    an attack on a gradient map), or, ``enabled`` False, as ``backward`` again (a gradient taken only down to a layer,
+    as Grad-CAM's, costs about one backward pass more when differentiated)."""
+    token = _SECOND_ORDER.set(enabled)
     try:
         yield
     finally:

@@ -151,8 +151,8 @@ def test_attacks_stay_in_the_epsilon_ball_are_deterministic_and_restore_the_mode
 @pytest.mark.parametrize("name", ["grad", "gradcam", "gbp", "ig"])
 def test_the_maps_own_pass_gives_the_attacks_prediction_where_its_backward_is_the_gradients(images, name):
     """Sharing the map's pass on x changes no attack beyond rounding; it saves one pass per step for a map that scores
-    x itself with the true gradient (not guided backpropagation, not IG's path), and the map's passes count as
-    second-order ones (bundle.passes)."""
+    x itself with the true gradient (not guided backpropagation, not IG's path); the map's passes count as
+    second-order ones (bundle.passes) where the gradient they differentiate again is the input's."""
     from bundle.passes import PassCounter, counting
 
     net, target = relu_net(), torch.ones(3, dtype=torch.long)
@@ -165,13 +165,16 @@ def test_the_maps_own_pass_gives_the_attacks_prediction_where_its_backward_is_th
         with counting(PassCounter()) as counter:
             counted[shared] = attacked_images(net, images, target, map_fn, attack), dict(counter.images)
     torch.testing.assert_close(counted[True][0], counted[False][0], rtol=0, atol=1e-4)  # summed in another order
-    maps_images = {"grad": 3, "gradcam": 3, "gbp": 3, "ig": 9}[name] * 4  # 3 images, 4 steps
-    logits_images = 0 if name in ("grad", "gradcam") else 12
-    reference = {"forward": 3, "backward": 9 if name == "ig" else 3}  # the original's prediction and map
-    assert counted[True][1] == {("study", "relu_net", "forward"): reference["forward"],
-                                ("study", "relu_net", "backward"): reference["backward"] + logits_images,
-                                ("study", "relu_net", "second_order"): maps_images}
-    assert counted[False][1][("study", "relu_net", "backward")] == reference["backward"] + 12
+    # 3 images, 4 steps: the original's prediction (forward) and map (backward: IG's 3 points), then per step the map
+    # (second-order; Grad-CAM's gradient goes down to its layer only: one backward more, counted as backward) and the
+    # prediction where the map's pass did not give it (backward)
+    expected = {"grad": {"forward": 3, "backward": 3, "second_order": 12},
+                "gradcam": {"forward": 3, "backward": 3 + 12},
+                "gbp": {"forward": 3, "backward": 3 + 12, "second_order": 12},
+                "ig": {"forward": 3, "backward": 9 + 12, "second_order": 36}}[name]
+    assert counted[True][1] == {("study", "relu_net", kind): n for kind, n in expected.items()}
+    unshared = expected["backward"] + (12 if name in ("grad", "gradcam") else 0)  # a prediction pass at every step
+    assert counted[False][1][("study", "relu_net", "backward")] == unshared
 
 
 def test_sensitivity_lowers_the_score_and_robustness_moves_the_map_towards_its_target(images):

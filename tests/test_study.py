@@ -391,7 +391,7 @@ def test_a_rerun_reads_the_curves_from_the_cache_without_scoring_an_image(attack
     def study_of(faithfulness, run_name):
         study = make_study(tmp, make_batches(12), methods=attacked_methods(), run_name=run_name,
                            criteria={"faithfulness": faithfulness})
-        study.network.register_forward_hook(lambda *_: calls.append(1))
+        study.network.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
         return study.run()
 
     study_of(faithfulness, "rerun")
@@ -400,7 +400,14 @@ def test_a_rerun_reads_the_curves_from_the_cache_without_scoring_an_image(attack
     pd.testing.assert_frame_equal(first, records[1].reset_index(drop=True))
     assert not calls
     study_of(Faithfulness(fractions=(0.1, 0.5), min_score=faithfulness.min_score, min_pairs=3), "fewer")
-    assert calls  # one model row and the kept images are scored again
+    # the kept images are scored again at the two new fractions only: the ends (the fully blurred image and the
+    # original) depend on the image alone and are the model row's, from the cache
+    fewer = pd.read_csv(tmp / "eval" / "fewer_records.csv")
+    fewer = fewer[fewer.criterion == "faithfulness"]
+    model = fewer[fewer.method == "model"].assign(kind=lambda r: r.metric.str.split("_").str[0])
+    unscored = model.groupby(["image_id", "kind"]).value.max().groupby("image_id").min() == 1  # every kind skips it
+    sources = fewer[fewer.method != "model"].method.nunique()
+    assert 0 < sum(calls) == 2 * sources * int((~unscored).sum())
 
 
 def test_psc_records_attack_within_epsilon_and_counts_what_it_cannot_judge(attacked_run):

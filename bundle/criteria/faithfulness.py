@@ -118,24 +118,33 @@ class Faithfulness(Criterion):
             yield from super().evaluate(ctx)
         self._pool = None
 
-    def _curves(self, ctx, batch, source: str, maps: np.ndarray, fractions: Sequence[float], keep: list[int]):
+    def _curves(self, ctx, batch, source: str, maps: np.ndarray | None, fractions: Sequence[float], keep: list[int]):
         """Curves of the images at positions ``keep``, as arrays over the whole batch (NaN elsewhere). What they are
-        read from (information and logits of every blurred image) is cached like a map: a rerun blurs nothing."""
+        read from (information and logits of every blurred image) is cached like a map: a rerun blurs nothing. The
+        two ends (the fully blurred image and the original) depend on the image alone: measured once, by the model
+        row, and shared by every source."""
         images = to_uint8(ctx.images(batch))
         n, mask = len(images), random_reveal_mask(images.shape[1:], self.reveal_fraction, self.seed)
 
-        def measure(positions: list[int]) -> torch.Tensor:
-            info, logits = pic_measurements(ctx.model(ctx.primary), images[positions], maps[positions], mask,
-                                            fractions, self.information, budget_inputs(ctx.images(batch)),
-                                            self._pool, ctx.device)
-            return torch.cat([torch.as_tensor(info)[..., None], logits], dim=-1)  # (n, F + 2, 1 + classes)
+        def measurer(chosen: np.ndarray, steps: Sequence[float], ends: bool):
+            def measure(positions: list[int]) -> torch.Tensor:
+                info, logits = pic_measurements(ctx.model(ctx.primary), images[positions], chosen[positions], mask,
+                                                steps, self.information, budget_inputs(ctx.images(batch)),
+                                                self._pool, ctx.device, ends)
+                return torch.cat([torch.as_tensor(info)[..., None], logits], dim=-1)  # (n, F [+ 2], 1 + classes)
+            return measure
 
-        what = (f"pic_measurements(source={ctx.sources[source] if source in ctx.sources else source!r}, "
-                f"fractions={tuple(fractions)}, information={self.information!r}, "
-                f"reveal_fraction={self.reveal_fraction}, seed={self.seed})")
+        settings = f"information={self.information!r}, reveal_fraction={self.reveal_fraction}, seed={self.seed})"
         results = {}
         if keep:
-            measured = ctx.cached(ctx.primary, what, batch, measure, positions=keep).cpu()
+            ends = ctx.cached(ctx.primary, f"pic_measurements(source='{MODEL_ROW}', fractions=(), {settings}", batch,
+                              measurer(np.zeros(images.shape), (), True), positions=keep).cpu()
+            measured = ends
+            if fractions:
+                named = ctx.sources[source] if source in ctx.sources else source
+                steps = ctx.cached(ctx.primary, f"pic_steps(source={named!r}, fractions={tuple(fractions)}, {settings}",
+                                   batch, measurer(maps, fractions, False), positions=keep).cpu()
+                measured = torch.cat([ends[:, :1], steps, ends[:, 1:]], dim=1)
             results = curves_from_logits(measured[..., 0].numpy(), measured[..., 1:], ctx.target, self.kinds,
                                          self.min_score, self.monotonic)
         out = {}
@@ -157,8 +166,7 @@ class Faithfulness(Criterion):
             ids = ctx.image_ids(batch)
             if name == MODEL_ROW:  # the skip rules read only the original and the fully blurred image
                 everything = list(range(len(ids)))
-                results = self._curves(ctx, batch, MODEL_ROW, np.zeros(ctx.images(batch)[:, 0].shape), (),
-                                       everything)
+                results = self._curves(ctx, batch, MODEL_ROW, None, (), everything)
                 for kind, (*_, skipped) in results.items():
                     for reason in SKIP_REASONS:
                         records += records_for(ids, [float(s == reason) for s in skipped],

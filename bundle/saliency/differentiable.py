@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import nn
 
+from bundle.passes import second_order
 from bundle.saliency.base import SaliencyMethod, require_relu_modules, scoring_function
 from bundle.saliency.cam import upsample
 
@@ -122,7 +123,8 @@ def _layer_activations_and_gradients(scorer: nn.Module, layer: nn.Module, images
     captured: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda module, args, output: captured.append(output))
     try:
-        scores = scorer(_tracked(images)).gather(1, target[:, None])[:, 0]
+        with second_order(False):  # differentiated again, the gradient to the layer adds little to the pass
+            scores = scorer(_tracked(images)).gather(1, target[:, None])[:, 0]
     finally:
         handle.remove()
     return captured[-1], torch.autograd.grad(scores.sum(), captured[-1], create_graph=True)[0]

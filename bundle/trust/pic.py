@@ -89,11 +89,14 @@ class PicResult:
 
 
 def blurred_measurements(image: np.ndarray, saliency: np.ndarray, reveal_mask: np.ndarray,
-                         fractions: Sequence[float], information_kind: str) -> tuple[np.ndarray, np.ndarray]:
+                         fractions: Sequence[float], information_kind: str,
+                         ends: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """One image's fully blurred version, its version at each reveal fraction (the pixels whose saliency is in the
-    top fraction, OR the random mask, revealed) and the original, (F + 2, H, W) uint8, with their information."""
-    keeps = [reveal_mask] + [np.logical_or(saliency >= np.quantile(saliency, 1 - t), reveal_mask) for t in fractions]
-    images = np.stack([blurred_image(image, keep) for keep in keeps] + [image])
+    top fraction, OR the random mask, revealed) and the original, (F + 2, H, W) uint8, with their information;
+    without ``ends``, the F reveal fractions' only (the two ends depend on the image alone)."""
+    keeps = [np.logical_or(saliency >= np.quantile(saliency, 1 - t), reveal_mask) for t in fractions]
+    images = [blurred_image(image, keep) for keep in keeps]
+    images = np.stack([blurred_image(image, reveal_mask), *images, image] if ends else images)
     return images, np.array([information(b, information_kind) for b in images])
 
 
@@ -165,10 +168,11 @@ def _check_kinds(kinds: Sequence[str]) -> None:
 def pic_measurements(
     model: Callable, images: np.ndarray, maps: np.ndarray, reveal_mask: np.ndarray,
     fractions: Sequence[float] = PIC_FRACTIONS, information_kind: str = "webp", batch_size: int = 64,
-    executor: Executor | None = None, device: torch.device | str = "cpu",
+    executor: Executor | None = None, device: torch.device | str = "cpu", ends: bool = True,
 ) -> tuple[np.ndarray, torch.Tensor]:
     """What the curves are read from, per image: the information (N, F + 2) and the model's float64 logits
-    (N, F + 2, C) of its fully blurred version, its version at each reveal fraction and the original.
+    (N, F + 2, C) of its fully blurred version, its version at each reveal fraction and the original (without
+    ``ends``, of the F reveal fractions only: (N, F) and (N, F, C)).
 
     ``executor`` (e.g. a process pool) makes the blurred images of different images in parallel; the model then
     scores them all in passes of ``batch_size``."""
@@ -178,9 +182,9 @@ def pic_measurements(
                          f"{images.shape} and {maps.shape}")
     mapper = executor.map if executor is not None else map
     measured = list(mapper(blurred_measurements, images, maps, repeat(reveal_mask), repeat(tuple(fractions)),
-                           repeat(information_kind)))
+                           repeat(information_kind), repeat(ends)))
     info, stacked = np.stack([m[1] for m in measured]), np.concatenate([m[0] for m in measured])
-    return info, _logits(model, stacked, batch_size, torch.device(device)).reshape(len(images), len(fractions) + 2, -1)
+    return info, _logits(model, stacked, batch_size, torch.device(device)).reshape(len(images), info.shape[1], -1)
 
 
 def curves_from_logits(info: np.ndarray, logits: torch.Tensor, target: int = 1, kinds: Sequence[str] = PIC_KINDS,
