@@ -146,7 +146,7 @@ def test_the_study_runs_on_volumes_through_the_real_command(tmp_path):
                "cascading_randomization=@criteria#cascading_randomization, faithfulness=@criteria#faithfulness)",
                "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam, occlusion=@methods#occlusion, "
                "xrai=@methods#xrai)",
-               "--saliency#n_images", "4", "--saliency#sensitivity_images", "2",
+               "--saliency#n_images", "4", "--saliency#sensitivity_images", "2", "--study#floor_batches", "[8]",
                "--criteria#cascading_randomization#steps", "{'densenet121_3d': ['class_layers', 'conv0']}"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
@@ -204,7 +204,7 @@ def test_a_volume_transformer_is_trained_and_studied_through_the_real_command(tm
                "--methods#rollout", "{'_target_': 'bundle.saliency.get_method', 'name': 'rollout'}",
                "--methods#chefer", "{'_target_': 'bundle.saliency.get_method', 'name': 'chefer'}",
                "--study#methods", "$dict(gradcam=@methods#gradcam, rollout=@methods#rollout, chefer=@methods#chefer)",
-               "--saliency#n_images", "4", "--saliency#sensitivity_images", "2",
+               "--saliency#n_images", "4", "--saliency#sensitivity_images", "2", "--study#floor_batches", "[8]",
                "--criteria#cascading_randomization#steps", "{'vit_3d': ['head', 'patch_embedding']}"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
