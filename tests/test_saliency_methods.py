@@ -287,6 +287,31 @@ def test_xrai_segments_the_image_as_pair_does(radiograph):
     assert ours == theirs
 
 
+def test_xrai_keeps_an_images_regions_for_its_next_map_and_forgets_the_oldest(radiograph, monkeypatch):
+    """The regions depend on the image alone: the same image again (another model, step or criterion) is not
+    segmented again and gets the same regions; another image is; past KEPT_REGIONS images the oldest goes."""
+    from bundle.saliency import xrai
+
+    segmented = []
+    segments = xrai._segments
+    monkeypatch.setattr(xrai, "_segments", lambda *args: segmented.append(args[2]) or segments(*args))
+    monkeypatch.setattr(xrai, "_regions", type(xrai._regions)())
+    monkeypatch.setattr(xrai, "KEPT_REGIONS", 2)
+    image = radiograph[0].permute(1, 2, 0).numpy()
+    others = [image[::-1].copy(), image[:, ::-1].copy()]
+    first = xrai.felzenszwalb_masks(image)
+    assert len(segmented) == len(xrai.FELZENSZWALB_SCALES) and first.dtype == bool
+    np.testing.assert_array_equal(xrai.felzenszwalb_masks(image.copy()), first)  # by content, not by object
+    assert len(segmented) == len(xrai.FELZENSZWALB_SCALES)
+    assert xrai.felzenszwalb_masks(image, radius=3).sum() < first.sum()  # other settings, other regions
+    for other in others:  # two more images: the first one's regions are forgotten
+        xrai.felzenszwalb_masks(other)
+    assert len(xrai._regions) == 2
+    before = len(segmented)
+    np.testing.assert_array_equal(xrai.felzenszwalb_masks(image), first)
+    assert len(segmented) == before + len(xrai.FELZENSZWALB_SCALES)
+
+
 def test_xrai_equals_pair_saliency_end_to_end(radiograph):
     """Our XRAI on a small model equals PAIR's own ``saliency`` package: IG, segments and greedy growth."""
     from saliency.core import XRAI as PairXRAI
