@@ -265,7 +265,7 @@ def main() -> None:
     parser.add_argument("--json", default="eval/benchmark_saliency.json")
     args = parser.parse_args()
     keep_freed_memory()  # as a study does at initialize, so ours, the peers and the floor run alike
-    xrai.KEPT_REGIONS = 0  # every timed XRAI map segments its image, as a study's first map of an image does
+    xrai.KEPT_REGION_BYTES = 0  # every timed XRAI map segments its image, as a study's first map of an image does
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     rows = []

@@ -289,17 +289,17 @@ def test_xrai_segments_the_image_as_pair_does(radiograph):
 
 def test_xrai_keeps_an_images_regions_for_its_next_map_and_forgets_the_oldest(radiograph, monkeypatch):
     """The regions depend on the image alone: the same image again (another model, step or criterion) is not
-    segmented again and gets the same regions; another image is; past KEPT_REGIONS images the oldest goes."""
+    segmented again and gets the same regions; another image is; past KEPT_REGION_BYTES the oldest goes."""
     from bundle.saliency import xrai
 
     segmented = []
     segments = xrai._segments
     monkeypatch.setattr(xrai, "_segments", lambda *args: segmented.append(args[2]) or segments(*args))
     monkeypatch.setattr(xrai, "_regions", type(xrai._regions)())
-    monkeypatch.setattr(xrai, "KEPT_REGIONS", 2)
     image = radiograph[0].permute(1, 2, 0).numpy()
     others = [image[::-1].copy(), image[:, ::-1].copy()]
     first = xrai.felzenszwalb_masks(image)
+    monkeypatch.setattr(xrai, "KEPT_REGION_BYTES", 2.5 * np.packbits(first, axis=1).nbytes)  # about two images
     assert len(segmented) == len(xrai.FELZENSZWALB_SCALES) and first.dtype == bool
     np.testing.assert_array_equal(xrai.felzenszwalb_masks(image.copy()), first)  # by content, not by object
     assert len(segmented) == len(xrai.FELZENSZWALB_SCALES)

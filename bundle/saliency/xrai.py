@@ -36,9 +36,9 @@ FELZENSZWALB_SCALES = (50, 100, 150, 250, 500, 1200)
 FELZENSZWALB_SIGMA = 0.8
 FELZENSZWALB_MIN_SIZE = 150
 SEGMENTATION_SIZE = 224
-# images whose dilated regions are kept, as bits (about 0.5 MB each at 128 x 128): a study asks for the same image's
-# regions for every model, cascade step and criterion, and segmenting one takes 0.4 s of a core (D)
-KEPT_REGIONS = 256
+# bytes of dilated regions kept, as bits (about 0.5 MB an image at 128 x 128, 1.4 MB at 224 x 224): a study asks for
+# the same image's regions for every model, cascade step and criterion, and segmenting one takes 0.4 s of a core (D)
+KEPT_REGION_BYTES = 128 * 2**20
 _regions: OrderedDict[tuple, tuple[np.ndarray, int]] = OrderedDict()
 
 
@@ -101,7 +101,7 @@ def felzenszwalb_masks(
     image: np.ndarray, radius: int = 5, scales=FELZENSZWALB_SCALES, pool: ThreadPoolExecutor | None = None
 ) -> np.ndarray:
     """All dilated segments of an (H, W, C) image over the Felzenszwalb scales, stacked as (n_regions, H*W); those
-    of the last :data:`KEPT_REGIONS` images (by content) come from memory."""
+    of the last images (by content) whose regions fit :data:`KEPT_REGION_BYTES` come from memory."""
     image = np.ascontiguousarray(image)
     key = (hashlib.blake2b(image.tobytes(), digest_size=16).digest(), image.shape, image.dtype.str, radius,
            tuple(scales))
@@ -113,7 +113,7 @@ def felzenszwalb_masks(
     run = pool.map if pool is not None else map
     masks = np.concatenate(list(run(lambda scale: _scale_masks(small, image.shape[:2], scale, radius), scales)))
     _regions[key] = np.packbits(masks, axis=1), masks.shape[1]
-    while len(_regions) > KEPT_REGIONS:
+    while sum(packed.nbytes for packed, _ in _regions.values()) > KEPT_REGION_BYTES:
         _regions.popitem(last=False)
     return masks
 
