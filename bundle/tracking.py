@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from bundle.errors import brief
@@ -34,6 +36,21 @@ def sqlite_uri(output_dir: str | os.PathLike) -> str:
         output_dir: the folder that holds the store (created when missing; an error when no file can be written in it).
     """
     return f"sqlite:///{usable_folder(output_dir) / 'mlruns.db'}"
+
+
+@contextlib.contextmanager
+def tracking_at(tracking_uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``mlflow.start_run``, ``log_metrics``) pointed at ``tracking_uri`` only inside, as before
+    after: ``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI``, which MONAI's ``MLFlowHandler`` prefers
+    to its own ``tracking_uri``, so a training run later in this process would log into this store."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None unsets both, as they were
 
 
 def check_store(tracking_uri: str) -> None:
@@ -171,7 +188,6 @@ def log_study(
     import mlflow
 
     experiment_id = ensure_experiment(tracking_uri, experiment_name, output_dir)
-    mlflow.set_tracking_uri(tracking_uri)
     by_step: dict[int, dict] = defaultdict(dict)
 
     def add(step: int, values: dict) -> None:
@@ -192,7 +208,7 @@ def log_study(
             key += {"weak": "/vs_threshold", "strong": "/vs_readers"}.get(getattr(c, "test", None), "/vs_baseline")
             add(step, {f"{key}/diff": c.mean_diff, f"{key}/p_value": c.p_value, f"{key}/p_holm": c.p_holm})
     add(0, extra_metrics or {})
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    with tracking_at(tracking_uri), mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         for step, values in sorted(by_step.items()):
             mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None and not math.isnan(float(v))},
@@ -242,11 +258,10 @@ def log_calibration(tracking_uri: str, experiment_name: str, run_name: str, outp
     import mlflow
 
     experiment_id = ensure_experiment(tracking_uri, experiment_name, output_dir)
-    mlflow.set_tracking_uri(tracking_uri)
     params = {k: record[k] for k in ("draws", "power_target", "family", "seed", "noise_levels", "shift_fractions",
                                      "glass_box", "seconds")}
     params.update({f"criterion.{name}": setting for name, setting in record["settings"].items()})
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    with tracking_at(tracking_uri), mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         mlflow.log_metrics(calibration_metrics(record))
         mlflow.set_tags({"calibration": "yes", **{f"calibrated/{c['criterion']}": "yes" if c["calibrated"] else "no"

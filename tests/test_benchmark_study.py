@@ -11,7 +11,7 @@ import torch
 
 from bundle.console import StudyProgress
 from bundle.networks import build_network
-from bundle.passes import PassCounter, floor_seconds, per_image_seconds
+from bundle.passes import PassCounter, best_over_batches, floor_seconds, per_image_seconds
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -22,6 +22,26 @@ def _script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_report_stops_timing_larger_batches_at_the_first_that_is_no_faster():
+    """The report's floor (until_slower) skips the batches past the first slower one, which cost the most to time; the
+    benchmark times every batch."""
+    per_image = {8: 0.158, 16: 0.171, 32: 0.100}  # a per-image time that rises, then falls at a batch it never times
+    timed = []
+
+    def seconds_at(batch: int) -> float:
+        timed.append(batch)
+        return per_image[batch]
+
+    assert best_over_batches((8, 16, 32), seconds_at, until_slower=True) == 0.158 and timed == [8, 16]
+    timed.clear()
+    assert best_over_batches((8, 16, 32), seconds_at) == 0.100 and timed == [8, 16, 32]
+    timed.clear()
+    per_image[16] = 0.158  # no faster is not faster
+    assert best_over_batches((8, 16, 32), seconds_at, until_slower=True) == 0.158 and timed == [8, 16]
+    timed.clear()
+    assert best_over_batches((8, 16, 32), {8: 0.3, 16: 0.2, 32: 0.25}.get, until_slower=True) == 0.2
 
 
 def test_passes_are_counted_by_stage_architecture_and_kind():
@@ -53,3 +73,15 @@ def test_passes_are_counted_by_stage_architecture_and_kind():
                                   + 2 * per_image["glass_box/train"])
     _, one_stage = floor_seconds(counter, "criterion one", warmup=0, repeats=1)  # its own passes only
     assert set(one_stage) == {"glass_box/forward", "glass_box/backward"}
+
+
+def test_the_report_line_says_how_the_floor_was_timed():
+    from bundle.report.tables import time_against_floor
+
+    timing = {"measured_s": 130.0, "floor_s": 100.0, "batches": (8, 16, 32),
+              "images": {"forward": 1200, "backward": 30, "second_order": 8, "train": 0}}
+    line = time_against_floor(timing)
+    assert line.startswith("Time: 2 min 10 s up to this report against a floor of 1 min 40 s (1.30x): the 1,200 "
+                           "forward, 30 backward, 8 second-order and 0 training images")
+    assert "(timed at batches of 8, 16 and 32 while a larger one is faster);" in line
+    assert "(timed at batches of 8);" in time_against_floor({**timing, "batches": (8,)})

@@ -147,12 +147,13 @@ def time_against_floor(timing: Mapping) -> str:
     """One line: the study's time beside the floor of the network passes it made (:mod:`bundle.passes`)."""
     from bundle.console import duration
 
-    images = timing["images"]
+    images, batches = timing["images"], timing["batches"]
+    sweep = " while a larger one is faster" if len(batches) > 1 else ""
     return (f"Time: {duration(timing['measured_s'])} up to this report against a floor of "
             f"{duration(timing['floor_s'])} ({timing['measured_s'] / timing['floor_s']:.2f}x): the {images['forward']:,}"
             f" forward, {images['backward']:,} backward, {images['second_order']:,} second-order and {images['train']:,}"
             " training images this run put through its networks, each at the best per-image time of its kind on this "
-            f"machine (timed at batches of {_listed(timing['batches'])}); scripts/benchmark_study.py breaks it down by "
+            f"machine (timed at batches of {_listed(batches)}{sweep}); scripts/benchmark_study.py breaks it down by "
             "stage")
 
 
