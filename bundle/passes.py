@@ -96,13 +96,14 @@ def counting(counter: PassCounter) -> Iterator[PassCounter]:
 
 def per_image_seconds(architecture: str, shape: tuple[int, ...], kind: str, batches: tuple[int, ...] = (8, 16, 32),
                       warmup: int = 2, repeats: int = 3, device: torch.device | str = "cpu",
-                      until_slower: bool = False) -> float:
+                      budget_s: float | None = None) -> float:
     """Best per-image time of one pass of ``kind`` on an untrained ``architecture`` (a ``bundle.networks`` name) for
     inputs of ``shape`` (C, *spatial), over ``batches``, each the best of ``repeats`` after ``warmup`` passes.
 
-    ``until_slower`` stops at the first batch size no faster per image than the one before: a larger one rarely
-    helps then, and it costs the most to time (DenseNet121's second-order pass: 158, 171 and 194 ms per image at 8,
-    16 and 32 on an AMD EPYC, the batch of 32 taking 20 s to time)."""
+    ``budget_s`` times a batch after the first only when its ``warmup + repeats`` passes would take at most that
+    long at the best per-image time so far: the largest batches of the costliest kind cost the most to time and
+    gain least (DenseNet121's second-order pass on an AMD EPYC: 158, 171 and 194 ms per image at 8, 16 and 32, the
+    batch of 32 taking 20 s to time)."""
     from bundle.networks import build_network
     from bundle.saliency.base import inference_state
     from bundle.saliency.differentiable import activations
@@ -155,19 +156,18 @@ def per_image_seconds(architecture: str, shape: tuple[int, ...], kind: str, batc
                 best = min(best, (time.perf_counter() - start) / batch)
         return best
 
-    return best_over_batches(batches, seconds_at, until_slower)
+    return best_over_batches(batches, seconds_at, warmup + repeats, budget_s)
 
 
-def best_over_batches(batches: Sequence[int], seconds_at: Callable[[int], float], until_slower: bool = False) -> float:
-    """The least of ``seconds_at(batch)`` over ``batches`` in order; ``until_slower``: stopping after the first batch
-    no faster than the one before it."""
-    best = previous = float("inf")
-    for batch in batches:
-        this = seconds_at(batch)
-        best = min(best, this)
-        if until_slower and this >= previous:
-            break
-        previous = this
+def best_over_batches(batches: Sequence[int], seconds_at: Callable[[int], float], passes: int = 1,
+                      budget_s: float | None = None) -> float:
+    """The least per-image time ``seconds_at(batch)`` over ``batches``; with ``budget_s``, a batch after the first only
+    when its ``passes`` would take at most ``budget_s`` at the least time so far."""
+    best = float("inf")
+    for i, batch in enumerate(batches):
+        if i and budget_s is not None and passes * batch * best > budget_s:
+            continue
+        best = min(best, seconds_at(batch))
     return best
 
 

@@ -24,24 +24,24 @@ def _script():
     return module
 
 
-def test_the_report_stops_timing_larger_batches_at_the_first_that_is_no_faster():
-    """The report's floor (until_slower) skips the batches past the first slower one, which cost the most to time; the
-    benchmark times every batch."""
-    per_image = {8: 0.158, 16: 0.171, 32: 0.100}  # a per-image time that rises, then falls at a batch it never times
+def test_the_report_times_a_larger_batch_only_within_its_budget():
+    """The report's floor (budget_s) skips the batches whose timing would take longest, the costliest kind's largest;
+    the benchmark times every batch."""
+    per_image = {8: 0.16, 16: 0.17, 32: 0.10}  # seconds per image; 3 passes of 16 images: 7.7 s at 0.16
     timed = []
 
     def seconds_at(batch: int) -> float:
         timed.append(batch)
         return per_image[batch]
 
-    assert best_over_batches((8, 16, 32), seconds_at, until_slower=True) == 0.158 and timed == [8, 16]
+    assert best_over_batches((8, 16, 32), seconds_at, passes=3, budget_s=5.0) == 0.16 and timed == [8]
     timed.clear()
-    assert best_over_batches((8, 16, 32), seconds_at) == 0.100 and timed == [8, 16, 32]
+    assert best_over_batches((8, 16, 32), seconds_at, passes=3) == 0.10 and timed == [8, 16, 32]
     timed.clear()
-    per_image[16] = 0.158  # no faster is not faster
-    assert best_over_batches((8, 16, 32), seconds_at, until_slower=True) == 0.158 and timed == [8, 16]
-    timed.clear()
-    assert best_over_batches((8, 16, 32), {8: 0.3, 16: 0.2, 32: 0.25}.get, until_slower=True) == 0.2
+    cheap = {8: 0.03, 16: 0.02, 32: 0.025}  # 3 x 16 x 0.03 = 1.4 s, then 3 x 32 x 0.02 = 1.9 s: both within 5 s
+    assert best_over_batches((8, 16, 32), cheap.get, passes=3, budget_s=5.0) == 0.02
+    # a batch is judged at the best time so far: 3 x 32 x 0.03 = 2.9 s fits a 3 s budget, at 16's 0.05 it would not
+    assert best_over_batches((8, 16, 32), {8: 0.03, 16: 0.05, 32: 0.01}.get, passes=3, budget_s=3.0) == 0.01
 
 
 def test_passes_are_counted_by_stage_architecture_and_kind():
@@ -78,10 +78,10 @@ def test_passes_are_counted_by_stage_architecture_and_kind():
 def test_the_report_line_says_how_the_floor_was_timed():
     from bundle.report.tables import time_against_floor
 
-    timing = {"measured_s": 130.0, "floor_s": 100.0, "batches": (8, 16, 32),
+    timing = {"measured_s": 130.0, "floor_s": 100.0, "batches": (8, 16, 32), "budget_s": 5.0,
               "images": {"forward": 1200, "backward": 30, "second_order": 8, "train": 0}}
     line = time_against_floor(timing)
     assert line.startswith("Time: 2 min 10 s up to this report against a floor of 1 min 40 s (1.30x): the 1,200 "
                            "forward, 30 backward, 8 second-order and 0 training images")
-    assert "(timed at batches of 8, 16 and 32 while a larger one is faster);" in line
+    assert "(timed at batches of 8, 16 and 32, a larger one where its timing takes at most 5 s);" in line
     assert "(timed at batches of 8);" in time_against_floor({**timing, "batches": (8,)})
