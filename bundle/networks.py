@@ -351,7 +351,9 @@ def cam_layer_of(model: nn.Module) -> str:
         else:
             layer, how = last_convolutional_block(model), "the last convolutional block"
     said = (type(model).__name__, layer, how)
-    if said not in _SAID_CAM_LAYERS:  # every model of one architecture gets the same layer: said once
+    # every model of one architecture gets the same layer: said once, when it is shown (a nested training, whose
+    # INFO lines the study holds back, may choose it first)
+    if said not in _SAID_CAM_LAYERS and logger.isEnabledFor(logging.INFO):
         logger.info("CAM layer of %s: %r (%s; set the method's `layer` to choose another)", *said)
         _SAID_CAM_LAYERS.add(said)
     _CHOSEN_CAM_LAYERS[model] = layer

@@ -99,6 +99,19 @@ def test_cam_layer_is_recognised_from_the_module_type(label, factory, layer, cap
                                get_method("gradcam", layer=layer)(model, images, 1))
 
 
+def test_a_cam_layer_chosen_while_info_is_held_back_is_said_when_it_is_shown(caplog):
+    """A study's nested training (its INFO lines held back) chose the CAM layer first and it was never said."""
+    from bundle.console import only_warnings
+
+    _SAID_CAM_LAYERS.clear()
+    with caplog.at_level("INFO", logger="bundle.networks"):
+        with only_warnings():
+            assert cam_layer_of(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())) == "0"
+        assert "CAM layer" not in caplog.text
+        assert cam_layer_of(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())) == "0"
+    assert caplog.text.count("CAM layer of Sequential: '0' (the last convolutional block") == 1
+
+
 def test_a_model_without_convolutions_asks_for_a_layer():
     from torch import nn
 
