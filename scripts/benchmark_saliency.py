@@ -264,7 +264,7 @@ def main() -> None:
                         help="which peers to time beside ours (none: only ours and the floor)")
     parser.add_argument("--json", default="eval/benchmark_saliency.json")
     args = parser.parse_args()
-    keep_freed_memory()  # as a study does at initialize, so ours, the peers and the floor run alike
+    keeps_freed_memory = keep_freed_memory()  # as a study does at initialize, so ours, the peers and the floor run alike
     xrai.KEPT_REGION_BYTES = 0  # every timed XRAI map segments its image, as a study's first map of an image does
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -274,7 +274,8 @@ def main() -> None:
 
     def save() -> None:  # after every row, so an interrupted run keeps what it measured
         out.write_text(json.dumps({"device": str(device), "threads": torch.get_num_threads(),
-                                   "batch_size": args.batch_size, "rows": rows}, indent=2))
+                                   "batch_size": args.batch_size, "keeps_freed_memory": keeps_freed_memory,
+                                   "xrai_kept_region_bytes": xrai.KEPT_REGION_BYTES, "rows": rows}, indent=2))
 
     for net_name in args.networks:
         sizes = args.size or [224 if net_name in ("densenet121", "vit") else 299]

@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="eval/benchmark_trust.json")
     args = parser.parse_args()
-    keep_freed_memory()  # as a study does at initialize, so ours, the peers and the floor run alike
+    keeps_freed_memory = keep_freed_memory()  # as a study does at initialize, so ours, the peers and the floor run alike
     torch.manual_seed(args.seed)
     model = build_network("densenet121").eval()
     if args.checkpoint:
@@ -229,7 +229,8 @@ def main() -> None:
         for r in new:
             rows.append(r)
             out.write_text(json.dumps({"threads": torch.get_num_threads(), "n_images": args.n_images,
-                                       "size": args.size, "rows": rows}, indent=2))
+                                       "size": args.size, "keeps_freed_memory": keeps_freed_memory, "rows": rows},
+                                      indent=2))
             print(f"{r['family']:<24} {r['pair']:<38} ours {r['ours_ms_per_image']:9.3f} ms/img  theirs "
                   f"{r['theirs_ms_per_image']:9.3f} ms/img  {r['theirs_over_ours']:7.1f}x  largest difference "
                   f"{r['largest_difference']:.2g}", flush=True)

@@ -85,3 +85,20 @@ def test_the_report_line_says_how_the_floor_was_timed():
                            "forward, 30 backward, 8 second-order and 0 training images")
     assert "(timed at batches of 8, 16 and 32, a larger one where its timing takes at most 5 s);" in line
     assert "(timed at batches of 8);" in time_against_floor({**timing, "batches": (8,)})
+
+
+def test_the_saliency_benchmark_times_as_a_studys_first_map_of_an_image(tmp_path):
+    """scripts/benchmark_saliency.py keeps freed memory as a study does and keeps no XRAI regions, so every timed XRAI
+    map segments its image (as a study's first map of it does); its JSON says both."""
+    import json
+    import subprocess
+
+    out = tmp_path / "saliency.json"
+    subprocess.run([sys.executable, str(SCRIPTS / "benchmark_saliency.py"), "--networks", "glass_box", "--size", "32",
+                    "--methods", "xrai", "grad", "--peers", "--steps-scale", "0.2", "--warmup", "0", "--repeats", "1",
+                    "--batch-size", "2", "--json", str(out)], check=True, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["keeps_freed_memory"] is True and result["xrai_kept_region_bytes"] == 0
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"xrai", "grad"} and rows["grad"]["passes_per_image"] == 1
+    assert rows["xrai"]["passes_per_image"] == 2 * rows["xrai"]["params"]["n_steps"]  # IG's path, 2 references
