@@ -75,6 +75,28 @@ def test_passes_are_counted_by_stage_architecture_and_kind():
     assert set(one_stage) == {"glass_box/forward", "glass_box/backward"}
 
 
+def test_the_study_times_its_floor_within_its_budget(monkeypatch):
+    """The report's floor is timed with the study's FLOOR_BUDGET_S, which the report line then states."""
+    from types import SimpleNamespace
+
+    from bundle import passes, study
+
+    budgets = []
+
+    def recorded(batches, seconds_at, passes_per_batch=1, budget_s=None):
+        budgets.append(budget_s)
+        return best_over_batches(batches, seconds_at, passes_per_batch, budget_s)
+
+    monkeypatch.setattr(passes, "best_over_batches", recorded)
+    counter = PassCounter("criterion one")
+    counter.images[("criterion one", "glass_box", "forward")] = 4
+    counter.shapes["glass_box"] = (1, 32, 32)
+    timing = study.SaliencyStudy._time_against_floor(SimpleNamespace(floor_batches=(8, 16), device="cpu"), counter,
+                                                     start=0.0)
+    assert budgets == [study.FLOOR_BUDGET_S] and timing["budget_s"] == study.FLOOR_BUDGET_S
+    assert timing["floor_s"] == pytest.approx(4 * timing["per_image_s"]["glass_box/forward"])
+
+
 def test_the_report_line_says_how_the_floor_was_timed():
     from bundle.report.tables import time_against_floor
 

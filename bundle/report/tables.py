@@ -148,8 +148,7 @@ def time_against_floor(timing: Mapping) -> str:
     from bundle.console import duration
 
     images, batches = timing["images"], timing["batches"]
-    sweep = (f", a larger one where its timing takes at most {timing['budget_s']:g} s"
-             if len(batches) > 1 and timing.get("budget_s") is not None else "")
+    sweep = f", a larger one where its timing takes at most {timing['budget_s']:g} s" if len(batches) > 1 else ""
     return (f"Time: {duration(timing['measured_s'])} up to this report against a floor of "
             f"{duration(timing['floor_s'])} ({timing['measured_s'] / timing['floor_s']:.2f}x): the {images['forward']:,}"
             f" forward, {images['backward']:,} backward, {images['second_order']:,} second-order and {images['train']:,}"
