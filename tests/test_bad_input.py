@@ -17,6 +17,7 @@ import torch
 from monai.transforms import LoadImaged
 
 from damage import FAULTS, damaged_copy, rename_patient
+from warm_python import run_python
 
 from bundle.data import RadiographReader, load_rsna_datalist
 from bundle.data.screening import check_box
@@ -145,7 +146,7 @@ def evaluate(tmp: Path, dataset: Path, models: Path, *overrides: str) -> subproc
                "--dataset_dir", str(dataset), "--output_dir", str(tmp / "eval"), "--ckpt_dir", str(models),
                "--study#criteria", "$dict(localization=@criteria#localization)",
                "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam)", *overrides]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return run_python(command, cwd=ROOT, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -208,10 +209,9 @@ def test_a_damaged_store_stops_the_run_before_any_data_or_model_work(tmp_path, w
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "mlruns.db").write_bytes(b"this is not a database" * 100)
     run = ["run"] if workflow == "train" else ["run", "evaluate"]
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", *run, "--config_file", f"configs/{workflow}.json",
-                             "--output_dir", str(tmp_path / "eval"), "--dataset_dir", str(tmp_path / "data"),
-                             "--ckpt_dir", str(tmp_path / "models")], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = run_python([sys.executable, "-m", "monai.bundle", *run, "--config_file", f"configs/{workflow}.json",
+                         "--output_dir", str(tmp_path / "eval"), "--dataset_dir", str(tmp_path / "data"),
+                         "--ckpt_dir", str(tmp_path / "models")], cwd=ROOT, timeout=300)
     assert result.returncode != 0
     assert result.stderr.rstrip().splitlines()[-1] == (
         f"error: {tmp_path / 'eval' / 'mlruns.db'}: not a usable MLflow store ((sqlite3.DatabaseError) file is not a "

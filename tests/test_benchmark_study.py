@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from warm_python import run_python
+
 from bundle.console import StudyProgress
 from bundle.networks import build_network
 from bundle.passes import PassCounter, best_over_batches, floor_seconds, per_image_seconds
@@ -113,12 +115,12 @@ def test_the_saliency_benchmark_times_as_a_studys_first_map_of_an_image(tmp_path
     """scripts/benchmark_saliency.py keeps freed memory as a study does and keeps no XRAI regions, so every timed XRAI
     map segments its image (as a study's first map of it does); its JSON says both."""
     import json
-    import subprocess
 
     out = tmp_path / "saliency.json"
-    subprocess.run([sys.executable, str(SCRIPTS / "benchmark_saliency.py"), "--networks", "glass_box", "--size", "32",
-                    "--methods", "xrai", "grad", "--peers", "--steps-scale", "0.2", "--warmup", "0", "--repeats", "1",
-                    "--batch-size", "2", "--json", str(out)], check=True, capture_output=True, timeout=300)
+    ran = run_python([sys.executable, str(SCRIPTS / "benchmark_saliency.py"), "--networks", "glass_box", "--size", "32",
+                      "--methods", "xrai", "grad", "--peers", "--steps-scale", "0.2", "--warmup", "0", "--repeats",
+                      "1", "--batch-size", "2", "--json", str(out)], timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["keeps_freed_memory"] is True and result["xrai_kept_region_bytes"] == 0
     rows = {r["method"]: r for r in result["rows"]}

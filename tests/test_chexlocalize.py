@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as coco
 
 from chexlocalize_fixture import encode, write_chexlocalize_folder
+from warm_python import run_python
 
 from bundle.data import GroundTruthMaskd, load_chexlocalize_datalist, load_dataset
 from bundle.data.chexlocalize import FINDINGS
@@ -208,7 +208,7 @@ def _run(tmp_path: Path, root: Path, workflow: str, output: str, *extra: str) ->
                "--ckpt_dir", f"$bundle.findings.checkpoint_dir('{tmp_path / 'models'}', @dataset_name, @dataset_options)",
                "--study#criteria", "$dict(localization=@criteria#localization)",
                "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam)", *extra]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_python(command, cwd=ROOT, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result.stdout
 

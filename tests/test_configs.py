@@ -7,13 +7,14 @@ import itertools
 import json
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from monai.bundle import ConfigParser
+
+from warm_python import run_python
 
 from bundle.errors import last_line
 
@@ -115,10 +116,10 @@ def test_the_published_profile_is_an_ordinary_override_file(caplog):
 
 
 def test_dataset_script_writes_a_folder_with_size_and_seed(tmp_path):
-    result = subprocess.run(
+    result = run_python(
         [sys.executable, "scripts/make_synthetic_dataset.py", "--out", str(tmp_path / "d"), "--n-images", "6",
          "--seed", "5", "--size", "64", "--variant", "msk"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, timeout=300,
     )
     assert result.returncode == 0, result.stderr
     knobs = pd.read_csv(tmp_path / "d" / "knobs.csv")

@@ -17,6 +17,8 @@ from monai.data import NibabelReader
 from monai.transforms import Compose, LoadImage, Resize
 from PIL import Image
 
+from warm_python import run_python
+
 from bundle.data import RadiographPNGReader, RadiographReader, render, write_radiograph, write_volume_dataset
 from bundle.errors import last_line
 from bundle.networks import build_network
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(*overrides: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *overrides]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return run_python(command, cwd=ROOT, timeout=600)
 
 
 def _checkpoint(folder: Path, name: str) -> Path:
@@ -134,8 +136,7 @@ def test_an_empty_folder_or_a_missing_checkpoint_is_named(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("network", ["densenet121", "vit"])
 def test_the_network_passes_the_model_zoo_input_output_check(network):
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
-                             "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
-                             "--network_name", network],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_python([sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
+                         "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
+                         "--network_name", network], cwd=ROOT, timeout=300)
     assert result.returncode == 0 and "data shape of network is verified with no error" in result.stdout + result.stderr

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from warm_python import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_metadata_verifies_against_the_local_schema():
-    result = subprocess.run(
+    result = run_python(
         [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json",
          "--filepath", "configs/schema/meta_schema_20240725.json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "metadata is verified with no error" in result.stdout + result.stderr

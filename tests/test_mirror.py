@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow_server import MlflowServer, free_port
+from warm_python import run_python
 
 from bundle.mirror import PARENT_TAG, mirror_or_explain, mirror_runs, mirror_tag
 from bundle.tracking import artifact_uri, sqlite_uri
@@ -82,8 +82,8 @@ def test_an_unreachable_server_is_one_line_and_the_script_logs_it_later(server, 
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and "unreachable" in printed[0] and "scripts/log_to_mlflow.py" in printed[0]
 
-    result = subprocess.run([sys.executable, "scripts/log_to_mlflow.py", str(tmp_path / "eval"), "--tracking-uri",
-                             server.uri], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_python([sys.executable, "scripts/log_to_mlflow.py", str(tmp_path / "eval"), "--tracking-uri",
+                         server.uri], cwd=ROOT, timeout=300)
     assert result.returncode == 0 and "logged 2 run(s)" in result.stdout, result.stdout + result.stderr
     local, remote = mlflow.MlflowClient(uri), mlflow.MlflowClient(server.uri)
     for name in ("evaluate_x", "train_x"):

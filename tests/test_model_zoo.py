@@ -13,6 +13,8 @@ import torch
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
+from warm_python import run_python
+
 from bundle.networks import build_network
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +50,10 @@ def test_a_checkpoint_exports_to_torchscript_with_the_same_outputs(tmp_path, nam
     outputs, never tracked; the ViT to about 4 MB)."""
     checkpoint = _checkpoint(tmp_path, name)
     exported = tmp_path / "model.ts"
-    result = subprocess.run([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
-                             "--filepath", str(exported), "--ckpt_file", str(checkpoint), "--network_name", name,
-                             "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_python([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
+                         "--filepath", str(exported), "--ckpt_file", str(checkpoint), "--network_name", name,
+                         "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"],
+                     cwd=ROOT, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     network = build_network(name)
     network.load_state_dict(torch.load(checkpoint, weights_only=True))
@@ -84,9 +86,9 @@ def test_large_files_yml_describes_every_default_checkpoint_none_tracked(tmp_pat
     (tmp_path / "models").mkdir()
     for i, path in enumerate(paths):
         (tmp_path / path).write_bytes(bytes([i]) * (1000 + i))
-    result = subprocess.run([sys.executable, "scripts/describe_large_files.py", "--models", str(tmp_path / "models"),
-                             "--url-base", "https://example.org/v/", "--out", str(tmp_path / "large_files.yml")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_python([sys.executable, "scripts/describe_large_files.py", "--models", str(tmp_path / "models"),
+                         "--url-base", "https://example.org/v/", "--out", str(tmp_path / "large_files.yml")],
+                     cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     written = yaml.safe_load((tmp_path / "large_files.yml").read_text())["large_files"]
     assert written == [{"path": p, "url": f"https://example.org/v/{Path(p).name}", "hash_type": "sha256",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from PIL import Image
 from skimage.draw import polygon
 
 from mura_fixture import write_mura_folder
+from warm_python import run_python
 
 from bundle.data import load_dataset, load_mura_datalist
 from bundle.data.mura import image_key
@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def mura(tmp_path_factory):
     root = tmp_path_factory.mktemp("mura")
     truth = write_mura_folder(root)
-    result = subprocess.run([sys.executable, "scripts/prepare_mura.py", str(root), "--annotations",
-                             *(str(root / f"reader{r}.csv") for r in (1, 2, 3))], cwd=ROOT, capture_output=True,
-                            text=True)
+    result = run_python([sys.executable, "scripts/prepare_mura.py", str(root), "--annotations",
+                         *(str(root / f"reader{r}.csv") for r in (1, 2, 3))], cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return root, truth, result
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from monai.transforms import Compose
 from PIL import Image
 
 from nih_fixture import write_nih_folder
+from warm_python import run_python
 
 from bundle.data import GroundTruthMaskd, load_dataset, load_nih_datalist
 from bundle.errors import last_line
@@ -152,7 +152,7 @@ def test_the_study_runs_on_an_nih_folder_through_the_real_command(tmp_path):
                "--dataset_dir", str(root), "--output_dir", str(tmp_path / "eval"), "--ckpt_dir", str(tmp_path / "models"),
                "--saliency#ground_truth", "boxes", "--study#criteria", "$dict(localization=@criteria#localization)",
                "--study#methods", "$dict(grad=@methods#grad, gradcam=@methods#gradcam)"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_python(command, cwd=ROOT, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     wanted = [i["image_id"] for i in load_nih_datalist(root, split="test", labels=1, limit=8)]
     assert f"densenet121_seed0 on nih, Pneumonia (test split, {len(wanted)} positive images)" in result.stdout

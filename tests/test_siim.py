@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from monai.bundle import ConfigParser
 from PIL import Image
 
 from siim_fixture import write_siim_folder
+from warm_python import run_python
 
 from bundle.data import load_dataset, load_siim_datalist, prepare_siim
 from bundle.data.siim import rle_decode, rle_encode
@@ -94,8 +94,7 @@ def test_an_rle_that_does_not_fit_and_an_unprepared_folder_are_named(tmp_path):
     victim = lines[row].split(",")[0]
     lines[row] = f"{victim}, 99999 5"
     csv.write_text("\n".join(lines) + "\n")
-    result = subprocess.run([sys.executable, "scripts/prepare_siim.py", str(root)], cwd=ROOT, capture_output=True,
-                            text=True)
+    result = run_python([sys.executable, "scripts/prepare_siim.py", str(root)], cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert (f"{csv} line {row + 1} (ImageId {victim}): EncodedPixels do not fit the 128 x 96 image: a run ends at "
             "pixel 100004, past the 128 x 96 image; skipped") in result.stderr.splitlines()

@@ -4,7 +4,6 @@ reported while the study goes on, verdicts from Holm-adjusted paired tests, outp
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
+
+from warm_python import run_python
 
 from bundle.criteria import CascadingRandomization, FidelityToPublished, Localization
 from bundle.errors import last_line
@@ -266,8 +267,8 @@ def test_a_store_that_breaks_during_the_study_loses_nothing(tmp_path):
     for part in ("summary.csv", "verdicts.csv", "report.txt", "report.html", "maps.png"):
         assert (tmp_path / "eval" / f"study_{part}").is_file(), part
     repaired = study.tracking_uri.replace("broken.db", "repaired.db")  # the store the user sets up instead
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "log_to_mlflow.py"), str(tmp_path / "eval"),
-                             "--from", fallback, "--tracking-uri", repaired], capture_output=True, text=True)
+    result = run_python([sys.executable, str(ROOT / "scripts" / "log_to_mlflow.py"), str(tmp_path / "eval"),
+                         "--from", fallback, "--tracking-uri", repaired])
     assert result.returncode == 0, result.stderr
     copied = mlflow.MlflowClient(repaired).search_runs(
         [mlflow.MlflowClient(repaired).get_experiment_by_name(study.experiment_name).experiment_id])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
+
+from warm_python import run_python
 
 from bundle.data import load_dataset, load_nifti_datalist, render_volume, write_volume_dataset
 from bundle.data.synthetic_volume import SPACING_MM
@@ -148,7 +149,7 @@ def test_the_study_runs_on_volumes_through_the_real_command(tmp_path):
                "xrai=@methods#xrai)",
                "--saliency#n_images", "4", "--saliency#sensitivity_images", "2", "--study#floor_batches", "[8]",
                "--criteria#cascading_randomization#steps", "{'densenet121_3d': ['class_layers', 'conv0']}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = run_python(command, cwd=ROOT, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     wanted = [i["image_id"] for i in load_nifti_datalist(tmp_path / "brain", split="test", labels=1, limit=4)]
@@ -176,7 +177,7 @@ def test_every_3d_criterion_runs_on_volumes(tmp_path):
     command = [sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file", VOLUME_CONFIGS,
                "--dataset_dir", str(tmp_path / "brain"), "--output_dir", str(tmp_path / "eval"),
                "--ckpt_dir", str(tmp_path / "models")]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3000)
+    result = run_python(command, cwd=ROOT, timeout=3000)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "faithfulness: skipped, PIC curves are defined here for one-channel 2-D images" in output
@@ -206,7 +207,7 @@ def test_a_volume_transformer_is_trained_and_studied_through_the_real_command(tm
                "--study#methods", "$dict(gradcam=@methods#gradcam, rollout=@methods#rollout, chefer=@methods#chefer)",
                "--saliency#n_images", "4", "--saliency#sensitivity_images", "2", "--study#floor_batches", "[8]",
                "--criteria#cascading_randomization#steps", "{'vit_3d': ['head', 'patch_embedding']}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = run_python(command, cwd=ROOT, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert (tmp_path / "models" / "vit_3d_seed0.pt").is_file()
     records = pd.read_csv(next((tmp_path / "eval").glob("*_records.csv")))

@@ -11,13 +11,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from warm_python import run_python
+
 ROOT = Path(__file__).resolve().parents[1]
 RESNET = "$monai.networks.nets.resnet18(spatial_dims=2, n_input_channels=1, num_classes=2)"
 
 
 def _run(run_id: str, config_file: str, *overrides: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config_file, *overrides]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return run_python(command, cwd=ROOT, timeout=900)
 
 
 @pytest.mark.slow  # 1.5 min: kept out of the default suite, which is near its 15-minute budget
