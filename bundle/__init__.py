@@ -6,7 +6,7 @@ from bundle import (allocator, console, criteria, data, distributed, errors, fin
 errors.install_excepthook()  # a failed `monai.bundle run` ends with its cause, not MONAI's wrapper
 console.quiet_library_noise()  # the libraries' repeated lines, filtered where they arise
 
-__version__ = "0.15.0"
+__version__ = "0.17.0"
 __all__ = [
     "allocator", "console", "criteria", "data", "distributed", "errors", "findings", "handlers", "inference", "mirror",
     "models", "networks", "profiles", "saliency", "study", "summary", "switches", "tracking", "trust",

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from warm_python import run_python
 
+import bundle
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,6 +27,8 @@ def test_version_is_in_changelog_and_packages_are_pinned_like_pyproject():
     meta = json.loads((ROOT / "configs/metadata.json").read_text())
     assert meta["version"] in meta["changelog"]
     pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'\nversion = "{meta["version"]}"\n' in pyproject
+    assert bundle.__version__ == meta["version"], "the version each MLflow run is tagged with"
     for package, version in meta["required_packages_version"].items():
         assert f'"{package}=={version}"' in pyproject, f"{package} pinned differently from pyproject.toml"
     assert f'monai[' in pyproject and meta["monai_version"] in pyproject
