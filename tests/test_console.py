@@ -1,14 +1,17 @@
 """The console says only what is new: MONAI's reader-fallback lines filtered at their source (the file still read,
-an unreadable one still named), a nested workflow's INFO lines held back, stage times as a person reads them."""
+an unreadable one still named), a nested workflow's INFO lines held back, stage times as a person reads them, and the prompt back as soon as a command ends."""
 
 from __future__ import annotations
 
 import logging
+import sys
 
 import numpy as np
 import pytest
 from monai.data import NibabelReader
 from monai.transforms import LoadImage
+
+from warm_python import run_python
 
 from bundle.console import duration, only_warnings
 from bundle.data import RadiographPNGReader, RadiographReader, write_radiograph
@@ -45,3 +48,11 @@ def test_only_warnings_holds_back_info_lines_and_lets_warnings_through(caplog):
                                            (3780, "1 h 3 min")])
 def test_a_stage_time_reads_as_a_person_says_it(seconds, said):
     assert duration(seconds) == said
+
+
+def test_the_objects_are_frozen_at_exit_so_that_no_shutdown_collection_walks_them():
+    """Importing bundle registers gc.freeze at exit (a warm child unfreezes its parent's objects first)."""
+    check = ("import atexit, gc; gc.unfreeze(); import bundle; frozen = gc.get_freeze_count(); "
+             "atexit._run_exitfuncs(); print(frozen, gc.get_freeze_count() > 10**5)")
+    result = run_python([sys.executable, "-c", check], timeout=300)
+    assert result.stdout.split() == ["0", "True"], result.stderr[-3000:]
