@@ -7,7 +7,7 @@ errors.install_excepthook()  # a failed `monai.bundle run` ends with its cause, 
 console.quiet_library_noise()  # the libraries' repeated lines, filtered where they arise
 console.exit_without_collecting()  # a command returns the prompt when it ends, not 2 s later
 
-__version__ = "0.17.0"
+__version__ = "0.18.0"
 __all__ = [
     "allocator", "console", "criteria", "data", "distributed", "errors", "findings", "handlers", "inference", "mirror",
     "models", "networks", "profiles", "saliency", "study", "summary", "switches", "tracking", "trust",
