@@ -5,7 +5,8 @@ from bundle import (allocator, console, criteria, data, distributed, errors, fin
 
 errors.install_excepthook()  # a failed `monai.bundle run` ends with its cause, not MONAI's wrapper
 console.quiet_library_noise()  # the libraries' repeated lines, filtered where they arise
-console.exit_without_collecting()  # a command returns the prompt when it ends, not 2 s later
+
+console.freeze_imported_objects()  # last: a command returns the prompt when it ends, not 2 s later
 
 __version__ = "0.18.0"
 __all__ = [

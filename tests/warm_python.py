@@ -4,8 +4,8 @@ anything.
 
 A cold start spends 8-9 s of a core importing torch, MONAI, MLflow and Ignite (AMD EPYC, 2 cores), and the default
 suite starts some twenty such commands. The child runs the command as ``python`` would: from its own folder, with
-the caller's environment, ``sys.argv`` and ``sys.path[0]``, as ``__main__`` (runpy), with its own stdout, stderr and
-exit status, a traceback for an uncaught error and the interpreter's exit handlers. Only what the preloaded modules
+the caller's environment, ``sys.argv`` and ``sys.path[0]``, in a new ``__main__``, with its own random state,
+stdout, stderr and exit status, a traceback for an uncaught error and the interpreter's exit handlers. Only what the preloaded modules
 read from the environment at import time is the warm interpreter's, so the tests that set thread counts or malloc
 settings, the quick study (tests/conftest.py) and the torchrun tests start cold, and ``WARM_PYTHON=0`` starts every
 command cold; tests/test_warm_python.py compares a warm run with a cold one."""
@@ -13,9 +13,11 @@ command cold; tests/test_warm_python.py compares a warm run with a cold one."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import json
 import os
+import random
 import runpy
 import select
 import signal
@@ -39,10 +41,23 @@ def _read_line(fd: int) -> bytes:
     return line
 
 
+def _fresh_random_state() -> None:
+    """Draws from the OS, as a cold interpreter's imports make them: a child would otherwise repeat the server's."""
+    import numpy as np
+    import torch
+    from monai.transforms import Randomizable
+
+    random.seed()
+    np.random.seed()
+    torch.seed()
+    Randomizable.R = np.random.RandomState()
+
+
 def _become(request: dict, channel: tuple[int, int]) -> None:
-    """In the forked child: the command's folder, environment, standard streams and argv, then the command itself;
-    ends by raising ``SystemExit`` so that the interpreter exits as a cold one would."""
-    os.setpgrp()  # a timeout stops the command and whatever it started
+    """In the forked child: the command's folder, environment, standard streams, argv and ``__main__``, then the
+    command itself, as ``python`` runs it; ends by raising ``SystemExit`` so that the interpreter exits as a cold one
+    would."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -53,29 +68,31 @@ def _become(request: dict, channel: tuple[int, int]) -> None:
         os.close(fd)
     for fd in channel:
         os.close(fd)
+    _fresh_random_state()
+    sys.modules["__main__"] = main = types.ModuleType("__main__")
+    main.__annotations__ = {}
     args = request["args"]
-    if args[0] == "-m":  # `python -m module`: sys.path[0] is the working folder, runpy sets argv[0] to the file
+    if args[0] == "-m":  # `python -m module`: sys.path[0] is the working folder, argv[0] becomes the module's file
         sys.path[0] = os.getcwd()
         sys.argv = ["-m", *args[2:]]
-        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-    elif args[0] == "-c":  # `python -c code`: sys.path[0] is empty, the code runs in __main__
-        sys.path[0] = ""
-        sys.argv = ["-c", *args[2:]]
-        main = types.ModuleType("__main__")
-        sys.modules["__main__"] = main
-        exec(compile(args[1], "<string>", "exec"), main.__dict__)
-    else:  # `python script.py`: sys.path[0] is the script's folder
-        script = os.path.abspath(args[0])
-        sys.path[0] = os.path.dirname(script)
-        sys.argv = list(args)
-        runpy.run_path(script, run_name="__main__")
+        runpy._run_module_as_main(args[1])  # what `python -m` itself calls
+    else:  # `python -c code` (sys.path[0] empty) or `python script.py` (the script's folder, argv[0] as typed)
+        if args[0] == "-c":
+            sys.path[0], sys.argv, source, name = "", ["-c", *args[2:]], args[1], "<string>"
+        else:
+            name = os.path.abspath(args[0])
+            sys.path[0], sys.argv, source = os.path.dirname(name), list(args), Path(name).read_bytes()
+            main.__file__, main.__cached__ = name, None
+        exec(compile(source, name, "exec"), main.__dict__)
     raise SystemExit(0)
 
 
 def serve(requests: int, replies: int) -> None:
-    """The warm interpreter's loop: for each request, fork, reply the child's pid, then its exit code."""
+    """The warm interpreter's loop: for each request, fork, reply the child's pid, then its exit code. Ctrl-C
+    reaches the client, which stops the child and this server."""
     import importlib
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     del sys.path[0]  # this module's folder, which a cold command does not have
     importlib.import_module(PRELOADED)
     gc.freeze()  # the children's collections skip what the imports made (Python's advice before forking)
@@ -84,14 +101,19 @@ def serve(requests: int, replies: int) -> None:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
+            os.setpgrp()  # its own group, so that stopping it stops whatever it started
             _become(json.loads(request), (requests, replies))
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # a child already gone or in its group
+            os.setpgid(pid, pid)  # set on both sides of the fork: the group exists before the client hears the pid
         os.write(replies, f"{pid}\n".encode())
         _, status = os.waitpid(pid, 0)
         os.write(replies, f"{os.waitstatus_to_exitcode(status)}\n".encode())
 
 
 class WarmPython:
-    """The client end: starts the warm interpreter, sends it one command at a time."""
+    """The client end: starts the warm interpreter, sends it one command at a time. A command that fails to finish
+    (its timeout, Ctrl-C) is stopped with everything it started, and so is the server, which a next command starts
+    again."""
 
     def __init__(self) -> None:
         to_server, self._requests = os.pipe()
@@ -103,6 +125,7 @@ class WarmPython:
                                         stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
         os.close(to_server)
         os.close(from_server)
+        self.running = True
 
     def _reply(self, timeout: float | None) -> int:
         ready, _, _ = select.select([self._replies], [], [], timeout)
@@ -122,18 +145,29 @@ class WarmPython:
             request = {"args": command[1:], "cwd": str(cwd), "env": dict(os.environ), "stdout": str(out),
                        "stderr": str(err)}
             os.write(self._requests, (json.dumps(request) + "\n").encode())
-            pid = self._reply(600)  # the first command waits for the imports
+            pid = None
             try:
+                pid = self._reply(600)  # the first command waits for the imports
                 code = self._reply(timeout)
-            except TimeoutError:
-                os.killpg(pid, signal.SIGKILL)
-                self._reply(10)
-                raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text()) from None
+            except BaseException as stopped:
+                self.close(pid)
+                if isinstance(stopped, TimeoutError):
+                    raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text()) from None
+                raise
             return subprocess.CompletedProcess(command, code, out.read_text(), err.read_text())
 
-    def close(self) -> None:
+    def close(self, pid: int | None = None) -> None:
+        """Stop the server, first killing the group of the command ``pid`` where one is running."""
+        if not self.running:
+            return
+        self.running = False
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            self._server.kill()
         os.close(self._requests)
         self._server.wait(30)
+        os.close(self._replies)
 
 
 _warm: WarmPython | None = None
@@ -147,7 +181,7 @@ def run_python(command: list[str], cwd: str | Path | None = None,
     assert command[0] == sys.executable, command
     if os.environ.get("WARM_PYTHON") == "0":
         return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    if _warm is None:
+    if _warm is None or not _warm.running:
         _warm = WarmPython()
         atexit.register(_warm.close)
     return _warm.run(command, cwd or os.getcwd(), timeout)
