@@ -264,7 +264,7 @@ def main() -> None:
                         help="which peers to time beside ours (none: only ours and the floor)")
     parser.add_argument("--json", default="eval/benchmark_saliency.json")
     args = parser.parse_args()
-    keeps_freed_memory = keep_freed_memory()  # as a study does at initialize, so ours, the peers and the floor run alike
+    keeps_freed_memory = keep_freed_memory()  # as a study does at initialize: ours, the peers and the floor alike
     xrai.KEPT_REGION_BYTES = 0  # every timed XRAI map segments its image, as a study's first map of an image does
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)

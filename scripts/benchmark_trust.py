@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="eval/benchmark_trust.json")
     args = parser.parse_args()
-    keeps_freed_memory = keep_freed_memory()  # as a study does at initialize, so ours, the peers and the floor run alike
+    keeps_freed_memory = keep_freed_memory()  # as a study does at initialize: ours, the peers and the floor alike
     torch.manual_seed(args.seed)
     model = build_network("densenet121").eval()
     if args.checkpoint:

@@ -1,5 +1,6 @@
 """The console says only what is new: MONAI's reader-fallback lines filtered at their source (the file still read,
-an unreadable one still named), a nested workflow's INFO lines held back, stage times as a person reads them, and the prompt back as soon as a command ends."""
+an unreadable one still named), a nested workflow's INFO lines held back, stage times as a person reads them, and
+the prompt back as soon as a command ends."""
 
 from __future__ import annotations
 

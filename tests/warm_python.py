@@ -5,10 +5,10 @@ anything.
 A cold start spends 8-9 s of a core importing torch, MONAI, MLflow and Ignite (AMD EPYC, 2 cores), and the default
 suite starts some twenty such commands. The child runs the command as ``python`` would: from its own folder, with
 the caller's environment, ``sys.argv`` and ``sys.path[0]``, in a new ``__main__``, with its own random state,
-stdout, stderr and exit status, a traceback for an uncaught error and the interpreter's exit handlers. Only what the preloaded modules
-read from the environment at import time is the warm interpreter's, so the tests that set thread counts or malloc
-settings, the quick study (tests/conftest.py) and the torchrun tests start cold, and ``WARM_PYTHON=0`` starts every
-command cold; tests/test_warm_python.py compares a warm run with a cold one."""
+stdout, stderr and exit status, a traceback for an uncaught error and the interpreter's exit handlers. Only what
+the preloaded modules read from the environment at import time is the warm interpreter's, so the tests that set
+thread counts or malloc settings, the quick study (tests/conftest.py) and the torchrun tests start cold, and
+``WARM_PYTHON=0`` starts every command cold; tests/test_warm_python.py compares a warm run with a cold one."""
 
 from __future__ import annotations
 
