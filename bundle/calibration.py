@@ -97,7 +97,8 @@ CONTROLS: tuple[Control, ...] = (
     Control("faithfulness", "random", FAIL, "another draw of the random baseline it is compared with"),
     Control("psc", "prediction tracking", PASS, "p x lesion + (1 - p) x rest: the map's divergence is the "
             "prediction's, PSC 1 by construction"),
-    Control("psc", "prediction tracking+noise", GRADED, "that map plus noise"),
+    Control("psc", "prediction tracking+noise", GRADED, "that map tracking its logit plus an error, the same "
+            "for an image and its attacked version"),
     *[Control("psc", name, FAIL, "the map ignores the prediction") for name in ("random", "edge", "prior", "oracle")],
 )
 GRADED_FROM = {  # the known-good control each graded series degrades: its level 0
@@ -135,7 +136,7 @@ class ControlSources:
             "gradcam+noise as its cut": ("noise", lambda v: CutOf(DegradedMap(s["gradcam"], v, SEED_OFFSET),
                                                                   s["gradcam"])),
             "grad+noise": ("noise", lambda v: DegradedMap(s["grad"], v, SEED_OFFSET)),
-            "prediction tracking+noise": ("noise", lambda v: DegradedMap(PredictionTrackingMap(), v, SEED_OFFSET)),
+            "prediction tracking+noise": ("noise", lambda v: PredictionTrackingMap(v, SEED_OFFSET)),
         }
         if name in graded:
             kind, make = graded[name]

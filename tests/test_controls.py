@@ -98,6 +98,34 @@ def test_prediction_tracking_map_diverges_exactly_as_the_prediction():
     assert torch.allclose(before.flatten(1).sum(dim=1), torch.ones(4), atol=1e-5)
 
 
+def test_prediction_tracking_with_a_logit_error_degrades_psc_steadily_however_weak_the_attack():
+    """PSC's graded control: the error on the tracked logit is drawn from the mask, so an image and its attacked
+    version share it, and PSC falls steadily with its size even when the attack moves JSD_pred by 1e-11 to 1e-8
+    (noise on the map's pixels, or an error drawn afresh for the attacked image, leaves PSC near 0 at any level)."""
+    g = torch.Generator().manual_seed(0)
+    images, masks = torch.rand(32, 1, 32, 32, generator=g), torch.zeros(32, 1, 32, 32)
+    for mask in masks:
+        r, c = torch.randint(0, 24, (2,), generator=g).tolist()
+        mask[0, r:r + 8, c:c + 8] = 1
+    attacked = images + 1e-3 * torch.rand(32, 1, 1, 1, generator=g)
+    model = IntensityModel(sign=1)
+    p = lambda x: torch.softmax(model(x).double(), dim=1)[:, 1]  # noqa: E731
+    jsd_pred = prediction_divergence(p(images), p(attacked)).numpy()
+    scores = []
+    for level in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0):
+        control = PredictionTrackingMap(level, seed=5)
+        before, after = control(model, images, 1, masks=masks), control(model, attacked, 1, masks=masks)
+        tracked = [(m * masks[:, 0]).flatten(1).sum(dim=1).double() for m in (before, after)]  # float32 maps
+        errors = [torch.logit(t) - torch.logit(p(x)) for t, x in zip(tracked, (images, attacked))]
+        assert torch.allclose(errors[0], errors[1], rtol=1e-3, atol=1e-4), "the image and its attacked version share the error"
+        assert errors[0].std().item() == pytest.approx(level, rel=0.35, abs=1e-4)
+        jsd_map = map_divergence(before, after, signed=False).double().numpy()
+        scores.append(np.corrcoef(jsd_pred, jsd_map)[0, 1])
+    assert scores[0] == pytest.approx(1.0, abs=1e-6) and scores[1] > 0.98 and scores[-1] < 0.6
+    assert all(np.diff(scores) < 0), scores
+    assert repr(PredictionTrackingMap()) == "prediction_tracking()", "the PASS control's cache key is unchanged"
+
+
 def test_glass_box_gradient_and_integrated_gradients_are_known_by_construction():
     """The gradient of a GlassBox logit is its cell weight / cell pixels (the same for every image); Integrated
     Gradients from black is image x that gradient: the exact contributions the faithfulness control ranks by."""

@@ -154,6 +154,24 @@ def test_an_uncalibrated_criterion_makes_its_verdicts_inconclusive_by_rule(tmp_p
     assert marked.rule[1] == "uncalibrated criterion (prediction tracking: PASS in 0.40): its rule alone said FAIL: r2"
 
 
+def test_the_calibration_console_table_prints_every_label_whole():
+    """``run calibrate``'s table: a graded level's label is printed whole (it lost its last digit at 30 characters,
+    so 0.25 read as 0.2), the columns aligned under the header."""
+    from bundle.report.tables import format_calibration
+
+    row = {"criterion": "psc", "model": "study", "expected": "graded", "pass_rate": 1.0, "pass_low": 0.8315665,
+           "pass_high": 1.0, "fail": 0, "inconclusive": 0, "score": 0.99987, "met": None}
+    record = {"date": "2026-12-06T23:30:00", "draws": 20, "power_target": 0.8, "family": 1, "seconds": 23.4,
+              "table": [{**row, "label": "prediction tracking+noise@0.25"}, {**row, "label": "random", "met": True,
+                                                                             "expected": "FAIL", "score": 0.131}],
+              "criteria": []}
+    lines = format_calibration(record).splitlines()
+    assert lines[2].startswith("criterion               control                         model      expected")
+    assert lines[4] == ("psc                     prediction tracking+noise@0.25  study      graded    "
+                        "1.00 [0.83, 1.00]          0        0    1.000")
+    assert lines[5].endswith("FAIL      1.00 [0.83, 1.00]          0        0    0.131  yes")
+
+
 def test_the_report_says_what_the_verdicts_rest_on_and_what_would_decide_them():
     """The report's section: the calibration's lines for the criteria it covers, the unstable verdicts, and each
     INCONCLUSIVE's images as the override (the study's images widened when a criterion needs more than them)."""

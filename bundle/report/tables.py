@@ -193,12 +193,13 @@ def format_calibration(record: Mapping) -> str:
              f"bootstrap resamples of the images; a known-good control must PASS in at least {record['power_target']} "
              f"of them, a known-bad one in at most alpha; p-values adjusted as Holm would least favour each control "
              f"over the study's {record['family']} tests; {record['seconds']:.0f} s)", ""]
-    header = (f"{'criterion':<24}{'control':<30}{'model':<11}{'expected':<10}{'PASS rate [95% CI]':<22}"
+    wide = max([len("control")] + [len(r["label"]) for r in record["table"]]) + 2  # a level's label whole
+    header = (f"{'criterion':<24}{'control':<{wide}}{'model':<11}{'expected':<10}{'PASS rate [95% CI]':<22}"
               f"{'FAIL':>6}{'INCONCL':>9}{'score':>9}  met")
     lines += [header, "-" * len(header)]
     for r in record["table"]:
         met = {True: "yes", False: "NO"}.get(r["met"], "")
-        lines.append(f"{r['criterion']:<24}{r['label'][:29]:<30}{r['model']:<11}{r['expected']:<10}"
+        lines.append(f"{r['criterion']:<24}{r['label']:<{wide}}{r['model']:<11}{r['expected']:<10}"
                      f"{_rate(r['pass_rate'], r['pass_low'], r['pass_high']):<22}{r['fail']:>6}{r['inconclusive']:>9}"
                      f"{np.nan if r['score'] is None else r['score']:>9.3f}  {met}".rstrip())
     lines += ["", "Per criterion"] + calibration_lines(record)
