@@ -126,3 +126,21 @@ def test_the_saliency_benchmark_times_as_a_studys_first_map_of_an_image(tmp_path
     rows = {r["method"]: r for r in result["rows"]}
     assert set(rows) == {"xrai", "grad"} and rows["grad"]["passes_per_image"] == 1
     assert rows["xrai"]["passes_per_image"] == 2 * rows["xrai"]["params"]["n_steps"]  # IG's path, 2 references
+
+
+def test_the_startup_benchmark_times_the_import_and_the_exit_frozen_and_unfrozen(tmp_path):
+    """scripts/benchmark_startup.py: each variant in its own new interpreter, the frozen one with bundle's import-time
+    freeze (over 10^5 objects) and the unfrozen one with none; the medians are those of its runs, the CPU named."""
+    import json
+
+    out = tmp_path / "startup.json"
+    ran = run_python([sys.executable, str(SCRIPTS / "benchmark_startup.py"), "--repeats", "1", "--json", str(out)],
+                     timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (frozen,), (unfrozen,) = result["runs"]["frozen"], result["runs"]["unfrozen"]
+    assert frozen["frozen_objects"] > 10**5 and unfrozen["frozen_objects"] == 0
+    assert all(run[k] > 0 for run in (frozen, unfrozen) for k in ("launch_s", "import_s", "exit_s"))
+    assert result["medians"]["unfrozen"] == {"import_s": unfrozen["import_s"], "exit_s": unfrozen["exit_s"]}
+    assert result["exit_ratio_unfrozen_to_frozen"] == pytest.approx(unfrozen["exit_s"] / frozen["exit_s"])
+    assert result["cpu"] != "unknown" and "exit: unfrozen / frozen" in ran.stdout

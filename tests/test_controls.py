@@ -124,6 +124,8 @@ def test_prediction_tracking_with_a_logit_error_degrades_psc_steadily_however_we
     assert scores[0] == pytest.approx(1.0, abs=1e-6) and scores[1] > 0.98 and scores[-1] < 0.6
     assert all(np.diff(scores) < 0), scores
     assert repr(PredictionTrackingMap()) == "prediction_tracking()", "the PASS control's cache key is unchanged"
+    with pytest.raises(ValueError, match="logit_noise must be non-negative"):
+        PredictionTrackingMap(-0.5)
 
 
 def test_glass_box_gradient_and_integrated_gradients_are_known_by_construction():
