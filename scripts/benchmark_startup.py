@@ -9,7 +9,9 @@ then walk every object of those modules, as before 0.18.0). The two are run alte
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import platform
 import statistics
 import subprocess
 import sys
@@ -29,11 +31,11 @@ def cpu_model() -> str:
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return "unknown"
-    first = dict(line.split(":", 1) for line in lines[:lines.index("")] if ":" in line) if "" in lines else {}
-    first = {k.strip(): v.strip() for k, v in first.items()}
-    if "model name" not in first:
-        return "unknown"
+        lines = []
+    first = {key.strip(): value.strip() for key, value in  # the first processor's block: up to the first blank line
+             (line.split(":", 1) for line in itertools.takewhile(str.strip, lines) if ":" in line)}
+    if "model name" not in first:  # an ARM kernel names no model: the architecture at least
+        return f"{platform.machine() or 'unknown'} (no model name in /proc/cpuinfo)"
     avx512 = "with" if "avx512f" in first.get("flags", "").split() else "without"
     return (f"{first['model name']} (family {first.get('cpu family', '?')}, model {first.get('model', '?')}), "
             f"{avx512} AVX-512")
@@ -43,10 +45,12 @@ def run_once(variant: str) -> dict[str, float]:
     """One new interpreter: seconds from its launch to the import's start, of the import, and of its exit; the
     objects frozen when it printed."""
     launched = time.time()
-    out = subprocess.run([sys.executable, "-c", CHILD.format(unfreeze=VARIANTS[variant])], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    child = subprocess.run([sys.executable, "-c", CHILD.format(unfreeze=VARIANTS[variant])], cwd=ROOT,
+                           capture_output=True, text=True)
     ended = time.time()
-    start, imported, frozen = out.split()[-3:]
+    if child.returncode:
+        raise SystemExit(f"the {variant} interpreter failed (exit {child.returncode}):\n{child.stderr[-3000:]}")
+    start, imported, frozen = child.stdout.split()[-3:]  # its last line: whatever the imports printed comes before
     return {"launch_s": float(start) - launched, "import_s": float(imported) - float(start),
             "exit_s": ended - float(imported), "frozen_objects": int(frozen)}
 
@@ -56,6 +60,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="interpreters per variant, alternating")
     parser.add_argument("--json", type=Path, default=None, help="written after every interpreter")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     record = {"cpu": cpu_model(), "repeats": args.repeats, "runs": runs}
     for i in range(args.repeats):

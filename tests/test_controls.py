@@ -101,7 +101,7 @@ def test_prediction_tracking_map_diverges_exactly_as_the_prediction():
 def test_prediction_tracking_with_a_logit_error_degrades_psc_steadily_however_weak_the_attack():
     """PSC's graded control: the error on the tracked logit is drawn from the mask, so an image and its attacked
     version share it, and PSC falls steadily with its size even when the attack moves JSD_pred by 1e-11 to 1e-8
-    (noise on the map's pixels, or an error drawn afresh for the attacked image, leaves PSC near 0 at any level)."""
+    (0.18.0's control, pixel noise on the map scaled to [0, 1] by its range, lost the prediction at its first level)."""
     g = torch.Generator().manual_seed(0)
     images, masks = torch.rand(32, 1, 32, 32, generator=g), torch.zeros(32, 1, 32, 32)
     for mask in masks:
@@ -117,11 +117,15 @@ def test_prediction_tracking_with_a_logit_error_degrades_psc_steadily_however_we
         before, after = control(model, images, 1, masks=masks), control(model, attacked, 1, masks=masks)
         tracked = [(m * masks[:, 0]).flatten(1).sum(dim=1).double() for m in (before, after)]  # float32 maps
         errors = [torch.logit(t) - torch.logit(p(x)) for t, x in zip(tracked, (images, attacked))]
-        assert torch.allclose(errors[0], errors[1], rtol=1e-3, atol=1e-4), "the image and its attacked version share the error"
+        assert torch.allclose(errors[0], errors[1], rtol=1e-3, atol=1e-4), "an image and its attacked one share it"
         assert errors[0].std().item() == pytest.approx(level, rel=0.35, abs=1e-4)
         jsd_map = map_divergence(before, after, signed=False).double().numpy()
         scores.append(np.corrcoef(jsd_pred, jsd_map)[0, 1])
-    assert scores[0] == pytest.approx(1.0, abs=1e-6) and scores[1] > 0.98 and scores[-1] < 0.6
+    # the bounds hold for every seed from 0 to 19 (level 4: 0.31 to 0.68), not for this seed alone
+    assert scores[0] == pytest.approx(1.0, abs=1e-6) and scores[1] > 0.98 and scores[-1] < 0.75
+    old = DegradedMap(PredictionTrackingMap(), 0.25, seed=5)
+    old_maps = old(model, images, 1, masks=masks), old(model, attacked, 1, masks=masks)
+    assert np.corrcoef(jsd_pred, map_divergence(*old_maps, signed=False).double().numpy())[0, 1] < 0.5
     assert all(np.diff(scores) < 0), scores
     assert repr(PredictionTrackingMap()) == "prediction_tracking()", "the PASS control's cache key is unchanged"
     with pytest.raises(ValueError, match="logit_noise must be non-negative"):
