@@ -158,6 +158,20 @@ def test_intensity_models_and_a_control_presented_as_a_cut():
     assert torch.equal(cut(None, images, 1), RandomMap(4)(None, images, 1))
 
 
+def test_the_calibration_builds_psc_graded_series_as_logit_errors_of_one_draw():
+    """Every level of PSC's graded control tracks the prediction through an error of that size, seeded by
+    SEED_OFFSET whatever the draw (the levels share one set of errors and their maps are computed once)."""
+    from bundle.calibration import SEED_OFFSET, ControlSources
+
+    parts = ControlSources({}, noise_levels=(0.25, 2.0), shift_fractions=())
+    for draw in (0, 7):
+        built = parts.build("prediction tracking+noise", draw)
+        assert list(built) == ["control:prediction tracking+noise@0.25", "control:prediction tracking+noise@2"]
+        assert [repr(c) for c in built.values()] == [f"prediction_tracking(logit_noise={v}, seed={SEED_OFFSET})"
+                                                     for v in ("0.25", "2")]
+    assert repr(parts.build("prediction tracking", 3)["control:prediction tracking"]) == "prediction_tracking()"
+
+
 def test_labels_and_the_holm_case_least_favourable_to_each_control():
     assert control_of("control:oracle+noise@0.5") == "oracle+noise" and level_of("control:oracle+noise@0.5") == 0.5
     assert np.isnan(level_of("control:random"))
