@@ -153,6 +153,32 @@ class ControlSources:
         return {f"{CONTROL}{name}": single[name]()} if name in single else {}
 
 
+class _StandIn:
+    """A map source known by its name alone: what a control is made of, for :func:`control_fingerprints`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def control_fingerprints(noise_levels: Sequence[float], shift_fractions: Sequence[float],
+                         shuffled_method: str = "gradcam") -> dict[str, list[str]]:
+    """Per criterion, what each of its controls is (name, model, expected verdict, and the repr of every source it
+    builds at draw 0 from stand-ins for the study's sources). A calibration records them, and a study rests on it
+    only while its criteria's controls are still these: a control repaired since (PSC's graded one in 0.19.0) makes
+    an earlier calibration of that criterion say nothing."""
+    names = ("oracle", "prior", "gradcam", "grad", shuffled_method)
+    parts = ControlSources({n: _StandIn(n) for n in names}, noise_levels, shift_fractions, shuffled_method)
+    fingerprints: dict[str, list[str]] = {}
+    for c in CONTROLS:
+        sources = ", ".join(repr(source) for source in parts.build(c.name, 0).values())
+        fingerprints.setdefault(c.criterion, []).append(f"{c.name} on {c.model}, {c.expected}"
+                                                        + (f": {sources}" if sources else ""))
+    return fingerprints
+
+
 def level_of(label: str) -> float:
     """The degradation level of a graded control's label (``control:name@level``); NaN for a single control."""
     return float(label.rpartition("@")[2]) if "@" in label else float("nan")
@@ -419,6 +445,8 @@ class Calibration:
         record = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "run_name": run_name,
                   "draws": self.draws, "power_target": POWER_TARGET, "family": self._family(), "seed": self.seed,
                   "noise_levels": list(self.noise_levels), "shift_fractions": list(self.shift_fractions),
+                  "shuffled_method": self.shuffled_method,
+                  "controls": control_fingerprints(self.noise_levels, self.shift_fractions, self.shuffled_method),
                   "glass_box": self.glass_box.name, "seconds": round(time.perf_counter() - start, 1),
                   "params": {k: str(v) for k, v in study.params.items()},
                   "settings": {n: repr(c) for n, c in study.criteria.items()},

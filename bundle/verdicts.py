@@ -149,10 +149,11 @@ def latest_calibration(output_dir: str | Path) -> tuple[dict | None, Path | None
     return max(found, key=lambda f: f[0].get("date", "")) if found else (None, None)
 
 
-def calibration_status(calibration: Mapping | None, criteria: Mapping[str, Criterion],
-                       params: Mapping) -> dict[str, dict]:
+def calibration_status(calibration: Mapping | None, criteria: Mapping[str, Criterion], params: Mapping,
+                       controls: Mapping[str, list[str]] | None) -> dict[str, dict]:
     """Per criterion: ``{"calibrated": True/False, "why": ...}`` when the calibration ran with the criterion's
-    settings on the same data (its repr and the study's params), else ``{"calibrated": None, "why": ...}``."""
+    settings on the same data (its repr and the study's params) and with the controls it has now (``controls``:
+    ``bundle.calibration.control_fingerprints`` at the calibration's levels), else ``{"calibrated": None, ...}``."""
     status = {}
     for name, criterion in criteria.items():
         if calibration is None:
@@ -164,6 +165,9 @@ def calibration_status(calibration: Mapping | None, criteria: Mapping[str, Crite
         if found is None or not same:
             why = "not calibrated" if found is None else "calibrated with other settings or data"
             status[name] = {"calibrated": None, "why": why}
+        elif calibration.get("controls", {}).get(name) != (controls or {}).get(name):
+            status[name] = {"calibrated": None, "why": "calibrated with controls that have changed since (an "
+                                                       "earlier version's): run calibrate again"}
         elif found["calibrated"] is None:  # it could not be calibrated (no known-good control for this model)
             status[name] = {"calibrated": None, "why": f"not calibrated: {found['why']}"}
         else:

@@ -472,12 +472,14 @@ def test_a_study_reads_its_calibration_and_says_how_stable_each_verdict_is(tmp_p
 
     import mlflow
 
+    from bundle.calibration import control_fingerprints
     from bundle.verdicts import CALIBRATION_SUFFIX
 
     localization = Localization(binarize="topk:10")
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / f"cal{CALIBRATION_SUFFIX}").write_text(json.dumps({
-        "date": "2026-12-05T10:00:00", "draws": 20, "family": 3,
+        "date": "2026-12-05T10:00:00", "draws": 20, "family": 3, "noise_levels": [0.25], "shift_fractions": [0.5],
+        "controls": control_fingerprints([0.25], [0.5]),
         "params": {"dataset": "squares", "split": "test", "n_images": "10"},
         "settings": {"localization": repr(localization)},
         "criteria": [{"criterion": "localization", "calibrated": False, "why": "oracle: PASS in 0.40 of draws < 0.8",

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from bundle.calibration import control_fingerprints
 from bundle.criteria import get_criterion
 from bundle.criteria.lesion_reliance import LesionReliance
 from bundle.trust.stats import (
@@ -129,7 +130,8 @@ def test_clopper_pearson_by_its_beta_quantiles():
 def test_an_uncalibrated_criterion_makes_its_verdicts_inconclusive_by_rule(tmp_path):
     criteria = {"localization": get_criterion("localization"), "psc": get_criterion("psc")}
     params = {"dataset": "synthetic"}
-    record = {"date": "2026-12-05T10:00:00", "params": {"dataset": "synthetic"},
+    controls = control_fingerprints((0.25, 0.5), (0.5,))
+    record = {"date": "2026-12-05T10:00:00", "params": {"dataset": "synthetic"}, "controls": controls,
               "settings": {n: repr(c) for n, c in criteria.items()},
               "criteria": [{"criterion": "localization", "calibrated": True, "why": "every control as expected"},
                            {"criterion": "psc", "calibrated": False, "why": "prediction tracking: PASS in 0.40"}]}
@@ -139,12 +141,23 @@ def test_an_uncalibrated_criterion_makes_its_verdicts_inconclusive_by_rule(tmp_p
     (tmp_path / f"broken{CALIBRATION_SUFFIX}").write_text("{")
     found, path = latest_calibration(tmp_path)
     assert path.name == f"new{CALIBRATION_SUFFIX}", "the newest by date; a broken file is not a calibration"
-    status = calibration_status(found, criteria, params)
+    status = calibration_status(found, criteria, params, controls)
     assert status == {"localization": {"calibrated": True, "why": "every control as expected"},
                       "psc": {"calibrated": False, "why": "prediction tracking: PASS in 0.40"}}
-    other = calibration_status(found, {"psc": get_criterion("psc", n_images=64)}, params)
+    other = calibration_status(found, {"psc": get_criterion("psc", n_images=64)}, params, controls)
     assert other["psc"]["calibrated"] is None and "other settings" in other["psc"]["why"]
-    assert calibration_status(None, criteria, params)["psc"]["calibrated"] is None
+    assert calibration_status(None, criteria, params, None)["psc"]["calibrated"] is None
+    # a calibration made before PSC's graded control was repaired (0.18.0) vouches for the other criteria only
+    old = {**controls, "psc": [line.replace("prediction_tracking(logit_noise=0.25, seed=1000)",
+                                            "degraded(prediction_tracking(), noise=0.25, seed=1000)")
+                               for line in controls["psc"]]}
+    assert old["psc"] != controls["psc"]
+    stale = calibration_status({**found, "controls": old}, criteria, params, controls)
+    assert stale["localization"] == status["localization"] and stale["psc"] == {
+        "calibrated": None, "why": "calibrated with controls that have changed since (an earlier version's): run "
+                                   "calibrate again"}
+    unrecorded = calibration_status({k: v for k, v in found.items() if k != "controls"}, criteria, params, controls)
+    assert {v["calibrated"] for v in unrecorded.values()} == {None}, "a calibration that recorded no controls"
     verdicts = pd.DataFrame([{"criterion": "localization", "method": "grad", "verdict": "PASS", "rule": "r1",
                               "images_needed": np.nan},
                              {"criterion": "psc", "method": "grad", "verdict": "FAIL", "rule": "r2",
@@ -191,7 +204,9 @@ def test_the_report_says_what_the_verdicts_rest_on_and_what_would_decide_them():
     lines = trust_lines(verdicts, {
         "record": record, "file": "/out/cal_calibration.json", "image_settings": {"psc": "saliency#psc_images"},
         "status": {"psc": {"calibrated": True, "why": "every control as expected"},
-                   "localization": {"calibrated": None, "why": "not calibrated"}},
+                   "localization": {"calibrated": None, "why": "not calibrated"},
+                   "faithfulness": {"calibrated": None, "why": "calibrated with controls that have changed since (an "
+                                                               "earlier version's): run calibrate again"}},
         "stability_resamples": 200, "study_images": 64})
     text = "\n".join(lines)
     assert lines[1] == "Can these verdicts be trusted?"
@@ -200,6 +215,8 @@ def test_the_report_says_what_the_verdicts_rest_on_and_what_would_decide_them():
     assert ("  psc                      calibrated      false-PASS at most 0.00 [0.00, 0.17], power at least 1.00 "
             "[0.83, 1.00]; prediction tracking+noise: Spearman with the level -0.94, PASS lost at 0.25") in lines
     assert "Not calibrated for these settings (localization)" in text
+    assert "  faithfulness             calibrated with controls that have changed since (an earlier version's): run " \
+           "calibrate again" in lines
     assert "2 of 3 verdicts are stable" in text and "  psc                      grad         INCONCLUSIVE  0.60" in lines
     assert "  psc                      grad         about 120 images: --saliency#psc_images 120 --saliency#n_images " \
            "120" in lines

@@ -222,9 +222,9 @@ def trust_lines(verdicts: pd.DataFrame, trust: Mapping) -> list[str]:
                      "INCONCLUSIVE by rule")
         lines += [line for line in calibration_lines(record)
                   if status.get(line.split()[0], {}).get("calibrated") is not None]
-    others = sorted(n for n, s in status.items() if s["calibrated"] is None and s["why"] != "not calibrated"
-                    and record is not None and s["why"].startswith("not calibrated:"))
-    lines += [f"  {n:<24} {status[n]['why']}" for n in others]  # calibrated runs that could not calibrate it
+    others = sorted(n for n, s in status.items() if s["calibrated"] is None and record is not None
+                    and s["why"].startswith(("not calibrated:", "calibrated with controls")))
+    lines += [f"  {n:<24} {status[n]['why']}" for n in others]  # could not calibrate it, or its controls changed
     missing = sorted(n for n, s in status.items() if s["calibrated"] is None and n not in others)
     if missing:
         lines.append(f"Not calibrated for these settings ({', '.join(missing)}): their verdict rules have not been "
