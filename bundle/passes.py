@@ -2,7 +2,8 @@
 network took by kind (``forward``: no gradient; ``backward``: forward and backward to the input, weights frozen;
 ``second_order``: forward, backward to the input kept in the graph and a backward through that, as an attack on a
 gradient map makes; ``train``: a training step), times the best per-image time of a pass of that kind. A slow run is then the machine
-when it sits near its floor, the code when it does not."""
+when it sits near its floor, the code when it does not. The work a study does besides its passes (:data:`WORK`) is
+timed apart, by kind, so that what lies beyond the floor is named."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ import torch
 from torch import nn
 
 KINDS = ("forward", "backward", "second_order", "train")
+# the work beside the passes, timed apart (:func:`work`); none of it runs a network
+WORK = {
+    "pic_blurring": "PIC's blurring and encoding",
+    "xrai_regions": "XRAI's regions",
+    "statistics": "the statistics",
+    "map_cache": "the map cache's reads and writes",
+}
 _SECOND_ORDER = contextvars.ContextVar("second_order", default=False)
+_COUNTING: list[PassCounter] = []  # the counters counting now (a study's own, and a benchmark's around it)
 
 
 @contextlib.contextmanager
@@ -33,16 +42,18 @@ def second_order(enabled: bool = True) -> Iterator[None]:
 
 class PassCounter:
     """Images through the study's networks (the modules ``bundle.networks`` builds, which carry ``architecture``) by
-    (stage, architecture, kind), the input shape of each architecture, and the seconds inside their forward calls
-    by stage. ``stage`` names what runs now (set by the caller; one stage by default); ``paused`` stops counting."""
+    (stage, architecture, kind), the input shape of each architecture, the seconds inside their forward calls by
+    stage, and the seconds of each kind of :data:`WORK` by (stage, kind). ``stage`` names what runs now (set by the
+    caller; one stage by default); ``paused`` stops counting."""
 
     def __init__(self, stage: str = "study") -> None:
         self.stage, self.paused = stage, False
         self.images: dict[tuple[str, str, str], int] = defaultdict(int)
         self.forward_seconds: dict[str, float] = defaultdict(float)
+        self.work_seconds: dict[tuple[str, str], float] = defaultdict(float)
         self.shapes: dict[str, tuple[int, ...]] = {}
         self._started: float | None = None
-        self._depth = 0
+        self._depth, self._working = 0, False
 
     @staticmethod
     def _network(module: nn.Module, args: tuple) -> str | None:
@@ -80,6 +91,14 @@ class PassCounter:
             out[kind] += n
         return out
 
+    def work_totals(self, stage: str | None = None) -> dict[str, float]:
+        """Seconds of each kind of :data:`WORK` timed (in one ``stage``, or all), the kinds never timed left out."""
+        out: dict[str, float] = {}
+        for (at, kind), seconds in self.work_seconds.items():
+            if stage in (None, at):
+                out[kind] = out.get(kind, 0.0) + seconds
+        return out
+
 
 @contextlib.contextmanager
 def counting(counter: PassCounter) -> Iterator[PassCounter]:
@@ -87,11 +106,32 @@ def counting(counter: PassCounter) -> Iterator[PassCounter]:
     handles = [nn.modules.module.register_module_forward_pre_hook(counter.before),
                nn.modules.module.register_module_forward_hook(counter.after)]
     counter._depth = 0
+    _COUNTING.append(counter)
     try:
         yield counter
     finally:
+        _COUNTING.remove(counter)
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def work(kind: str) -> Iterator[None]:
+    """Time the block as ``kind`` of :data:`WORK` (wall seconds, its worker processes' time included) for every
+    counter counting now; a block inside another is the outer one's time. Nothing is timed when none counts."""
+    if kind not in WORK:
+        raise ValueError(f"work must be one of {sorted(WORK)}, got {kind!r}")
+    counters = [c for c in _COUNTING if not c.paused and not c._working]
+    for c in counters:
+        c._working = True
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds = time.perf_counter() - start
+        for c in counters:
+            c._working = False
+            c.work_seconds[(c.stage, kind)] += seconds
 
 
 def per_image_seconds(architecture: str, shape: tuple[int, ...], kind: str, batches: tuple[int, ...] = (8, 16, 32),

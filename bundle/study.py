@@ -336,7 +336,7 @@ class SaliencyStudy:
                                          device=self.device, budget_s=FLOOR_BUDGET_S)
         logger.info("the floor's per-image pass times, measured in %.1f s", time.perf_counter() - timing_start)
         return {"measured_s": measured, "floor_s": floor, "images": passes.totals(), "per_image_s": per_image,
-                "batches": self.floor_batches, "budget_s": FLOOR_BUDGET_S}
+                "batches": self.floor_batches, "budget_s": FLOOR_BUDGET_S, "work_s": passes.work_totals()}
 
     def _trust_in_verdicts(self, records: pd.DataFrame, kinds: Mapping[str, str], verdicts: pd.DataFrame) -> pd.DataFrame:
         """Each verdict's stability (the share of bootstrap resamples of the images that give it again, from the

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bundle import threads
+from bundle.passes import work
 from bundle.criteria.base import INCONCLUSIVE, POWER, VERDICT_COLUMNS, Criterion
 from bundle.summary import adjust_across_grid, summarise
 
@@ -39,6 +40,7 @@ class Judgement:
     verdicts: pd.DataFrame
 
 
+@work("statistics")
 def judge(criteria: Mapping[str, Criterion], records: pd.DataFrame, kinds: Mapping[str, str], n_resamples: int,
           seed: int, adjust: Callable[[pd.DataFrame], pd.DataFrame] = adjust_across_grid,
           intervals: bool = True) -> Judgement:
@@ -109,6 +111,7 @@ def _agreements(draws: range) -> np.ndarray:
     return agree
 
 
+@work("statistics")
 def verdict_stability(criteria: Mapping[str, Criterion], records: pd.DataFrame, kinds: Mapping[str, str],
                       verdicts: pd.DataFrame, n_resamples: int = 200, seed: int = 0,
                       inner_resamples: int = 1000, workers: int | None = None) -> pd.DataFrame:

@@ -8,9 +8,10 @@ backward to the input, weights frozen: the saliency methods), ``second_order`` (
 again: forward, backward kept in the graph, and a backward through it) or ``train`` (a training step: forward,
 backward to the weights and the optimiser's update). After the run, the best per-image time of each kind and
 architecture is measured at batches of 8, 16 and 32 after warm-ups; a stage's floor is its images times those
-times. The time spent inside the networks' forward calls is measured during the run; the rest of a stage (backward
-passes, the methods' and metrics' own arithmetic: blurring and encoding for PIC, segmentation, SSIM, statistics,
-I/O) is what remains. JSON after every row.
+times. The time spent inside the networks' forward calls is measured during the run, and so is the work besides the
+passes, by kind (``bundle.passes.WORK``: PIC's blurring and encoding, XRAI's regions, the statistics, the map cache's
+reads and writes); a stage's ratio to its floor plus that work says what the rest costs (backward passes, the methods'
+and metrics' own arithmetic, the work no kind names). JSON after every row.
 
     python scripts/benchmark_study.py --json eval/benchmark_study.json            # the quick study
     python scripts/benchmark_study.py --config "['configs/evaluate.json']" --ckpt-dir models/synthetic
@@ -61,6 +62,23 @@ def staged(counter: PassCounter, stage_seconds: dict):
         console.StudyProgress.stage = original
 
 
+def row(stage: str, measured: float | None, floor: float, work: dict[str, float], in_forward: float,
+        passes: dict[str, int] | None = None) -> dict:
+    """One stage's row, printed: its time beside its floor, and beside its floor plus the work timed apart."""
+    worked = sum(work.values())
+    out = {"stage": stage, "measured_s": measured, "floor_s": floor, "ratio": measured / floor if measured and floor
+           else None, "work_s": work, "ratio_to_floor_and_work": measured / (floor + worked)
+           if measured and floor else None, "in_forward_s": in_forward}
+    if passes is not None:
+        out["passes"] = passes
+    nan = float("nan")
+    print(f"{stage[:45]:<46}{measured or nan:>11.1f}{floor:>9.1f}{out['ratio'] or nan:>7.2f}{worked:>8.1f}"
+          f"{out['ratio_to_floor_and_work'] or nan:>20.2f}{in_forward:>13.1f}  "
+          + "; ".join(filter(None, [", ".join(f"{k} {n}" for k, n in (passes or {}).items()),
+                                    ", ".join(f"{k} {s:.1f} s" for k, s in work.items())])), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="['configs/evaluate.json','configs/quick.json']",
@@ -104,26 +122,19 @@ def main() -> None:
                                    "per_image_seconds": {f"{a}/{k}": s for (a, k), s in per_image.items()},
                                    "rows": rows}, indent=2))
 
-    stages = list(stage_seconds) + [s for s in dict.fromkeys(k[0] for k in counter.images) if s not in stage_seconds]
-    print(f"{'stage':<46}{'measured s':>11}{'floor s':>9}{'ratio':>7}{'in forward s':>13}  passes (images)")
+    stages = list(stage_seconds) + [s for s in dict.fromkeys(k[0] for k in list(counter.images) + list(
+        counter.work_seconds)) if s not in stage_seconds]
+    print(f"{'stage':<46}{'measured s':>11}{'floor s':>9}{'ratio':>7}{'work s':>8}{'ratio to floor+work':>20}"
+          f"{'in forward s':>13}  passes (images); work")
     for stage in stages:
         passes = {f"{a}/{k}": n for (s, a, k), n in counter.images.items() if s == stage}
         floor = sum(n * per_image[(a, k)] for (s, a, k), n in counter.images.items() if s == stage)
-        measured = stage_seconds.get(stage)
-        row = {"stage": stage, "measured_s": measured, "floor_s": floor,
-               "ratio": measured / floor if measured and floor else None,
-               "in_forward_s": counter.forward_seconds.get(stage, 0.0), "passes": passes}
-        rows.append(row)
+        rows.append(row(stage, stage_seconds.get(stage), floor, counter.work_totals(stage),
+                        counter.forward_seconds.get(stage, 0.0), passes))
         save()
-        print(f"{stage[:45]:<46}{measured or float('nan'):>11.1f}{floor:>9.1f}"
-              f"{row['ratio'] or float('nan'):>7.2f}{row['in_forward_s']:>13.1f}  "
-              + ", ".join(f"{k} {n}" for k, n in passes.items()), flush=True)
     floor = sum(n * per_image[(a, k)] for (_, a, k), n in counter.images.items())
-    rows.append({"stage": "whole study", "measured_s": total, "floor_s": floor, "ratio": total / floor,
-                 "in_forward_s": sum(counter.forward_seconds.values())})
+    rows.append(row("whole study", total, floor, counter.work_totals(), sum(counter.forward_seconds.values())))
     save()
-    print(f"{'whole study':<46}{total:>11.1f}{floor:>9.1f}{total / floor:>7.2f}"
-          f"{sum(counter.forward_seconds.values()):>13.1f}")
     print("per-image pass times: " + ", ".join(f"{a}/{k} {s * 1000:.1f} ms" for (a, k), s in per_image.items()))
     print(f"wrote {out}")
 

@@ -13,7 +13,7 @@ from warm_python import run_python
 
 from bundle.console import StudyProgress
 from bundle.networks import build_network
-from bundle.passes import PassCounter, best_over_batches, floor_seconds, per_image_seconds
+from bundle.passes import PassCounter, best_over_batches, counting, floor_seconds, per_image_seconds, work
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -77,6 +77,68 @@ def test_passes_are_counted_by_stage_architecture_and_kind():
     assert set(one_stage) == {"glass_box/forward", "glass_box/backward"}
 
 
+def test_the_work_besides_the_passes_is_timed_apart_by_stage_and_kind():
+    """bundle.passes.work: a block's wall time goes to the stage running, for every counter counting (a study's own and
+    a benchmark's around it); a block inside another is the outer one's; nothing is timed when no counter counts."""
+    import time
+
+    outer, inner = PassCounter("criterion one"), PassCounter("study")
+    with work("statistics"):  # no counter: nothing to time
+        time.sleep(0.01)
+    with counting(outer), counting(inner):
+        with work("statistics"):
+            time.sleep(0.05)
+            with work("map_cache"):  # inside the statistics: their time, not counted twice
+                time.sleep(0.02)
+        outer.stage = "criterion two"
+        with work("map_cache"):
+            time.sleep(0.02)
+        inner.paused = True
+        with work("xrai_regions"):  # a paused counter times nothing
+            time.sleep(0.01)
+    with work("statistics"):  # the counters stopped counting
+        time.sleep(0.01)
+    assert set(outer.work_seconds) == {("criterion one", "statistics"), ("criterion two", "map_cache"),
+                                       ("criterion two", "xrai_regions")}
+    assert set(inner.work_seconds) == {("study", "statistics"), ("study", "map_cache")}
+    assert 0.07 <= outer.work_seconds[("criterion one", "statistics")] == pytest.approx(
+        inner.work_seconds[("study", "statistics")], abs=1e-3)
+    assert outer.work_totals("criterion two").keys() == {"map_cache", "xrai_regions"}
+    assert sum(outer.work_totals().values()) == pytest.approx(sum(outer.work_seconds.values()))
+    with pytest.raises(ValueError, match="work must be one of"):
+        with work("blurring"):
+            pass
+
+
+def test_pic_times_its_blurring_as_work_and_its_scoring_as_passes():
+    """PIC's blurred images and their encoding are the faithfulness criterion's work besides its passes: timed apart
+    as ``pic_blurring``, while the model's scoring of them is counted as forward passes."""
+    import numpy as np
+
+    from bundle.trust.pic import pic_measurements, random_reveal_mask
+
+    rng = np.random.default_rng(0)
+    images, maps = rng.integers(0, 256, (2, 32, 32), dtype=np.uint8), rng.random((2, 32, 32))
+    counter, net = PassCounter("criterion faithfulness"), build_network("glass_box").eval()
+    with counting(counter):
+        info, logits = pic_measurements(net, images, maps, random_reveal_mask((32, 32)), fractions=(0.1, 0.5))
+    assert set(counter.work_seconds) == {("criterion faithfulness", "pic_blurring")}
+    assert counter.work_seconds[("criterion faithfulness", "pic_blurring")] > 0
+    assert dict(counter.images) == {("criterion faithfulness", "glass_box", "forward"): 2 * 4} and info.shape == (2, 4)
+
+
+def test_a_benchmark_row_sets_the_stage_beside_its_floor_and_its_work(capsys):
+    script = _script()
+    row = script.row("criterion faithfulness", 405.0, 167.0, {"pic_blurring": 200.0, "map_cache": 3.0}, 179.0,
+                     {"densenet121/forward": 13388})
+    assert row["ratio"] == pytest.approx(405 / 167) and row["ratio_to_floor_and_work"] == pytest.approx(405 / 370)
+    printed = capsys.readouterr().out
+    assert "2.43   203.0                1.09" in printed
+    assert printed.rstrip().endswith("densenet121/forward 13388; pic_blurring 200.0 s, map_cache 3.0 s")
+    whole = script.row("whole study", 100.0, 80.0, {}, 50.0)
+    assert whole["ratio_to_floor_and_work"] == pytest.approx(1.25) and "passes" not in whole
+
+
 def test_the_study_times_its_floor_within_its_budget(monkeypatch):
     """The report's floor is timed with the study's FLOOR_BUDGET_S, which the report line then states."""
     from types import SimpleNamespace
@@ -109,6 +171,9 @@ def test_the_report_line_says_how_the_floor_was_timed():
                            "forward, 30 backward, 8 second-order and 0 training images")
     assert "(timed at batches of 8, 16 and 32, a larger one where its timing takes at most 5 s);" in line
     assert "(timed at batches of 8);" in time_against_floor({**timing, "batches": (8,)})
+    worked = time_against_floor({**timing, "work_s": {"pic_blurring": 215.3, "statistics": 14.04, "map_cache": 0.2}})
+    assert ("(timed at batches of 8, 16 and 32, a larger one where its timing takes at most 5 s); besides its passes, "
+            "PIC's blurring and encoding 3 min 35 s and the statistics 14.0 s; scripts/benchmark_study.py") in worked
 
 
 def test_the_saliency_benchmark_times_as_a_studys_first_map_of_an_image(tmp_path):

@@ -10,8 +10,8 @@ from torch import nn
 
 from bundle.data.synthetic import SyntheticConfig, render
 from bundle.trust.pic import (
-    PIC_FRACTIONS, aggregate_pic, blurred_image, curve_through, information, median_curve, pic_curves,
-    random_reveal_mask,
+    PIC_FRACTIONS, aggregate_pic, blurred_image, blurred_measurements, curve_through, information, median_curve,
+    pic_curves, random_reveal_mask,
 )
 
 pic = pytest.importorskip("saliency.metrics.pic")
@@ -85,6 +85,29 @@ def test_blur_and_information_follow_pair():
     assert information(images[0], "entropy") == pytest.approx(entropy)
     assert random_reveal_mask((40, 50), 0.01, seed=3).sum() == 20
     np.testing.assert_array_equal(random_reveal_mask((40, 50), seed=3), random_reveal_mask((40, 50), seed=3))
+
+
+def test_a_tied_maps_equal_kept_pixels_are_blurred_once(monkeypatch):
+    """A blocky map (an occlusion map's 16 x 16 windows) keeps the same pixels at several reveal fractions: each kept
+    set is blurred once, and every fraction's image and information are PAIR's for it."""
+    from bundle.trust import pic as ours
+
+    images, _ = _images(n=1, size=64)
+    rng = np.random.default_rng(2)
+    blocks = np.kron(rng.permutation(16).reshape(4, 4), np.ones((16, 16)))  # 16 windows, no two equal
+    mask = random_reveal_mask(images.shape[1:], 0.01, seed=0)
+    blurred = []
+    monkeypatch.setattr(ours, "blurred_image", lambda image, keep: blurred.append(keep) or blurred_image(image, keep))
+    measured, info = blurred_measurements(images[0], blocks, mask, PIC_FRACTIONS, "webp")
+    keeps = [mask, *[(blocks >= np.quantile(blocks, 1 - t)) | mask for t in PIC_FRACTIONS], np.ones_like(mask)]
+    assert len({k.tobytes() for k in keeps}) == 9 and len(blurred) == 9  # 0.005-0.05 keep one window, 0.07 and 0.1 two
+    for k, keep in enumerate(keeps):
+        pair = pic.create_blurred_image(images[0], keep)  # (H, W, 1) when it keeps every pixel
+        np.testing.assert_array_equal(measured[k], pair.reshape(images[0].shape))
+        assert info[k] == pic.estimate_image_entropy(measured[k])
+    steps, steps_info = blurred_measurements(images[0], blocks, mask, PIC_FRACTIONS, "webp", ends=False)
+    np.testing.assert_array_equal(steps, measured[1:-1])
+    np.testing.assert_array_equal(steps_info, info[1:-1])
 
 
 def test_skipped_images_are_counted_with_the_reason_and_the_median_curve_aggregates():

@@ -144,17 +144,22 @@ def _listed(values: Sequence) -> str:
 
 
 def time_against_floor(timing: Mapping) -> str:
-    """One line: the study's time beside the floor of the network passes it made (:mod:`bundle.passes`)."""
+    """One line: the study's time beside the floor of the network passes it made, and the work besides its passes,
+    timed apart by kind (:mod:`bundle.passes`)."""
     from bundle.console import duration
+    from bundle.passes import WORK
 
     images, batches = timing["images"], timing["batches"]
     sweep = f", a larger one where its timing takes at most {timing['budget_s']:g} s" if len(batches) > 1 else ""
+    worked = [f"{WORK[kind]} {duration(seconds)}" for kind, seconds in timing.get("work_s", {}).items()
+              if kind in WORK and seconds >= 0.5]
+    besides = f"; besides its passes, {_listed(worked)}" if worked else ""
     return (f"Time: {duration(timing['measured_s'])} up to this report against a floor of "
             f"{duration(timing['floor_s'])} ({timing['measured_s'] / timing['floor_s']:.2f}x): the {images['forward']:,}"
             f" forward, {images['backward']:,} backward, {images['second_order']:,} second-order and {images['train']:,}"
             " training images this run put through its networks, each at the best per-image time of its kind on this "
-            f"machine (timed at batches of {_listed(batches)}{sweep}); scripts/benchmark_study.py breaks it down by "
-            "stage")
+            f"machine (timed at batches of {_listed(batches)}{sweep}){besides}; scripts/benchmark_study.py breaks it "
+            "down by stage")
 
 
 def data_issue_line(data_issues: Mapping[str, Mapping[str, int]] | None) -> str | None:

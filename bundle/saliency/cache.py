@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bundle.passes import work
+
 
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """SHA-256 of a file (a checkpoint), the weights part of a cache key."""
@@ -58,6 +60,7 @@ class MapCache:
         readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(image_id))[:80]
         return f"{readable}-{hashlib.sha256(str(image_id).encode()).hexdigest()[:12]}"
 
+    @work("map_cache")
     def load(self, key: str, image_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Cached maps for ``image_ids`` (None where a map is not cached yet)."""
         out = []
@@ -66,6 +69,7 @@ class MapCache:
             out.append(np.load(path) if path.exists() else None)
         return out
 
+    @work("map_cache")
     def save(self, description: dict, image_ids: Sequence[str], maps: torch.Tensor) -> None:
         """Store one map per image id; written to a temporary name then renamed, so a crash leaves no torn file."""
         folder = self.root / self.key(description)

@@ -30,6 +30,7 @@ from skimage.segmentation import felzenszwalb
 from skimage.transform import resize
 from torch import nn
 
+from bundle.passes import work
 from bundle.saliency.base import SaliencyMethod, budget_inputs, scoring_function
 
 FELZENSZWALB_SCALES = (50, 100, 150, 250, 500, 1200)
@@ -207,6 +208,7 @@ class XRAI(SaliencyMethod):
         self.n_steps, self.internal_batch_size = n_steps, internal_batch_size
         self.dilation_radius, self.min_pixel_diff = dilation_radius, min_pixel_diff
 
+    @work("xrai_regions")
     def region_maps(self, images: torch.Tensor, attributions: torch.Tensor) -> torch.Tensor:
         """The region step alone (segmentation and greedy growth) for given (B, H, W) attributions."""
         maps = []
