@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 KINDS = ("forward", "backward", "second_order", "train")
-# the work beside the passes, timed apart (:func:`work`); none of it runs a network
+# the work besides the passes, timed apart (:class:`work`); none of it runs a network or waits on one
 WORK = {
     "pic_blurring": "PIC's blurring and encoding",
     "xrai_regions": "XRAI's regions",
@@ -26,6 +27,7 @@ WORK = {
 }
 _SECOND_ORDER = contextvars.ContextVar("second_order", default=False)
 _COUNTING: list[PassCounter] = []  # the counters counting now (a study's own, and a benchmark's around it)
+_WORK_LOCK = threading.Lock()  # a block's start and end, whichever thread runs it
 
 
 @contextlib.contextmanager
@@ -53,7 +55,9 @@ class PassCounter:
         self.work_seconds: dict[tuple[str, str], float] = defaultdict(float)
         self.shapes: dict[str, tuple[int, ...]] = {}
         self._started: float | None = None
-        self._depth, self._working = 0, False
+        self._depth = 0
+        self._working = 0  # work blocks open now; the outermost's start and stage, and which counters it entered
+        self._work_started, self._work_stage, self._work_kind = 0.0, stage, ""
 
     @staticmethod
     def _network(module: nn.Module, args: tuple) -> str | None:
@@ -115,23 +119,39 @@ def counting(counter: PassCounter) -> Iterator[PassCounter]:
             handle.remove()
 
 
-@contextlib.contextmanager
-def work(kind: str) -> Iterator[None]:
-    """Time the block as ``kind`` of :data:`WORK` (wall seconds, its worker processes' time included) for every
-    counter counting now; a block inside another is the outer one's time. Nothing is timed when none counts."""
-    if kind not in WORK:
-        raise ValueError(f"work must be one of {sorted(WORK)}, got {kind!r}")
-    counters = [c for c in _COUNTING if not c.paused and not c._working]
-    for c in counters:
-        c._working = True
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds = time.perf_counter() - start
-        for c in counters:
-            c._working = False
-            c.work_seconds[(c.stage, kind)] += seconds
+class work(contextlib.ContextDecorator):
+    """Time a block (``with work(kind):``) or every call of a function (``@work(kind)``) as ``kind`` of :data:`WORK`,
+    for every counter counting and not paused when it starts: its wall seconds (waiting on worker processes
+    included) go to the stage running then. A block that starts while another is open, in any thread, is part of
+    that one's time (counted once, under the first's kind). Nothing is timed when no counter counts."""
+
+    _entered = threading.local()  # per thread: the counters each open block entered, innermost last
+
+    def __init__(self, kind: str) -> None:
+        if kind not in WORK:
+            raise ValueError(f"work must be one of {sorted(WORK)}, got {kind!r}")
+        self.kind = kind
+
+    def __enter__(self) -> None:
+        now = time.perf_counter()
+        with _WORK_LOCK:
+            counters = [c for c in _COUNTING if not c.paused]
+            for c in counters:
+                if not c._working:
+                    c._work_started, c._work_stage, c._work_kind = now, c.stage, self.kind
+                c._working += 1
+        stack = getattr(self._entered, "stack", None) or []
+        self._entered.stack = [*stack, counters]
+
+    def __exit__(self, *exc) -> bool:
+        counters, self._entered.stack = self._entered.stack[-1], self._entered.stack[:-1]
+        now = time.perf_counter()
+        with _WORK_LOCK:
+            for c in counters:
+                c._working -= 1
+                if not c._working:
+                    c.work_seconds[(c._work_stage, c._work_kind)] += now - c._work_started
+        return False
 
 
 def per_image_seconds(architecture: str, shape: tuple[int, ...], kind: str, batches: tuple[int, ...] = (8, 16, 32),

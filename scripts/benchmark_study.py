@@ -10,8 +10,8 @@ backward to the weights and the optimiser's update). After the run, the best per
 architecture is measured at batches of 8, 16 and 32 after warm-ups; a stage's floor is its images times those
 times. The time spent inside the networks' forward calls is measured during the run, and so is the work besides the
 passes, by kind (``bundle.passes.WORK``: PIC's blurring and encoding, XRAI's regions, the statistics, the map cache's
-reads and writes); a stage's ratio to its floor plus that work says what the rest costs (backward passes, the methods'
-and metrics' own arithmetic, the work no kind names). JSON after every row.
+reads and writes); a stage's ratio to its floor plus that work says what the rest costs (the passes above their best
+time, the methods' and metrics' own arithmetic, the work no kind names). JSON after every row.
 
     python scripts/benchmark_study.py --json eval/benchmark_study.json            # the quick study
     python scripts/benchmark_study.py --config "['configs/evaluate.json']" --ckpt-dir models/synthetic

