@@ -66,9 +66,9 @@ def test_run_generates_data_trains_and_prints_verdicts(quick_run):
     assert float(floor[6]) == pytest.approx(measured / floor_s, abs=0.01 + 1 / floor_s)  # durations to the second
     assert all(int(n.replace(",", "")) > 0 for n in floor.groups()[6:])  # PSC's attacks: the second-order images
     assert "(timed at batches of 8); besides its passes, " in output  # the quick study's floor_batches reach it
-    besides = re.search(r"besides its passes, (.*); scripts/benchmark_study.py", output)[1]  # the work timed apart
-    assert all(re.search(rf"{what} [0-9.]+ s", besides) for what in ("PIC's blurring and encoding", "XRAI's regions",
-                                                                     "the statistics")), besides
+    # the work timed apart (the quick study's PIC blurring, a few images at two sources, is under the line's 0.5 s)
+    besides = re.search(r"besides its passes, (.*); scripts/benchmark_study.py", output)[1]
+    assert all(re.search(rf"{what} [0-9.]+ s", besides) for what in ("XRAI's regions", "the statistics")), besides
     for method in ("ig", "kernelshap"):  # marked '!' exactly when its cut counts fail fidelity_to_published
         failed = f"fidelity_to_published  {method:<11} FAIL" in output
         assert (re.search(rf"^{method}! ", table, re.M) is not None) == failed, method
