@@ -44,6 +44,7 @@ GRADED = "graded"  # a series of degradations of a known-good control: no expect
 STUDY, GLASS_BOX = "study", "glass_box"  # the model a control is judged on: the study's, or the glass box
 INTENSITY_MODELS = {"brighter": 1, "darker": -1, "constant": 0}  # lesion reliance's fixed models (sign of the logit)
 SEED_OFFSET = 1000  # control seeds start here, apart from the study's baselines (random: seed, seed + 1)
+SHUFFLED_METHOD = "gradcam"  # the method whose maps the shuffled control permutes, by default
 CONTROL = "control:"  # the prefix of a control's source label: a control named like a baseline is not the baseline
 
 
@@ -121,7 +122,7 @@ class ControlSources:
     sources: Mapping[str, object]
     noise_levels: Sequence[float]
     shift_fractions: Sequence[float]
-    shuffled_method: str = "gradcam"
+    shuffled_method: str = SHUFFLED_METHOD
 
     def build(self, name: str, draw: int) -> dict[str, object]:
         """The sources of one control at draw ``draw``: ``{label: source}``, one label per level for a graded one."""
@@ -164,7 +165,7 @@ class _StandIn:
 
 
 def control_fingerprints(noise_levels: Sequence[float], shift_fractions: Sequence[float],
-                         shuffled_method: str = "gradcam") -> dict[str, list[str]]:
+                         shuffled_method: str = SHUFFLED_METHOD) -> dict[str, list[str]]:
     """Per criterion, what each of its controls is (name, model, expected verdict, and the repr of every source it
     builds at draw 0 from stand-ins for the study's sources). A calibration records them, and a study rests on it
     only while its criteria's controls are still these: a control repaired since (PSC's graded one in 0.19.0) makes
@@ -177,6 +178,13 @@ def control_fingerprints(noise_levels: Sequence[float], shift_fractions: Sequenc
         fingerprints.setdefault(c.criterion, []).append(f"{c.name} on {c.model}, {c.expected}"
                                                         + (f": {sources}" if sources else ""))
     return fingerprints
+
+
+def controls_now(calibration: Mapping) -> dict[str, list[str]]:
+    """What the controls of a calibration record are in this version (:func:`control_fingerprints` at its levels),
+    to compare with what it recorded."""
+    return control_fingerprints(calibration.get("noise_levels", ()), calibration.get("shift_fractions", ()),
+                                calibration.get("shuffled_method", SHUFFLED_METHOD))
 
 
 def level_of(label: str) -> float:
@@ -255,7 +263,7 @@ class Calibration:
 
     def __init__(self, study, draws: int = 20, noise_levels: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
                  shift_fractions: Sequence[float] = (0.25, 0.5, 1.0, 2.0), glass_box: Mapping | None = None,
-                 glass_box_overrides: Mapping | None = None, shuffled_method: str = "gradcam",
+                 glass_box_overrides: Mapping | None = None, shuffled_method: str = SHUFFLED_METHOD,
                  family: int | None = None, seed: int = 0) -> None:
         if draws < 1:
             raise ValueError(f"draws must be positive, got {draws}")

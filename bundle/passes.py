@@ -56,7 +56,7 @@ class PassCounter:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self._started: float | None = None
         self._depth = 0
-        self._working = 0  # work blocks open now; the outermost's start and stage, and which counters it entered
+        self._working = 0  # work blocks open now, and the outermost's start, stage and kind
         self._work_started, self._work_stage, self._work_kind = 0.0, stage, ""
 
     @staticmethod
@@ -140,11 +140,12 @@ class work(contextlib.ContextDecorator):
                 if not c._working:
                     c._work_started, c._work_stage, c._work_kind = now, c.stage, self.kind
                 c._working += 1
-        stack = getattr(self._entered, "stack", None) or []
-        self._entered.stack = [*stack, counters]
+        if not hasattr(self._entered, "stack"):
+            self._entered.stack = []
+        self._entered.stack.append(counters)
 
     def __exit__(self, *exc) -> bool:
-        counters, self._entered.stack = self._entered.stack[-1], self._entered.stack[:-1]
+        counters = self._entered.stack.pop()
         now = time.perf_counter()
         with _WORK_LOCK:
             for c in counters:

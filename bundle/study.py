@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bundle import distributed
-from bundle.calibration import control_fingerprints
+from bundle.calibration import controls_now
 from bundle.console import StudyProgress
 from bundle.criteria import Criterion, Record, StudyContext
 from bundle.criteria.agreement import SECOND_READER
@@ -350,10 +350,8 @@ class SaliencyStudy:
             logger.info("verdict stability: %d bootstrap resamples of the images in %.1f s", self.stability_resamples,
                         time.perf_counter() - start)
         calibration, path = latest_calibration(self.output_dir)
-        controls = None if calibration is None else control_fingerprints(
-            calibration.get("noise_levels", ()), calibration.get("shift_fractions", ()),
-            calibration.get("shuffled_method", "gradcam"))
-        status = calibration_status(calibration, self.criteria, self.params, controls)
+        status = calibration_status(calibration, self.criteria, self.params,
+                                    None if calibration is None else controls_now(calibration))
         self._calibration = {"record": calibration, "file": path, "status": status}
         return apply_calibration(verdicts, status)
 

@@ -152,6 +152,12 @@ def latest_calibration(output_dir: str | Path) -> tuple[dict | None, Path | None
     return max(found, key=lambda f: f[0].get("date", "")) if found else (None, None)
 
 
+NOT_CALIBRATED = "not calibrated"
+COULD_NOT_CALIBRATE = "not calibrated: "  # a calibration of these settings found no known-good control; then why
+CONTROLS_CHANGED = "calibrated with controls that have changed since (an earlier version's): run calibrate again"
+SAID_ONE_BY_ONE = (COULD_NOT_CALIBRATE, CONTROLS_CHANGED)  # the report gives these statuses a line each
+
+
 def calibration_status(calibration: Mapping | None, criteria: Mapping[str, Criterion], params: Mapping,
                        controls: Mapping[str, list[str]] | None) -> dict[str, dict]:
     """Per criterion: ``{"calibrated": True/False, "why": ...}`` when the calibration ran with the criterion's
@@ -160,19 +166,18 @@ def calibration_status(calibration: Mapping | None, criteria: Mapping[str, Crite
     status = {}
     for name, criterion in criteria.items():
         if calibration is None:
-            status[name] = {"calibrated": None, "why": "not calibrated"}
+            status[name] = {"calibrated": None, "why": NOT_CALIBRATED}
             continue
         found = {c["criterion"]: c for c in calibration.get("criteria", [])}.get(name)
         same = (calibration.get("settings", {}).get(name) == repr(criterion)
                 and calibration.get("params") == {k: str(v) for k, v in params.items()})
         if found is None or not same:
-            why = "not calibrated" if found is None else "calibrated with other settings or data"
+            why = NOT_CALIBRATED if found is None else "calibrated with other settings or data"
             status[name] = {"calibrated": None, "why": why}
         elif calibration.get("controls", {}).get(name) != (controls or {}).get(name):
-            status[name] = {"calibrated": None, "why": "calibrated with controls that have changed since (an "
-                                                       "earlier version's): run calibrate again"}
+            status[name] = {"calibrated": None, "why": CONTROLS_CHANGED}
         elif found["calibrated"] is None:  # it could not be calibrated (no known-good control for this model)
-            status[name] = {"calibrated": None, "why": f"not calibrated: {found['why']}"}
+            status[name] = {"calibrated": None, "why": f"{COULD_NOT_CALIBRATE}{found['why']}"}
         else:
             status[name] = {"calibrated": bool(found["calibrated"]), "why": found["why"]}
     return status

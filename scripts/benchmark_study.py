@@ -123,8 +123,7 @@ def main() -> None:
                                    "per_image_seconds": {f"{a}/{k}": s for (a, k), s in per_image.items()},
                                    "rows": rows}, indent=2))
 
-    stages = list(stage_seconds) + [s for s in dict.fromkeys(k[0] for k in list(counter.images) + list(
-        counter.work_seconds)) if s not in stage_seconds]
+    stages = list(stage_seconds)  # the named stages, then the time between them
     print(f"{'stage':<46}{'measured s':>11}{'floor s':>9}{'ratio':>7}{'work s':>8}{'ratio to floor+work':>20}"
           f"{'in forward s':>13}  passes (images); work")
     for stage in stages:

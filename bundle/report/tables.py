@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bundle.result import StudyResult
+from bundle.verdicts import SAID_ONE_BY_ONE
 
 
 def _cell(row) -> str:
@@ -152,7 +153,7 @@ def time_against_floor(timing: Mapping) -> str:
     images, batches = timing["images"], timing["batches"]
     sweep = f", a larger one where its timing takes at most {timing['budget_s']:g} s" if len(batches) > 1 else ""
     worked = [f"{WORK[kind]} {duration(seconds)}" for kind, seconds in timing.get("work_s", {}).items()
-              if kind in WORK and seconds >= 0.5]
+              if seconds >= 0.5]
     besides = f"; besides its passes, {_listed(worked)}" if worked else ""
     return (f"Time: {duration(timing['measured_s'])} up to this report against a floor of "
             f"{duration(timing['floor_s'])} ({timing['measured_s'] / timing['floor_s']:.2f}x): the {images['forward']:,}"
@@ -228,7 +229,7 @@ def trust_lines(verdicts: pd.DataFrame, trust: Mapping) -> list[str]:
         lines += [line for line in calibration_lines(record)
                   if status.get(line.split()[0], {}).get("calibrated") is not None]
     others = sorted(n for n, s in status.items() if s["calibrated"] is None and record is not None
-                    and s["why"].startswith(("not calibrated:", "calibrated with controls")))
+                    and s["why"].startswith(SAID_ONE_BY_ONE))
     lines += [f"  {n:<24} {status[n]['why']}" for n in others]  # could not calibrate it, or its controls changed
     missing = sorted(n for n, s in status.items() if s["calibrated"] is None and n not in others)
     if missing:

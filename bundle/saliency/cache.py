@@ -73,19 +73,16 @@ class MapCache:
         """Store one map per image id; written to a temporary name then renamed, so a crash leaves no torn file."""
         maps = maps.detach().cpu().numpy() if torch.is_tensor(maps) else maps  # waits on a GPU's passes: not timed
         with work("map_cache"):
-            self._write(description, image_ids, maps)
-
-    def _write(self, description: dict, image_ids: Sequence[str], maps: np.ndarray) -> None:
-        folder = self.root / self.key(description)
-        folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / "key.json").exists():
-            (folder / "key.json").write_text(json.dumps(description, indent=2))
-        for image_id, m in zip(image_ids, maps):
-            final = folder / f"{self._safe(image_id)}.npy"
-            tmp = folder / f".{final.name}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, m)
-            os.replace(tmp, final)
+            folder = self.root / self.key(description)
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / "key.json").exists():
+                (folder / "key.json").write_text(json.dumps(description, indent=2))
+            for image_id, m in zip(image_ids, maps):
+                final = folder / f"{self._safe(image_id)}.npy"
+                tmp = folder / f".{final.name}.{os.getpid()}.tmp"
+                with open(tmp, "wb") as f:
+                    np.save(f, m)
+                os.replace(tmp, final)
 
     def fetch(
         self, description: dict, image_ids: Sequence[str], compute: Callable[[list[int]], torch.Tensor],

@@ -101,13 +101,13 @@ def blurred_measurements(image: np.ndarray, saliency: np.ndarray, reveal_mask: n
         keeps = [reveal_mask, *keeps, np.ones_like(reveal_mask)]
     # a map's ties keep the same pixels at several fractions (an occlusion, KernelSHAP or LIME map's blocks, XRAI's
     # regions): each kept set is blurred and encoded once
+    keys = [np.packbits(keep).tobytes() for keep in keeps]
     measured: dict[bytes, tuple[np.ndarray, float]] = {}
-    for keep in keeps:
-        key = np.packbits(keep).tobytes()
+    for key, keep in zip(keys, keeps):
         if key not in measured:
             blurred = blurred_image(image, keep)
             measured[key] = blurred, information(blurred, information_kind)
-    images, info = zip(*(measured[np.packbits(keep).tobytes()] for keep in keeps))
+    images, info = zip(*(measured[key] for key in keys))
     return np.stack(images), np.array(info)
 
 
