@@ -22,6 +22,10 @@ KINDS = ("forward", "backward", "second_order", "train")
 WORK = {
     "pic_blurring": "PIC's blurring and encoding",
     "xrai_regions": "XRAI's regions",
+    "metrics": "the metrics' arithmetic",  # normalising maps, SSIM, rank correlations, localisation and overlap scores
+    "attack_steps": "the attacks' losses and steps",  # PSC's, between the passes of each step
+    "weights": "re-initialising and restoring weights",  # the randomisation criteria's steps
+    "data": "loading images",  # an engine's or a criterion's batches, the lesion-free twins
     "statistics": "the statistics",
     "map_cache": "the map cache's reads and writes",
 }
@@ -119,11 +123,20 @@ def counting(counter: PassCounter) -> Iterator[PassCounter]:
             handle.remove()
 
 
+def _synchronise() -> None:
+    """Wait for the GPU's queued kernels, where CUDA is in use (nothing to wait for on a CPU)."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 class work(contextlib.ContextDecorator):
     """Time a block (``with work(kind):``) or every call of a function (``@work(kind)``) as ``kind`` of :data:`WORK`,
     for every counter counting and not paused when it starts: its wall seconds (waiting on worker processes
     included) go to the stage running then. A block that starts while another is open, in any thread, is part of
-    that one's time (counted once, under the first's kind). Nothing is timed when no counter counts."""
+    that one's time (counted once, under the first's kind). Nothing is timed when no counter counts.
+
+    On a GPU, the outermost block waits for the kernels queued before it when it starts (the passes' time, not its
+    own) and for its own when it ends, so that asynchronous work is timed where it runs."""
 
     _entered = threading.local()  # per thread: the counters each open block entered, innermost last
 
@@ -133,6 +146,8 @@ class work(contextlib.ContextDecorator):
         self.kind = kind
 
     def __enter__(self) -> None:
+        if _COUNTING and not any(c._working for c in _COUNTING):
+            _synchronise()
         now = time.perf_counter()
         with _WORK_LOCK:
             counters = [c for c in _COUNTING if not c.paused]
@@ -146,6 +161,8 @@ class work(contextlib.ContextDecorator):
 
     def __exit__(self, *exc) -> bool:
         counters = self._entered.stack.pop()
+        if any(c._working == 1 for c in counters):
+            _synchronise()
         now = time.perf_counter()
         with _WORK_LOCK:
             for c in counters:
@@ -153,6 +170,18 @@ class work(contextlib.ContextDecorator):
                 if not c._working:
                     c.work_seconds[(c._work_stage, c._work_kind)] += now - c._work_started
         return False
+
+
+def add_work(kind: str, seconds: float) -> None:
+    """Add ``seconds`` of ``kind`` of :data:`WORK`, timed by the caller between two events (an engine's batch loading),
+    to every counter counting and not paused, at the stage running now; not where a block is open (its time holds
+    them)."""
+    if kind not in WORK:
+        raise ValueError(f"work must be one of {sorted(WORK)}, got {kind!r}")
+    with _WORK_LOCK:
+        for c in _COUNTING:
+            if not c.paused and not c._working:
+                c.work_seconds[(c.stage, kind)] += seconds
 
 
 def per_image_seconds(architecture: str, shape: tuple[int, ...], kind: str, batches: tuple[int, ...] = (8, 16, 32),

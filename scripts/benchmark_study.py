@@ -9,9 +9,10 @@ again: forward, backward kept in the graph, and a backward through it) or ``trai
 backward to the weights and the optimiser's update). After the run, the best per-image time of each kind and
 architecture is measured at batches of 8, 16 and 32 after warm-ups; a stage's floor is its images times those
 times. The time spent inside the networks' forward calls is measured during the run, and so is the work besides the
-passes, by kind (``bundle.passes.WORK``: PIC's blurring and encoding, XRAI's regions, the statistics, the map cache's
+passes, by kind (``bundle.passes.WORK``: PIC's blurring and encoding, XRAI's regions, the metrics' arithmetic, the
+attacks' losses and steps, re-initialising and restoring weights, loading images, the statistics, the map cache's
 reads and writes); a stage's ratio to its floor plus that work says what the rest costs (the passes above their best
-time, the methods' and metrics' own arithmetic, the work no kind names). JSON after every row.
+time, the methods' own arithmetic, the work no kind names). JSON after every row.
 
     python scripts/benchmark_study.py --json eval/benchmark_study.json            # the quick study
     python scripts/benchmark_study.py --config "['configs/evaluate.json']" --ckpt-dir models/synthetic

@@ -160,6 +160,69 @@ def test_pic_times_its_blurring_as_work_and_its_scoring_as_passes():
     assert dict(counter.images) == {("criterion faithfulness", "glass_box", "forward"): 2 * 4} and info.shape == (2, 4)
 
 
+def test_the_metrics_attacks_weights_and_data_are_timed_apart_from_the_passes():
+    """The rest of a stage's work besides its passes, each under its kind and never its passes' time: the metrics'
+    arithmetic (a normalisation inside an attack's step included), PSC's losses and optimisation steps, a cascade's
+    re-initialised and restored weights, an engine's batches and a criterion's."""
+    import time
+
+    from ignite.engine import Engine
+
+    from bundle.criteria.context import StudyContext
+    from bundle.handlers import DataTimer
+    from bundle.networks import get_architecture
+    from bundle.saliency import get_method
+    from bundle.saliency.differentiable import differentiable_map
+    from bundle.trust.localization import localization_scores
+    from bundle.trust.psc import Attack, attacked_images
+    from bundle.trust.randomization import WeightRandomization
+    from bundle.trust.similarity import ssim, spearman
+
+    net, images = build_network("glass_box").eval(), torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[:, :, 8:16, 8:16] = 1.0
+
+    def stage(name: str, run) -> PassCounter:
+        with counting(PassCounter(name)) as counter:
+            run()
+        return counter
+
+    maps = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(1))
+    scored = stage("metrics", lambda: (ssim(maps, maps.flip(1)), spearman(maps, maps.flip(1)),
+                                       localization_scores(maps, masks[:, 0], ["auprc", "iou"])))
+    assert set(scored.work_totals()) == {"metrics"} and not scored.images
+
+    grad = get_method("grad")
+    attack = Attack("sensitivity", epsilon=0.05, iterations=3, lr=0.02)
+    attacked = stage("psc", lambda: attacked_images(net, images, torch.ones(2, dtype=torch.long),
+                                                    lambda m, x, t: differentiable_map(grad, m, x, t), attack))
+    assert set(attacked.work_totals()) == {"attack_steps", "metrics"}  # the map normalised at each step: metrics
+    assert attacked.images[("psc", "glass_box", "second_order")] == 2 * 3  # the passes themselves: not work
+
+    cascade = WeightRandomization(net, get_architecture("glass_box").randomisation_blocks)
+    randomised = stage("cascade", lambda: [step for step, _ in cascade.map_steps(lambda key, model: model()(images))])
+    assert set(randomised.work_totals()) == {"weights"} and sum(randomised.images.values()) == 2
+
+    class SlowImages(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> dict:
+            time.sleep(0.02)
+            return {"image": images[i % 2], "image_id": str(i)}
+
+    loader = torch.utils.data.DataLoader(SlowImages(), batch_size=2)
+    engine = Engine(lambda engine, batch: net(batch["image"]))
+    DataTimer().attach(engine)
+    trained = stage("training", lambda: engine.run(loader, max_epochs=1))
+    ctx = StudyContext(primary=None, load_model=None, checkpoint_digest=None, dataloader=loader, sources={}, kinds={})
+    read = stage("criterion", lambda: [ctx.image_ids(batch) for batch in ctx.study_batches(limit=3)])
+    for counter, stage_name in ((trained, "training"), (read, "criterion")):
+        assert set(counter.work_seconds) == {(stage_name, "data")}
+        assert 0.08 <= counter.work_totals()["data"] < 0.2  # four images of 20 ms each, read in two batches
+    assert sum(trained.images.values()) == 4 and not read.images
+
+
 def test_a_benchmark_row_sets_the_stage_beside_its_floor_and_its_work(capsys):
     script = _script()
     row = script.row("criterion faithfulness", 405.0, 167.0, {"pic_blurring": 200.0, "map_cache": 3.0}, 179.0,

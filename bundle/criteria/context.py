@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from bundle.models import ModelSpec
+from bundle.passes import work
 from bundle.saliency.cache import MapCache
 
 logger = logging.getLogger(__name__)
@@ -83,8 +84,12 @@ class StudyContext:
     def study_batches(self, limit: int | None = None) -> Iterator[dict]:
         """All the study's images in a fixed order (the first ``limit`` only, when given), whichever the process:
         what a criterion looks at before scoring (does the data have a second reader?) or across images."""
-        seen = 0
-        for batch in self.dataloader:
+        seen, batches = 0, iter(self.dataloader)
+        while True:
+            with work("data"):
+                batch = next(batches, None)
+            if batch is None:
+                return
             if limit is not None:
                 keep = limit - seen
                 if keep <= 0:

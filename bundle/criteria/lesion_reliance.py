@@ -18,6 +18,7 @@ from scipy.stats import binomtest
 from bundle.criteria.base import (
     FAIL, INCONCLUSIVE, PASS, POWER, VERDICT_COLUMNS, Criterion, Record, images_needed, records_for,
 )
+from bundle.passes import work
 from bundle.trust.stats import images_for_sign_test
 from bundle.data.synthetic_dataset import write_lesion_free_twins
 from bundle.data.synthetic_volume import write_volume_twins
@@ -65,9 +66,11 @@ class LesionReliance(Criterion):
         records = []
         for batch in ctx.batches():
             ids = ctx.image_ids(batch)
-            twins = [self._transform(item) for item in TWIN_WRITERS[self.dataset_name](self.dataset_dir, ids,
-                                                                                        ctx.image_key, ctx.id_key)]
-            twin_images = list_data_collate(twins)[ctx.image_key].to(ctx.device)
+            with work("data"):
+                twins = [self._transform(item) for item in TWIN_WRITERS[self.dataset_name](self.dataset_dir, ids,
+                                                                                            ctx.image_key, ctx.id_key)]
+                twin_images = list_data_collate(twins)[ctx.image_key]
+            twin_images = twin_images.to(ctx.device)
             with torch.no_grad():
                 positive = model(ctx.images(batch))[:, ctx.target]
                 twin = model(twin_images)[:, ctx.target]

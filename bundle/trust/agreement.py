@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from bundle.passes import work
 from bundle.trust.localization import binarize, parse_binarization
 from bundle.trust.normalization import normalize_maps
 from bundle.trust.similarity import ssim
@@ -41,6 +42,7 @@ def _binarize(unit: torch.Tensor, binarization: str) -> torch.Tensor:
     return equal_area(unit, float(value)) if kind == EQUAL_AREA else binarize(unit, binarization)[0]
 
 
+@work("metrics")
 def mask_overlap(a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
     """IoU and Dice of two binary masks (B, *spatial) per pair; NaN when either mask is empty."""
     a, b = a.reshape(a.shape[0], -1).bool(), b.reshape(b.shape[0], -1).bool()
@@ -53,6 +55,7 @@ def mask_overlap(a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"iou": iou.float(), "dice": dice.float()}
 
 
+@work("metrics")
 def map_agreement(a: torch.Tensor, b: torch.Tensor, signed: bool = True, normalization: str = "pair",
                   binarization: str = "otsu", data_range: float = 1.0) -> dict[str, torch.Tensor]:
     """SSIM of the normalised maps and IoU / Dice of their binarised masks (``binarization``: ``area:<percent>``,

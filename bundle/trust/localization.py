@@ -22,6 +22,7 @@ from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 from skimage.morphology import disk
 
+from bundle.passes import work
 from bundle.trust.normalization import NORMALIZATIONS, normalize_maps
 
 
@@ -290,6 +291,7 @@ LOCALIZATION_METRICS = ("auprc", "ap", "hit", "mass", "iou", "dice")  # the stud
 EXTRA_LOCALIZATION_METRICS = ("rank", "roc_auc")
 
 
+@work("metrics")
 def localization_scores(
     maps: torch.Tensor,
     masks: torch.Tensor,

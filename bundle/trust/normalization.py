@@ -10,9 +10,12 @@ from __future__ import annotations
 import torch
 from monai.utils import look_up_option
 
+from bundle.passes import work
+
 NORMALIZATIONS = ("pair", "minmax", "sum_to_one")
 
 
+@work("metrics")
 def normalize_maps(
     maps: torch.Tensor, method: str = "pair", signed: bool = True, clip: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:

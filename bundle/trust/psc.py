@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from monai.utils import look_up_option
 from torch import nn
 
-from bundle.passes import second_order
+from bundle.passes import second_order, work
 from bundle.saliency.base import inference_state
 from bundle.saliency.differentiable import Activation, activations
 from bundle.trust.normalization import normalize_maps
@@ -63,6 +63,7 @@ def class_probability(logits: torch.Tensor, target: torch.Tensor, prediction: st
     return torch.softmax(logits, dim=1).gather(1, target[:, None])[:, 0]
 
 
+@work("metrics")
 def prediction_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """JSD_pred: the divergence of the two-point distributions [p, 1 - p] and [q, 1 - q]."""
     return jensen_shannon(torch.stack([p, 1 - p], dim=-1), torch.stack([q, 1 - q], dim=-1))
@@ -76,6 +77,7 @@ def map_distribution(maps: torch.Tensor, signed: bool) -> tuple[torch.Tensor, to
     return unit.reshape(unit.shape[0], -1).double(), degenerate
 
 
+@work("metrics")
 def map_divergence(a: torch.Tensor, b: torch.Tensor, signed: bool) -> torch.Tensor:
     """JSD_map between two batches of maps of the same images; NaN where either map has no mass."""
     (p, flat_p), (q, flat_q) = map_distribution(a, signed), map_distribution(b, signed)
@@ -228,17 +230,18 @@ def attacked_images(model: nn.Module, images: torch.Tensor, target: torch.Tensor
             # the map's own pass on x gave the logits (one pass fewer per step), unless its backward rule is not
             # the gradient's (guided backpropagation) or it never scored x itself (IG's path, SmoothGrad's copies)
             logits = shared[0] if shared else model(x)
-            p = class_probability(logits, target, attack.prediction)
-            if attack.kind == "sensitivity":
-                change = -torch.where(lower, torch.log1p(-p.clamp(max=1 - 1e-7)), torch.log(p.clamp(min=1e-7)))
-                loss = change + attack.keep_weight * jensen_shannon(unit, reference_map)
-            else:
-                loss = jensen_shannon(unit, goal) + attack.keep_weight * prediction_divergence(p, reference_p)
-            optimiser.zero_grad()
+            with work("attack_steps"):
+                p = class_probability(logits, target, attack.prediction)
+                if attack.kind == "sensitivity":
+                    change = -torch.where(lower, torch.log1p(-p.clamp(max=1 - 1e-7)), torch.log(p.clamp(min=1e-7)))
+                    loss = change + attack.keep_weight * jensen_shannon(unit, reference_map)
+                else:
+                    loss = jensen_shannon(unit, goal) + attack.keep_weight * prediction_divergence(p, reference_p)
+                optimiser.zero_grad()
             loss.sum().backward()
-            delta.grad.nan_to_num_(0.0, posinf=0.0, neginf=0.0)  # a pixel without a finite gradient stays put
-            optimiser.step()
-            with torch.no_grad():
+            with work("attack_steps"), torch.no_grad():
+                delta.grad.nan_to_num_(0.0, posinf=0.0, neginf=0.0)  # a pixel without a finite gradient stays put
+                optimiser.step()
                 delta.clamp_(-attack.epsilon, attack.epsilon)
                 delta.copy_((images + delta).clamp(0.0, 1.0) - images)
         for a in smooth:

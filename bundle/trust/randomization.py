@@ -18,6 +18,8 @@ import torch
 from monai.utils import look_up_option
 from torch import nn
 
+from bundle.passes import work
+
 logger = logging.getLogger(__name__)
 RANDOMIZATION_MODES = ("cascading", "independent")
 
@@ -119,13 +121,16 @@ class WeightRandomization:
     def randomized(self, block: str) -> Iterator[nn.Module]:
         """The model with the weights of step ``block`` re-initialised; the trained weights come back on exit."""
         training = self.model.training
-        if self._trained is None:
-            self._trained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        with work("weights"):
+            if self._trained is None:
+                self._trained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         try:
-            self._reset(block)
+            with work("weights"):
+                self._reset(block)
             yield self.model.eval()
         finally:
-            self.model.load_state_dict(self._trained)
+            with work("weights"):
+                self.model.load_state_dict(self._trained)
             self.model.train(training)
 
     def map_steps(self, compute: Callable[[str, Callable[[], nn.Module]], object]) -> Iterator[tuple[str, object]]:

@@ -6,7 +6,10 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+from bundle.passes import work
 
+
+@work("metrics")
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation of each pair of maps (B, *spatial), ties given their average rank.
 
@@ -39,6 +42,7 @@ def box_mean(t: torch.Tensor, win_size: int) -> torch.Tensor:
     return t
 
 
+@work("metrics")
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, win_size: int = 7) -> torch.Tensor:
     """Mean structural similarity of each pair of maps (B, *spatial), 2-D or 3-D, one value per pair.
 
