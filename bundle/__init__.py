@@ -8,7 +8,7 @@ console.quiet_library_noise()  # the libraries' repeated lines, filtered where t
 
 console.freeze_imported_objects()  # last: a command returns the prompt when it ends, not 2 s later
 
-__version__ = "0.20.0"
+__version__ = "0.21.0"
 __all__ = [
     "allocator", "console", "criteria", "data", "distributed", "errors", "findings", "handlers", "inference", "mirror",
     "models", "networks", "profiles", "saliency", "study", "summary", "switches", "tracking", "trust",

@@ -24,7 +24,7 @@ WORK = {
     "xrai_regions": "XRAI's regions",
     "metrics": "the metrics' arithmetic",  # normalising maps, SSIM, rank correlations, localisation and overlap scores
     "attack_steps": "the attacks' losses and steps",  # PSC's, between the passes of each step
-    "weights": "re-initialising and restoring weights",  # the randomisation criteria's steps
+    "weights": "re-initialising and restoring weights",  # the randomisation criteria's steps, EpochTrust's
     "data": "loading images",  # an engine's or a criterion's batches, the lesion-free twins
     "statistics": "the statistics",
     "map_cache": "the map cache's reads and writes",
@@ -50,10 +50,14 @@ class PassCounter:
     """Images through the study's networks (the modules ``bundle.networks`` builds, which carry ``architecture``) by
     (stage, architecture, kind), the input shape of each architecture, the seconds inside their forward calls by
     stage, and the seconds of each kind of :data:`WORK` by (stage, kind). ``stage`` names what runs now (set by the
-    caller; one stage by default); ``paused`` stops counting."""
+    caller; one stage by default); ``paused`` stops counting.
 
-    def __init__(self, stage: str = "study") -> None:
-        self.stage, self.paused = stage, False
+    With ``synchronise``, on a GPU, each outermost work block waits for the kernels queued before it (the passes'
+    time) and for its own, so that asynchronous work is timed where it runs, at the cost of the GPU waiting on each
+    block: what a benchmark wants; a study's own counter leaves it off, and times the CPU's side of the work."""
+
+    def __init__(self, stage: str = "study", synchronise: bool = False) -> None:
+        self.stage, self.paused, self.synchronise = stage, False, synchronise
         self.images: dict[tuple[str, str, str], int] = defaultdict(int)
         self.forward_seconds: dict[str, float] = defaultdict(float)
         self.work_seconds: dict[tuple[str, str], float] = defaultdict(float)
@@ -133,10 +137,8 @@ class work(contextlib.ContextDecorator):
     """Time a block (``with work(kind):``) or every call of a function (``@work(kind)``) as ``kind`` of :data:`WORK`,
     for every counter counting and not paused when it starts: its wall seconds (waiting on worker processes
     included) go to the stage running then. A block that starts while another is open, in any thread, is part of
-    that one's time (counted once, under the first's kind). Nothing is timed when no counter counts.
-
-    On a GPU, the outermost block waits for the kernels queued before it when it starts (the passes' time, not its
-    own) and for its own when it ends, so that asynchronous work is timed where it runs."""
+    that one's time (counted once, under the first's kind). Nothing is timed when no counter counts. On a GPU, an
+    outermost block waits for the kernels queued before and inside it where a counter asks to (``synchronise``)."""
 
     _entered = threading.local()  # per thread: the counters each open block entered, innermost last
 
@@ -146,7 +148,8 @@ class work(contextlib.ContextDecorator):
         self.kind = kind
 
     def __enter__(self) -> None:
-        if _COUNTING and not any(c._working for c in _COUNTING):
+        counting_now = [c for c in _COUNTING if not c.paused]
+        if any(c.synchronise for c in counting_now) and not any(c._working for c in counting_now):
             _synchronise()
         now = time.perf_counter()
         with _WORK_LOCK:
@@ -161,14 +164,16 @@ class work(contextlib.ContextDecorator):
 
     def __exit__(self, *exc) -> bool:
         counters = self._entered.stack.pop()
-        if any(c._working == 1 for c in counters):
-            _synchronise()
-        now = time.perf_counter()
-        with _WORK_LOCK:
-            for c in counters:
-                c._working -= 1
-                if not c._working:
-                    c.work_seconds[(c._work_stage, c._work_kind)] += now - c._work_started
+        try:
+            if exc[0] is None and any(c.synchronise and c._working == 1 for c in counters):
+                _synchronise()
+        finally:  # a failed wait must not leave the block open: every later one would count as nested in it
+            now = time.perf_counter()
+            with _WORK_LOCK:
+                for c in counters:
+                    c._working -= 1
+                    if not c._working:
+                        c.work_seconds[(c._work_stage, c._work_kind)] += now - c._work_started
         return False
 
 

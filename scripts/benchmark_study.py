@@ -103,7 +103,7 @@ def main() -> None:
         overrides[key] = value
     from monai.bundle import run
 
-    counter, stage_seconds = PassCounter("between the stages"), {}  # data, merging, AUCs, statistics, the report's floor
+    counter, stage_seconds = PassCounter("between the stages", synchronise=True), {}  # data, merging, AUCs, statistics, the report's floor
     start = time.perf_counter()
     with staged(counter, stage_seconds):
         config = ast.literal_eval(args.config) if args.config.startswith("[") else args.config

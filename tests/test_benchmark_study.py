@@ -143,6 +143,37 @@ def test_work_in_threads_and_functions_is_counted_once_and_survives_errors():
     assert seconds["pic_blurring"] >= 0.02 and counter._working == 0
 
 
+def test_a_benchmarks_counter_waits_for_the_gpu_around_each_outermost_block_and_a_failed_wait_closes_it(monkeypatch):
+    """With ``synchronise`` (the benchmark's counter), an outermost block waits for the GPU when it starts and when it
+    ends, a nested one never, and a study's own counter never asks; a wait that fails (a CUDA error) still closes the
+    block, or every later block would count as nested in it and go untimed."""
+    import bundle.passes as passes
+
+    waits = []
+    monkeypatch.setattr(passes, "_synchronise", lambda: waits.append(1))
+    with counting(PassCounter()):  # a study's own counter
+        with work("metrics"):
+            pass
+    assert not waits
+    with counting(PassCounter()), counting(PassCounter(synchronise=True)) as benchmark:
+        with work("metrics"):
+            with work("statistics"):
+                pass
+        assert len(waits) == 2
+
+        def fail() -> None:
+            raise RuntimeError("CUDA error: an illegal memory access")
+
+        with pytest.raises(RuntimeError, match="illegal memory"):
+            with work("weights"):
+                monkeypatch.setattr(passes, "_synchronise", fail)
+        monkeypatch.setattr(passes, "_synchronise", lambda: None)
+        assert benchmark._working == 0
+        with work("data"):
+            pass
+    assert set(benchmark.work_totals()) == {"metrics", "weights", "data"}
+
+
 def test_pic_times_its_blurring_as_work_and_its_scoring_as_passes():
     """PIC's blurred images and their encoding are the faithfulness criterion's work besides its passes: timed apart
     as ``pic_blurring``, while the model's scoring of them is counted as forward passes."""
@@ -219,7 +250,7 @@ def test_the_metrics_attacks_weights_and_data_are_timed_apart_from_the_passes():
     read = stage("criterion", lambda: [ctx.image_ids(batch) for batch in ctx.study_batches(limit=3)])
     for counter, stage_name in ((trained, "training"), (read, "criterion")):
         assert set(counter.work_seconds) == {(stage_name, "data")}
-        assert 0.08 <= counter.work_totals()["data"] < 0.2  # four images of 20 ms each, read in two batches
+        assert 0.08 <= counter.work_totals()["data"] < 0.5  # four images of 20 ms each, read in two batches
     assert sum(trained.images.values()) == 4 and not read.images
 
 

@@ -33,6 +33,8 @@ def test_train_config_keeps_model_zoo_ids():
     for key in ("bundle_root", "device", "dataset_dir", "network_def", "train#trainer", "validate#evaluator",
                 "val_interval", "output_dir", "train#handlers", "validate#handlers"):
         assert key in parser, key
+    for handlers in ("train#handlers", "validate#handlers"):  # their batches' loading timed as work (bundle.passes)
+        assert parser[handlers][-1] == {"_target_": "bundle.handlers.DataTimer"}, handlers
 
 
 @pytest.mark.parametrize("name", ["densenet121", "inception_v3"])

@@ -68,7 +68,8 @@ def test_run_generates_data_trains_and_prints_verdicts(quick_run):
     assert "(timed at batches of 8); besides its passes, " in output  # the quick study's floor_batches reach it
     # the work timed apart (the quick study's PIC blurring, a few images at two sources, is under the line's 0.5 s)
     besides = re.search(r"besides its passes, (.*); scripts/benchmark_study.py", output)[1]
-    assert all(re.search(rf"{what} [0-9.]+ s", besides) for what in ("XRAI's regions", "the statistics")), besides
+    assert all(re.search(rf"{what} [0-9.]+ s", besides) for what in (
+        "XRAI's regions", "the metrics' arithmetic", "re-initialising and restoring weights", "the statistics")), besides
     for method in ("ig", "kernelshap"):  # marked '!' exactly when its cut counts fail fidelity_to_published
         failed = f"fidelity_to_published  {method:<11} FAIL" in output
         assert (re.search(rf"^{method}! ", table, re.M) is not None) == failed, method

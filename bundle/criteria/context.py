@@ -11,6 +11,8 @@ from torch import nn
 
 from bundle.models import ModelSpec
 from bundle.passes import work
+
+_END = object()  # the end of the study's batches
 from bundle.saliency.cache import MapCache
 
 logger = logging.getLogger(__name__)
@@ -85,15 +87,13 @@ class StudyContext:
         """All the study's images in a fixed order (the first ``limit`` only, when given), whichever the process:
         what a criterion looks at before scoring (does the data have a second reader?) or across images."""
         seen, batches = 0, iter(self.dataloader)
-        while True:
+        while limit is None or seen < limit:
             with work("data"):
-                batch = next(batches, None)
-            if batch is None:
+                batch = next(batches, _END)
+            if batch is _END:
                 return
             if limit is not None:
                 keep = limit - seen
-                if keep <= 0:
-                    return
                 if len(batch[self.id_key]) > keep:
                     batch = {k: v[:keep] if isinstance(v, (torch.Tensor, list, tuple)) else v for k, v in batch.items()}
                 seen += len(batch[self.id_key])
