@@ -54,7 +54,8 @@ class PassCounter:
 
     With ``synchronise``, on a GPU, each outermost work block waits for the kernels queued before it (the passes'
     time) and for its own, so that asynchronous work is timed where it runs, at the cost of the GPU waiting on each
-    block: what a benchmark wants; a study's own counter leaves it off, and times the CPU's side of the work."""
+    block: what a benchmark wants. A study's own counter leaves it off: on a GPU its work times may then hold waits for
+    passes queued before a block (a metric copying maps to the CPU waits for them)."""
 
     def __init__(self, stage: str = "study", synchronise: bool = False) -> None:
         self.stage, self.paused, self.synchronise = stage, False, synchronise
