@@ -264,6 +264,24 @@ def test_a_benchmark_row_sets_the_stage_beside_its_floor_and_its_work(capsys):
     assert printed.rstrip().endswith("densenet121/forward 13388; pic_blurring 200.0 s, map_cache 3.0 s")
     whole = script.row("whole study", 100.0, 80.0, {}, 50.0)
     assert whole["ratio_to_floor_and_work"] == pytest.approx(1.25) and "passes" not in whole
+    assert whole["speed"] is None and whole["ratio_at_its_speed"] is None
+    slower = script.row("criterion psc", 357.2, 304.5, {"xrai_regions": 9.9}, 190.3, speed=0.9)  # faster then
+    assert slower["ratio_at_its_speed"] == pytest.approx(357.2 / (304.5 * 0.9))
+    assert "   0.90      1.30  " in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_the_speed_probe_times_an_uncounted_pass_at_each_stage_and_reads_the_drift():
+    """The benchmark's probe of the machine's speed makes passes no counter counts (the study's and the benchmark's
+    pass counts stay the study's own) and sets each stage's per-image time against the floor's timing."""
+    script = _script()
+    probe = script.SpeedProbe()
+    with counting(PassCounter()) as counter:
+        for name in ("training", "the floor's timing"):
+            probe(name, "glass_box", (1, 32, 32))
+    assert not counter.images and not counter.forward_seconds and probe.spent > 0
+    assert probe.speed("training", "the floor's timing") == pytest.approx(
+        probe.seconds["training"] / probe.seconds["the floor's timing"])
+    assert probe.speed("psc", "the floor's timing") is None  # a stage that made no pass was not probed
 
 
 def test_the_study_times_its_floor_within_its_budget(monkeypatch):
