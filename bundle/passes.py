@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 KINDS = ("forward", "backward", "second_order", "train")
-# the work besides the passes, timed apart (:class:`work`); none of it runs a network or waits on one
+# the work besides the passes, timed apart (:class:`work`); none of it runs a network
 WORK = {
     "pic_blurring": "PIC's blurring and encoding",
     "xrai_regions": "XRAI's regions",
@@ -128,6 +128,12 @@ def counting(counter: PassCounter) -> Iterator[PassCounter]:
             handle.remove()
 
 
+def _checked_kind(kind: str) -> str:
+    if kind not in WORK:
+        raise ValueError(f"work must be one of {sorted(WORK)}, got {kind!r}")
+    return kind
+
+
 def _synchronise() -> None:
     """Wait for the GPU's queued kernels, where CUDA is in use (nothing to wait for on a CPU)."""
     if torch.cuda.is_initialized():
@@ -144,17 +150,14 @@ class work(contextlib.ContextDecorator):
     _entered = threading.local()  # per thread: the counters each open block entered, innermost last
 
     def __init__(self, kind: str) -> None:
-        if kind not in WORK:
-            raise ValueError(f"work must be one of {sorted(WORK)}, got {kind!r}")
-        self.kind = kind
+        self.kind = _checked_kind(kind)
 
     def __enter__(self) -> None:
-        counting_now = [c for c in _COUNTING if not c.paused]
-        if any(c.synchronise for c in counting_now) and not any(c._working for c in counting_now):
+        counters = [c for c in _COUNTING if not c.paused]
+        if any(c.synchronise for c in counters) and not any(c._working for c in counters):
             _synchronise()
         now = time.perf_counter()
         with _WORK_LOCK:
-            counters = [c for c in _COUNTING if not c.paused]
             for c in counters:
                 if not c._working:
                     c._work_started, c._work_stage, c._work_kind = now, c.stage, self.kind
@@ -182,8 +185,7 @@ def add_work(kind: str, seconds: float) -> None:
     """Add ``seconds`` of ``kind`` of :data:`WORK`, timed by the caller between two events (an engine's batch loading),
     to every counter counting and not paused, at the stage running now; not where a block is open (its time holds
     them)."""
-    if kind not in WORK:
-        raise ValueError(f"work must be one of {sorted(WORK)}, got {kind!r}")
+    kind = _checked_kind(kind)
     with _WORK_LOCK:
         for c in _COUNTING:
             if not c.paused and not c._working:

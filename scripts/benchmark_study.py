@@ -53,10 +53,12 @@ class SpeedProbe:
         self.spent = 0.0  # the probes' own time, taken out of the run's
         self._model: torch.nn.Module | None = None
 
-    def __call__(self, name: str, architecture: str, shape: tuple[int, ...]) -> None:
+    def __call__(self, name: str, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Probe after ``name``, on the first architecture of ``shapes`` (a counter's: architecture -> input shape)."""
         from bundle.networks import build_network
 
         start = time.perf_counter()
+        architecture, shape = next(iter(shapes.items()))
         if self._model is None:
             self._model = build_network(architecture, spatial_dims=len(shape) - 1, image_size=shape[1]).eval()
             self._model.architecture = None  # not a study network: no pass counter counts it
@@ -96,8 +98,7 @@ def staged(counter: PassCounter, stage_seconds: dict, probe: SpeedProbe | None =
             stage_seconds[name] = stage_seconds.get(name, 0.0) + time.perf_counter() - start
             counter.stage = previous
             if probe is not None and counter.shapes:
-                architecture, shape = next(iter(counter.shapes.items()))
-                probe(name, architecture, shape)
+                probe(name, counter.shapes)
 
     console.StudyProgress.stage = stage
     try:
@@ -160,7 +161,7 @@ def main() -> None:
     stage_seconds[counter.stage] = total - sum(stage_seconds.values())  # the time outside every named stage
     torch.set_grad_enabled(True)
     timing = "the floor's timing"
-    probe(timing, *next(iter(counter.shapes.items())))
+    probe(timing, counter.shapes)
 
     per_image = {}
     for (_, architecture, kind) in sorted({k for k in counter.images}):

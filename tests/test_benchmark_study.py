@@ -277,7 +277,7 @@ def test_the_speed_probe_times_an_uncounted_pass_at_each_stage_and_reads_the_dri
     probe = script.SpeedProbe()
     with counting(PassCounter()) as counter:
         for name in ("training", "the floor's timing"):
-            probe(name, "glass_box", (1, 32, 32))
+            probe(name, {"glass_box": (1, 32, 32)})
     assert not counter.images and not counter.forward_seconds and probe.spent > 0
     assert probe.speed("training", "the floor's timing") == pytest.approx(
         probe.seconds["training"] / probe.seconds["the floor's timing"])

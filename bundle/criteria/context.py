@@ -11,11 +11,10 @@ from torch import nn
 
 from bundle.models import ModelSpec
 from bundle.passes import work
-
-_END = object()  # the end of the study's batches
 from bundle.saliency.cache import MapCache
 
 logger = logging.getLogger(__name__)
+_END = object()  # the end of the study's batches
 
 
 @dataclass
